@@ -1,0 +1,32 @@
+# wnlb_d2: set-up, tests, benchmarks.
+#   make test    create .venv (torch, detectron2, deps, wnlb_d2) and run the test suite
+#   make bench   the non-local block benchmark (efficient vs reference)
+# Set VENV= to another folder, or PYTHON= to the interpreter that creates it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.wnlb_d2-installed
+
+.PHONY: install test bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py requirements.txt tools/install_detectron2.py tools/detectron2_c_standin.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=23"
+	# torch first: detectron2's setup and pycocotools builds import it / numpy.
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) tools/install_detectron2.py
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) tools/benchmark_nonlocal.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

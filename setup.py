@@ -1,0 +1,24 @@
+"""wnlb_d2: weighted non-local blocks for low-light instance segmentation in Detectron2.
+
+detectron2 itself is not declared as a dependency: it is not on PyPI. Install it from source
+(with CUDA) or with ``tools/install_detectron2.py`` (pure Python, CPU); see README.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="wnlb_d2",
+    version="0.1.0",
+    description="Weighted non-local blocks (wNLB) for low-light instance segmentation in Detectron2",
+    packages=find_packages(include=["wnlb_d2", "wnlb_d2.*"]),
+    python_requires=">=3.8",
+    install_requires=[
+        "torch>=1.10",
+        "numpy",
+        "opencv-python>=4.8,<5",
+        "pycocotools>=2.0.2",
+        "fvcore>=0.1.5,<0.1.6",
+        "tqdm",
+    ],
+    extras_require={"test": ["pytest"]},
+)

@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Install detectron2 into the running Python environment, or keep the one already there.
+
+Order of preference:
+
+1. A detectron2 that is already importable (e.g. built from source with CUDA) is used as it is.
+   If it lacks the compiled ``_C`` extension, a stand-in ``_C`` module is added (the only file
+   this script ever writes into a detectron2 installation).
+2. Otherwise the v0.6 release is taken from PyPI's ``pb1-detectron2==0.6`` source distribution
+   (a file-for-file re-upload of detectron2 v0.6 that lacks the C++ sources, so it cannot be
+   built as published). Its pure-Python ``detectron2/`` package, with the stock configs under
+   ``detectron2/model_zoo/configs``, is repackaged as a distribution named ``detectron2`` 0.6
+   and installed with pip, plus the stand-in ``_C``.
+
+Usage::
+
+    python tools/install_detectron2.py [--sdist PATH] [--force]
+"""
+
+import argparse
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+SDIST_REQUIREMENT = "pb1-detectron2==0.6"
+STANDIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "detectron2_c_standin.py")
+
+SETUP_PY = '''
+from setuptools import setup, find_packages
+setup(
+    name="detectron2",
+    version="0.6",
+    description="detectron2 v0.6, pure-Python package repackaged from pb1-detectron2==0.6",
+    packages=find_packages(include=["detectron2", "detectron2.*"]),
+    package_data={"detectron2.model_zoo": ["configs/**/*.yaml", "configs/**/*.py"]},
+    include_package_data=True,
+    python_requires=">=3.7",
+)
+'''
+
+
+def _run(cmd):
+    print("+", " ".join(cmd), flush=True)
+    subprocess.check_call(cmd)
+
+
+def _detectron2_dir():
+    spec = importlib.util.find_spec("detectron2")
+    return None if spec is None else os.path.dirname(spec.origin)
+
+
+def _has_compiled_ext(d2_dir):
+    return any(
+        f.startswith("_C.") and (f.endswith(".so") or f.endswith(".pyd")) for f in os.listdir(d2_dir)
+    )
+
+
+def _add_standin(d2_dir):
+    target = os.path.join(d2_dir, "_C.py")
+    if os.path.exists(target):
+        return
+    tmp = target + ".tmp"
+    shutil.copyfile(STANDIN, tmp)
+    os.replace(tmp, target)  # never a half-written module
+    print(f"Added stand-in for the missing compiled extension: {target}")
+
+
+def _install_from_sdist(sdist):
+    with tempfile.TemporaryDirectory() as work:
+        if sdist is None:
+            _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                  "--no-build-isolation", SDIST_REQUIREMENT, "-d", work])
+            found = [f for f in os.listdir(work) if f.endswith((".tar.gz", ".zip"))]
+            if not found:
+                sys.exit(f"error: pip download of {SDIST_REQUIREMENT} produced no source archive")
+            sdist = os.path.join(work, found[0])
+        if not os.path.isfile(sdist):
+            sys.exit(f"error: detectron2 source archive not found: {sdist}")
+        src = os.path.join(work, "src")
+        with tarfile.open(sdist) as tar:
+            tar.extractall(src, filter="data")
+        roots = [os.path.join(src, d) for d in os.listdir(src)]
+        pkg = [os.path.join(r, "detectron2") for r in roots if os.path.isdir(os.path.join(r, "detectron2"))]
+        if not pkg or not os.path.isfile(os.path.join(pkg[0], "model_zoo", "configs", "Base-RCNN-FPN.yaml")):
+            sys.exit(f"error: {sdist} does not contain detectron2/ with model_zoo/configs")
+        build = os.path.join(work, "build")
+        shutil.copytree(pkg[0], os.path.join(build, "detectron2"))
+        shutil.copyfile(STANDIN, os.path.join(build, "detectron2", "_C.py"))
+        with open(os.path.join(build, "setup.py"), "w") as f:
+            f.write(SETUP_PY)
+        _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", build])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sdist", help="local pb1-detectron2 0.6 source archive (default: download from PyPI)")
+    parser.add_argument("--force", action="store_true", help="reinstall even if detectron2 imports")
+    args = parser.parse_args(argv)
+
+    d2_dir = _detectron2_dir()
+    if d2_dir is not None and not args.force:
+        if _has_compiled_ext(d2_dir):
+            print(f"Using the installed detectron2 with its compiled extension: {d2_dir}")
+        else:
+            print(f"Using the installed pure-Python detectron2: {d2_dir}")
+            _add_standin(d2_dir)
+        return 0
+    _install_from_sdist(args.sdist)
+    importlib.invalidate_caches()
+    d2_dir = _detectron2_dir()
+    if d2_dir is None:
+        sys.exit("error: detectron2 still does not import after installation")
+    print(f"Installed detectron2 0.6 (pure Python) at {d2_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

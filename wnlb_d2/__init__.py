@@ -1,0 +1,9 @@
+"""wnlb_d2: weighted non-local blocks (wNLB) for low-light instance segmentation in Detectron2.
+
+Importing the package registers its backbones in detectron2's ``BACKBONE_REGISTRY``.
+"""
+
+from .config import add_wnlb_config, merge_from_file
+from . import modeling  # noqa: F401  (registers the backbones)
+
+__all__ = ["add_wnlb_config", "merge_from_file"]
