@@ -5,5 +5,6 @@ Importing the package registers its backbones in detectron2's ``BACKBONE_REGISTR
 
 from .config import add_wnlb_config, merge_from_file
 from . import modeling  # noqa: F401  (registers the backbones)
+from .checkpoint import WNLBCheckpointer
 
-__all__ = ["add_wnlb_config", "merge_from_file"]
+__all__ = ["add_wnlb_config", "merge_from_file", "WNLBCheckpointer"]

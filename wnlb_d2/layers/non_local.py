@@ -1,0 +1,157 @@
+"""The (weighted) non-local block: a non-local means operation over a feature map."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.layers import Conv2d, FrozenBatchNorm2d, get_norm
+
+from .nonlocal_ops import NONLOCAL_IMPLS, NONLOCAL_MODES, nonlocal_aggregate
+
+__all__ = ["NonLocalBlock2d", "NONLOCAL_FUSIONS", "NONLOCAL_NORMS"]
+
+#: Fusions, spelled as in the config (``MODEL.WNLB.FUSION``).
+NONLOCAL_FUSIONS = ("weighted", "residual")
+#: Norms of W_z, spelled as in the config (``MODEL.WNLB.NORM``); "none" means no norm.
+NONLOCAL_NORMS = ("BN", "SyncBN", "GN", "FrozenBN", "none")
+
+
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"Invalid {name} {value!r}; expected one of {tuple(allowed)}")
+
+
+class NonLocalBlock2d(nn.Module):
+    """Weighted non-local block (wNLB) of Lin et al. (ICASSP 2025), or the original NLB.
+
+    With ``x`` the input feature map and ``y_i = sum_j f(x_i, x_j) g(x_j) / C(x)``:
+
+    * ``fusion="weighted"``: ``z = w * W_z(y) + (1 - w) * x`` with a scalar weight ``w``;
+    * ``fusion="residual"``: ``z = x + W_z(y)`` (Wang et al., CVPR 2018).
+
+    ``W_z`` is a 1x1 conv followed by an optional norm. At initialisation the block is exactly
+    the identity (with ``weight_init=0`` for the weighted fusion): the norm's affine weight and
+    bias are zeroed, or, when the norm has no trainable affine part ("FrozenBN", "none"), the
+    conv itself is zeroed. Zeroing only one of the two keeps gradients flowing to the other.
+
+    Args:
+        in_channels (int): channels C of the input and output.
+        inter_channels (int): channels of theta, phi and g; default ``in_channels // 2``.
+        mode (str): pairwise function, one of "embedded", "gaussian", "dot", "concatenate".
+        fusion (str): "weighted" or "residual".
+        weight_init (float): initial w of the weighted fusion.
+        learnable_weight (bool): learn w (a parameter) or keep it fixed (a buffer).
+        norm (str): norm of W_z: "BN", "SyncBN", "GN", "FrozenBN" or "none".
+        impl (str): "efficient" (no N x N matrix) or "reference" (plain O(N^2)).
+        sub_sample (bool): max-pool phi and g by 2 (4x fewer pairs; changes the result).
+
+    Shapes: input and output ``(B, C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        in_channels,
+        *,
+        inter_channels=None,
+        mode="embedded",
+        fusion="weighted",
+        weight_init=0.0,
+        learnable_weight=True,
+        norm="BN",
+        impl="efficient",
+        sub_sample=False,
+    ):
+        super().__init__()
+        _check_choice("mode", mode, NONLOCAL_MODES)
+        _check_choice("fusion", fusion, NONLOCAL_FUSIONS)
+        _check_choice("norm", norm, NONLOCAL_NORMS)
+        _check_choice("impl", impl, NONLOCAL_IMPLS)
+        if not isinstance(in_channels, int) or in_channels <= 0:
+            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        if inter_channels is None:
+            inter_channels = max(1, in_channels // 2)
+        if not isinstance(inter_channels, int) or inter_channels <= 0:
+            raise ValueError(f"inter_channels must be a positive int, got {inter_channels!r}")
+        self.in_channels = in_channels
+        self.inter_channels = inter_channels
+        self.mode = mode
+        self.fusion = fusion
+        self.impl = impl
+        self.sub_sample = bool(sub_sample)
+
+        self.g = Conv2d(in_channels, inter_channels, kernel_size=1)
+        if mode != "gaussian":  # the Gaussian uses x itself, no embedding
+            self.theta = Conv2d(in_channels, inter_channels, kernel_size=1)
+            self.phi = Conv2d(in_channels, inter_channels, kernel_size=1)
+        if mode == "concatenate":
+            # f_ij = ReLU(w^T [theta_i, phi_j]): a 1x1 conv from 2 * inter channels to 1.
+            self.concat_project = nn.Conv2d(2 * inter_channels, 1, kernel_size=1, bias=False)
+        w_norm = get_norm("" if norm == "none" else norm, in_channels)
+        self.w_z = Conv2d(inter_channels, in_channels, kernel_size=1, bias=w_norm is None, norm=w_norm)
+
+        weight = torch.tensor(float(weight_init))
+        if fusion == "weighted" and learnable_weight:
+            self.fusion_weight = nn.Parameter(weight)
+        else:
+            # Kept in the state dict so a checkpoint records the w that was used.
+            self.register_buffer("fusion_weight", weight)
+        self._init_weights()
+
+    def _init_weights(self):
+        for conv in [self.g, getattr(self, "theta", None), getattr(self, "phi", None)]:
+            if conv is not None:
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(conv.bias)
+        if hasattr(self, "concat_project"):
+            nn.init.normal_(self.concat_project.weight, std=(2 * self.inter_channels) ** -0.5)
+        norm = self.w_z.norm
+        if norm is not None and not isinstance(norm, FrozenBatchNorm2d):
+            nn.init.kaiming_normal_(self.w_z.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(norm.weight)
+            nn.init.zeros_(norm.bias)
+        else:
+            nn.init.zeros_(self.w_z.weight)
+            if self.w_z.bias is not None:
+                nn.init.zeros_(self.w_z.bias)
+
+    def extra_repr(self):
+        return (
+            f"mode={self.mode}, fusion={self.fusion}, impl={self.impl}, "
+            f"sub_sample={self.sub_sample}, inter_channels={self.inter_channels}"
+        )
+
+    def _pool(self, t):
+        return F.max_pool2d(t, kernel_size=2) if self.sub_sample else t
+
+    @staticmethod
+    def _flatten(t):
+        # (B, C, H, W) -> (B, H*W, C)
+        return t.flatten(2).transpose(1, 2)
+
+    def forward(self, x):
+        """
+        Args:
+            x (Tensor): feature map, shape ``(B, C, H, W)`` with ``C == in_channels``.
+
+        Returns:
+            Tensor: ``z``, shape ``(B, C, H, W)``.
+        """
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"NonLocalBlock2d expects a feature map of shape (B, {self.in_channels}, H, W), "
+                f"got {tuple(x.shape)}"
+            )
+        b, _, h, w = x.shape
+        g = self._flatten(self._pool(self.g(x)))  # (B, M, Ci)
+        if self.mode == "gaussian":
+            theta, phi = self._flatten(x), self._flatten(self._pool(x))  # (B, N, C), (B, M, C)
+        else:
+            theta = self._flatten(self.theta(x))  # (B, N, Ci)
+            phi = self._flatten(self._pool(self.phi(x)))  # (B, M, Ci)
+        concat_weight = self.concat_project.weight if self.mode == "concatenate" else None
+        y = nonlocal_aggregate(theta, phi, g, mode=self.mode, impl=self.impl, concat_weight=concat_weight)
+        y = y.transpose(1, 2).reshape(b, self.inter_channels, h, w)
+        wy = self.w_z(y)
+        if self.fusion == "residual":
+            return x + wy
+        return self.fusion_weight * wy + (1.0 - self.fusion_weight) * x
