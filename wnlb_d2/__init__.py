@@ -3,8 +3,8 @@
 Importing the package registers its backbones in detectron2's ``BACKBONE_REGISTRY``.
 """
 
-from .config import add_wnlb_config, merge_from_file
+from .config import MODEL_ZOO_PREFIX, add_wnlb_config, merge_from_file
 from . import modeling  # noqa: F401  (registers the backbones)
 from .checkpoint import WNLBCheckpointer
 
-__all__ = ["add_wnlb_config", "merge_from_file", "WNLBCheckpointer"]
+__all__ = ["add_wnlb_config", "merge_from_file", "MODEL_ZOO_PREFIX", "WNLBCheckpointer"]

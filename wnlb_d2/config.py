@@ -51,7 +51,14 @@ def _read_yaml(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Config file not found: {path}")
     with open(path, "r") as f:
-        data = yaml.safe_load(f)
+        text = f.read()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError:
+        # Stock configs such as Base-RetinaNet.yaml compute values with !!python/object tags;
+        # detectron2's own merge_from_file loads them the same way (allow_unsafe=True).
+        logger.warning(f"Loading config {path} with yaml.unsafe_load (it has Python tags).")
+        data = yaml.unsafe_load(text)
     if data is None:
         data = {}
     if not isinstance(data, dict):

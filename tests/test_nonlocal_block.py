@@ -1,0 +1,114 @@
+"""NonLocalBlock2d: identity at initialisation, efficient == reference, fusion, errors."""
+
+import itertools
+
+import pytest
+import torch
+
+from wnlb_d2.layers import NONLOCAL_FUSIONS, NONLOCAL_MODES, NONLOCAL_NORMS, NonLocalBlock2d
+
+
+def _randomise(block, seed=0):
+    """Give every parameter and BN statistic a non-trivial value (so W_z(y) != 0)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in itertools.chain(block.parameters(), block.buffers()):
+            if p.dtype.is_floating_point:
+                p.copy_(torch.rand(p.shape, generator=g, dtype=p.dtype) * 0.5 + 0.25)
+    return block
+
+
+@pytest.mark.parametrize("mode", NONLOCAL_MODES)
+@pytest.mark.parametrize("norm", NONLOCAL_NORMS)
+@pytest.mark.parametrize("fusion", NONLOCAL_FUSIONS)
+def test_identity_at_initialisation(mode, norm, fusion):
+    torch.manual_seed(0)
+    block = NonLocalBlock2d(64, mode=mode, norm=norm, fusion=fusion)
+    x = torch.randn(2, 64, 5, 7)
+    for training in (True, False):
+        block.train(training)
+        assert torch.equal(block(x), x), f"not the identity in {'train' if training else 'eval'} mode"
+
+
+@pytest.mark.parametrize("norm", ["BN", "GN", "FrozenBN", "none"])
+def test_gradients_flow_out_of_the_identity(norm):
+    # Zeroing both the conv and the norm of W_z would leave every W_z gradient at zero forever.
+    torch.manual_seed(0)
+    block = NonLocalBlock2d(32, norm=norm, weight_init=0.5)
+    x = torch.randn(2, 32, 6, 6)
+    block(x).square().sum().backward()
+    w_z_grads = [p.grad.abs().sum().item() for p in block.w_z.parameters()]
+    assert max(w_z_grads) > 0
+    assert block.fusion_weight.grad is not None and block.fusion_weight.grad != 0
+
+
+@pytest.mark.parametrize("mode", NONLOCAL_MODES)
+@pytest.mark.parametrize("shape, sub_sample", [
+    ((2, 16, 7, 9), False),
+    ((1, 32, 5, 5), True),
+    ((3, 8, 9, 4), True),
+    ((2, 16, 1, 13), False),
+])
+def test_efficient_block_equals_reference_block(mode, shape, sub_sample):
+    torch.manual_seed(1)
+    norm = "GN" if shape[1] % 32 == 0 else "BN"
+    eff = NonLocalBlock2d(shape[1], mode=mode, impl="efficient", sub_sample=sub_sample, norm=norm)
+    _randomise(eff).double().eval()
+    ref = NonLocalBlock2d(shape[1], mode=mode, impl="reference", sub_sample=sub_sample, norm=norm)
+    ref.double().eval().load_state_dict(eff.state_dict())
+    x1 = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    z1, z2 = eff(x1), ref(x2)
+    assert not torch.allclose(z1, x1), "the block must do something for this test to mean anything"
+    torch.testing.assert_close(z1, z2, rtol=1e-10, atol=1e-10)
+    (z1.sin().sum()).backward()
+    (z2.sin().sum()).backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-10, atol=1e-10)
+    for (name, p1), p2 in zip(eff.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-9, atol=1e-10, msg=f"gradient of {name}")
+
+
+def test_weighted_and_residual_fusion_formulas():
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 4, 4)
+    weighted = _randomise(NonLocalBlock2d(8, fusion="weighted", norm="none")).eval()
+    with torch.no_grad():
+        weighted.fusion_weight.fill_(0.3)
+        w_z_y = weighted(x) - 0.7 * x  # = 0.3 * W_z(y)
+        residual = NonLocalBlock2d(8, fusion="residual", norm="none").eval()
+        residual.load_state_dict(weighted.state_dict(), strict=False)
+        torch.testing.assert_close(residual(x), x + w_z_y / 0.3, rtol=1e-5, atol=1e-5)
+
+
+def test_weight_learnable_or_frozen():
+    learn = NonLocalBlock2d(8, weight_init=0.25)
+    frozen = NonLocalBlock2d(8, weight_init=0.25, learnable_weight=False)
+    assert isinstance(learn.fusion_weight, torch.nn.Parameter)
+    assert "fusion_weight" in dict(frozen.named_buffers())
+    assert "fusion_weight" not in dict(frozen.named_parameters())
+    assert frozen.fusion_weight.item() == 0.25 and "fusion_weight" in frozen.state_dict()
+
+
+def test_sub_sampling_changes_the_key_count_only():
+    block = NonLocalBlock2d(8, sub_sample=True, impl="reference")
+    full = NonLocalBlock2d(8, sub_sample=False, impl="reference")
+    assert block.state_dict().keys() == full.state_dict().keys()
+    _randomise(block)(torch.randn(1, 8, 7, 5))  # odd sizes: the pooled grid is 3 x 2
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(mode="gauss"), r"mode 'gauss'.*'embedded', 'gaussian', 'dot', 'concatenate'"),
+    (dict(fusion="sum"), r"fusion 'sum'.*'weighted', 'residual'"),
+    (dict(norm="LN"), r"norm 'LN'.*'BN', 'SyncBN', 'GN', 'FrozenBN', 'none'"),
+    (dict(impl="fast"), r"impl 'fast'.*'efficient', 'reference'"),
+    (dict(inter_channels=0), r"inter_channels must be a positive int, got 0"),
+])
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NonLocalBlock2d(16, **kwargs)
+
+
+def test_wrong_channels_at_run_time():
+    block = NonLocalBlock2d(16)
+    with pytest.raises(ValueError, match=r"\(B, 16, H, W\), got \(2, 8, 4, 4\)"):
+        block(torch.zeros(2, 8, 4, 4))
