@@ -37,7 +37,9 @@ class WNLBCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
-        model_keys = list(self.model.state_dict().keys())
+        # BatchNorm's num_batches_tracked counters are bookkeeping, not weights, and torch fills
+        # them in silently when a checkpoint lacks them: leave them out of every count.
+        model_keys = [k for k in self.model.state_dict() if not k.endswith("num_batches_tracked")]
         missing = set(incompatible.missing_keys)
         wrong_shape = {k for k, *_ in incompatible.incorrect_shapes}
         new_wnlb = [k for k in model_keys if k in missing and is_wnlb_key(k)]
