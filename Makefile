@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# --system-site-packages reuses a torch and a detectron2 (e.g. built from source with CUDA)
+# that are installed already; they are then used as they are.
+VENV_FLAGS ?=
 STAMP := $(VENV)/.wnlb_d2-installed
 
 .PHONY: install test bench clean
@@ -13,8 +16,7 @@ STAMP := $(VENV)/.wnlb_d2-installed
 install: $(STAMP)
 
 $(STAMP): setup.py requirements.txt tools/install_detectron2.py tools/detectron2_c_standin.py
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade "pip>=23"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	# torch first: detectron2's setup and pycocotools builds import it / numpy.
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -m pip install -q -r requirements.txt

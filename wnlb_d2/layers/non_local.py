@@ -21,6 +21,40 @@ def _check_choice(name, value, allowed):
         raise ValueError(f"Invalid {name} {value!r}; expected one of {tuple(allowed)}")
 
 
+class _WeightedFusion(torch.autograd.Function):
+    """``z = w * wy + (1 - w) * x`` without full-size temporaries in forward or backward.
+
+    Written out by autograd, the formula keeps two extra feature-map-sized tensors alive in
+    forward (``w * wy`` and ``(1 - w) * x``) and ``torch.lerp``'s backward makes its own; here
+    the only new tensors are ``z`` and the two input gradients, and ``dL/dw`` is two dot
+    products. ``lerp`` returns exactly ``x`` at ``w = 0``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, wy, w):
+        ctx.save_for_backward(x, wy, w)
+        return torch.lerp(x, wy, w.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, wy, w = ctx.saved_tensors
+        grad_x = grad_wy = grad_w = None
+        wv = w.to(grad.dtype)
+        if ctx.needs_input_grad[0]:
+            grad_x = grad * (1 - wv)
+        if ctx.needs_input_grad[1]:
+            grad_wy = grad * wv
+        if ctx.needs_input_grad[2]:
+            flat = grad.reshape(-1)
+            grad_w = (torch.dot(flat, wy.reshape(-1)) - torch.dot(flat, x.reshape(-1))).to(w.dtype)
+        return grad_x, grad_wy, grad_w
+
+
+def weighted_fusion(x, wy, w):
+    """``w * wy + (1 - w) * x`` for feature maps ``x``, ``wy`` of equal shape and a scalar ``w``."""
+    return _WeightedFusion.apply(x, wy, w)
+
+
 class NonLocalBlock2d(nn.Module):
     """Weighted non-local block (wNLB) of Lin et al. (ICASSP 2025), or the original NLB.
 
@@ -128,6 +162,19 @@ class NonLocalBlock2d(nn.Module):
         # (B, C, H, W) -> (B, H*W, C)
         return t.flatten(2).transpose(1, 2)
 
+    def _embed(self, conv, x, pool):
+        """1x1 conv ``conv`` of ``x`` (optionally max-pooled), as a ``(B, H*W, C_out)`` tensor.
+
+        The efficient path computes it as one batched matmul on the transposed view of x, which
+        yields the (positions, channels) layout the attention kernels need directly, instead of
+        a conv output plus a transposed copy of it: one full-size tensor less to keep.
+        """
+        if pool and self.sub_sample or self.impl == "reference":
+            return self._flatten(self._pool(conv(x)) if pool else conv(x))
+        weight = conv.weight.flatten(1).t()  # (C_in, C_out)
+        x_t = self._flatten(x)  # (B, N, C_in), a view
+        return torch.baddbmm(conv.bias, x_t, weight.expand(x.shape[0], -1, -1))
+
     def forward(self, x):
         """
         Args:
@@ -142,16 +189,17 @@ class NonLocalBlock2d(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         b, _, h, w = x.shape
-        g = self._flatten(self._pool(self.g(x)))  # (B, M, Ci)
+        g = self._embed(self.g, x, pool=True)  # (B, M, Ci)
         if self.mode == "gaussian":
-            theta, phi = self._flatten(x), self._flatten(self._pool(x))  # (B, N, C), (B, M, C)
+            theta = self._flatten(x)  # (B, N, C)
+            phi = self._flatten(self._pool(x)) if self.sub_sample else theta  # (B, M, C)
         else:
-            theta = self._flatten(self.theta(x))  # (B, N, Ci)
-            phi = self._flatten(self._pool(self.phi(x)))  # (B, M, Ci)
+            theta = self._embed(self.theta, x, pool=False)  # (B, N, Ci)
+            phi = self._embed(self.phi, x, pool=True)  # (B, M, Ci)
         concat_weight = self.concat_project.weight if self.mode == "concatenate" else None
         y = nonlocal_aggregate(theta, phi, g, mode=self.mode, impl=self.impl, concat_weight=concat_weight)
         y = y.transpose(1, 2).reshape(b, self.inter_channels, h, w)
         wy = self.w_z(y)
         if self.fusion == "residual":
             return x + wy
-        return self.fusion_weight * wy + (1.0 - self.fusion_weight) * x
+        return weighted_fusion(x, wy, self.fusion_weight)

@@ -59,7 +59,8 @@ def _dot_reference(theta, phi, g):
 
 
 def _dot_efficient(theta, phi, g):
-    return torch.bmm(theta, torch.bmm(phi.transpose(1, 2), g)) / phi.shape[1]
+    # 1/M goes into the small (Cq, Cv) matrix: no extra (B, N, Cv) tensor.
+    return torch.bmm(theta, torch.bmm(phi.transpose(1, 2), g) / phi.shape[1])
 
 
 def _concat_scores(theta, phi, concat_weight):
@@ -85,7 +86,8 @@ def _concat_efficient(theta, phi, g, concat_weight):
     s, t = _concat_scores(theta, phi, concat_weight)
     m, cv = g.shape[1], g.shape[2]
     t_desc, order = torch.sort(t, dim=1, descending=True)
-    g_desc = g.gather(1, order.unsqueeze(-1).expand(-1, -1, cv))
+    # C = M is applied to g once, before the prefix sums, instead of to the (B, N, Cv) result.
+    g_desc = g.gather(1, order.unsqueeze(-1).expand(-1, -1, cv)) / m
     zero = g.new_zeros(g.shape[0], 1, cv)
     # prefix[k] = sum over the k largest t_j; the leading zero row covers k = 0.
     g_prefix = torch.cat([zero, g_desc.cumsum(dim=1)], dim=1)  # (B, M + 1, Cv)
@@ -96,7 +98,7 @@ def _concat_efficient(theta, phi, g, concat_weight):
     k = k.unsqueeze(-1).expand(-1, -1, cv)
     g_sum = g_prefix.gather(1, k)
     tg_sum = tg_prefix.gather(1, k)
-    return (s.unsqueeze(-1) * g_sum + tg_sum) / m
+    return torch.addcmul(tg_sum, s.unsqueeze(-1), g_sum)
 
 
 def nonlocal_aggregate(theta, phi, g, *, mode, impl="efficient", concat_weight=None):

@@ -1,0 +1,194 @@
+#!/usr/bin/env python
+"""Benchmark one non-local block: efficient vs reference, forward+backward time and peak memory.
+
+For each ResNet stage after which a block can sit (res2..res5 of an ``--height x --width``
+image, padded to a multiple of 32 as detectron2's FPN does) and each pairwise function, runs
+forward+backward of one :class:`NonLocalBlock2d` with ``impl="efficient"`` and with
+``impl="reference"`` and prints them side by side with their ratios, measured in the same run.
+
+Each measurement runs in a fresh subprocess, so peak memory is that run's alone:
+
+* CPU: peak resident memory during forward+backward (``VmHWM``, reset through
+  ``/proc/self/clear_refs`` after a warm-up run) minus the resident memory before it.
+* CUDA: ``torch.cuda.max_memory_allocated()`` minus the memory allocated before it.
+
+A reference run whose N x N matrices would not fit in the available memory is skipped (and
+says so) instead of running the machine out of memory.
+
+Usage::
+
+    python tools/benchmark_nonlocal.py                      # all stages and modes, CPU
+    python tools/benchmark_nonlocal.py --stages res3 --modes embedded dot --device cuda
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+STAGES = {"res2": (4, 256), "res3": (8, 512), "res4": (16, 1024), "res5": (32, 2048)}  # stride, channels
+MODES = ("embedded", "gaussian", "dot", "concatenate")
+# The reference keeps about this many N x M float32 matrices alive at its peak (affinity,
+# normalised affinity, and their gradients during backward).
+REFERENCE_MATRICES = 4
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _available_bytes(device):
+    if device == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info()
+        return free
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("MemAvailable not in /proc/meminfo")
+
+
+def feature_size(stage, height, width):
+    """(H, W, C) of the feature map after ``stage`` for an image padded to a multiple of 32."""
+    stride, channels = STAGES[stage]
+    ph, pw = math.ceil(height / 32) * 32, math.ceil(width / 32) * 32
+    return ph // stride, pw // stride, channels
+
+
+def run_one(args):
+    """Measure one (stage, mode, impl) in this process; returns a dict."""
+    import torch
+
+    from wnlb_d2.layers import NonLocalBlock2d
+
+    torch.manual_seed(0)
+    h, w, c = feature_size(args.stage, args.height, args.width)
+    n = h * w
+    m = n // 4 if args.sub_sample else n
+    if args.impl == "reference":
+        need = REFERENCE_MATRICES * args.batch * n * m * 4
+        avail = _available_bytes(args.device)
+        if need > 0.8 * avail:
+            return {"skipped": f"N x N matrices need ~{need / 2**30:.0f} GiB, {avail / 2**30:.0f} GiB available"}
+    dev = torch.device(args.device)
+    block = NonLocalBlock2d(c, mode=args.mode, impl=args.impl, sub_sample=args.sub_sample).to(dev)
+    with torch.no_grad():
+        block.fusion_weight.fill_(0.5)
+    x = torch.randn(args.batch, c, h, w, device=dev) * 0.1
+    x.requires_grad_(True)  # the stage before the block is trained too
+    grad_z = torch.randn_like(x)
+
+    def step():
+        z = block(x)
+        z.backward(grad_z)  # a fixed upstream gradient: no loss tensors in the measurement
+        block.zero_grad(set_to_none=True)
+        x.grad = None
+
+    step()  # warm-up: lazy initialisation, allocator pools
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    times, peaks = [], []
+    for _ in range(args.repeats):
+        if not cuda:
+            base = _status_kib("VmRSS") * 1024
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM to the current RSS
+        t0 = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        peaks.append((torch.cuda.max_memory_allocated() - base) if cuda else _status_kib("VmHWM") * 1024 - base)
+    return {"time_s": sorted(times)[len(times) // 2], "peak_extra_bytes": max(peaks), "n": n}
+
+
+def _measure(stage, mode, impl, args):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--stage", stage, "--mode", mode,
+           "--impl", impl, "--height", str(args.height), "--width", str(args.width),
+           "--batch", str(args.batch), "--repeats", str(args.repeats), "--device", args.device]
+    if args.sub_sample:
+        cmd.append("--sub-sample")
+    # A fixed mmap threshold makes glibc map every block >= 64 KiB and unmap it on free, so the
+    # resident set follows the live tensors (the default dynamic threshold would keep freed
+    # warm-up memory in the heap and hide later peaks).
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return {"skipped": f"failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _fmt_mem(b):
+    return f"{b / 2**20:9.1f} MiB"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--height", type=int, default=800, help="image height (default 800)")
+    parser.add_argument("--width", type=int, default=1333, help="image width (default 1333)")
+    parser.add_argument("--batch", type=int, default=1, help="images per batch (default 1)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs after a warm-up; median (default 1)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--sub-sample", action="store_true", help="max-pool phi and g by 2 (MODEL.WNLB.SUB_SAMPLE)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stage", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
+    parser.add_argument("--impl", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(run_one(args)))
+        return 0
+
+    import torch
+
+    print(f"# non-local block forward+backward, batch {args.batch}, image {args.height}x{args.width}, "
+          f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} CPUs, sub_sample={args.sub_sample}")
+    header = (f"{'stage':5} {'N':>6} {'C':>5} {'mode':11} | {'efficient':>9} {'reference':>9} {'time eff/ref':>12} | "
+              f"{'eff peak':>13} {'ref peak':>13} {'mem eff/ref':>11}")
+    print(header)
+    print("-" * len(header))
+    results = []
+    for stage in args.stages:
+        h, w, c = feature_size(stage, args.height, args.width)
+        for mode in args.modes:
+            eff = _measure(stage, mode, "efficient", args)
+            ref = _measure(stage, mode, "reference", args)
+            row = {"stage": stage, "h": h, "w": w, "channels": c, "mode": mode, "efficient": eff, "reference": ref}
+            results.append(row)
+            cells = [f"{stage:5} {h * w:6d} {c:5d} {mode:11} |"]
+            if "skipped" in eff:
+                cells.append(f" efficient {eff['skipped']}")
+            elif "skipped" in ref:
+                cells.append(f" {eff['time_s']:8.2f}s {'-':>9} {'-':>12} | {_fmt_mem(eff['peak_extra_bytes'])} "
+                             f"{'-':>13} {'-':>11}   (reference skipped: {ref['skipped']})")
+            else:
+                cells.append(
+                    f" {eff['time_s']:8.2f}s {ref['time_s']:8.2f}s {eff['time_s'] / ref['time_s']:12.2f} | "
+                    f"{_fmt_mem(eff['peak_extra_bytes'])} {_fmt_mem(ref['peak_extra_bytes'])} "
+                    f"{eff['peak_extra_bytes'] / max(ref['peak_extra_bytes'], 1):11.3f}")
+            print("".join(cells), flush=True)
+    if args.json:
+        with open(args.json + ".tmp", "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(args.json + ".tmp", args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
