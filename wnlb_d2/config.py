@@ -6,7 +6,7 @@ import os
 import yaml
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_wnlb_config", "merge_from_file", "MODEL_ZOO_PREFIX"]
+__all__ = ["add_wnlb_config", "add_low_light_input_config", "merge_from_file", "MODEL_ZOO_PREFIX"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,81 @@ def add_wnlb_config(cfg):
     _C.MODEL.WNLB.IMPL = "efficient"
     # Max-pool phi and g by 2 (Wang et al.'s sub-sampling): 4x fewer pairs, not exact.
     _C.MODEL.WNLB.SUB_SAMPLE = False
+
+    add_low_light_input_config(cfg)
+
+
+def add_low_light_input_config(cfg):
+    """Add the ``INPUT.LOW_LIGHT`` node (on-the-fly low-light synthesis in the data mapper).
+
+    Ranges are ``(low, high)`` and drawn uniformly per image unless said otherwise; the
+    keys of ``LV2021`` / ``UNPROCESS`` are the pipelines' constructor arguments upper-cased
+    (see ``docs/synthesis.md`` for their sources).
+
+    Args:
+        cfg (CfgNode): a detectron2 config; modified in place.
+    """
+    _C = cfg
+    _C.INPUT.LOW_LIGHT = CN()
+    # Degrade images in LowLightDatasetMapper; False makes it a plain DatasetMapper.
+    _C.INPUT.LOW_LIGHT.ENABLED = False
+    # Synthesis pipeline: "lv2021" (darkening + in-camera noise) or "unprocess" (sensor model).
+    _C.INPUT.LOW_LIGHT.PIPELINE = "lv2021"
+    # Degrade training images (a fresh random draw per image, every time it is loaded).
+    _C.INPUT.LOW_LIGHT.TRAIN = True
+    # Degrade evaluation images (the same draw per image in every run, from SEED and image id).
+    # Set False when the test set is already low-light (real, or rendered offline).
+    _C.INPUT.LOW_LIGHT.TEST = True
+    # Seed of the evaluation degradation (>= 0); with the image id it fixes each test image.
+    _C.INPUT.LOW_LIGHT.SEED = 0
+    # Seed of the training draws; -1 takes fresh entropy from the OS in every run.
+    _C.INPUT.LOW_LIGHT.TRAIN_SEED = -1
+
+    _C.INPUT.LOW_LIGHT.LV2021 = CN()
+    # Pre-scale alpha of I_out = beta * (alpha * I) ** gamma (Lv et al. 2021).
+    _C.INPUT.LOW_LIGHT.LV2021.ALPHA = (0.9, 1.0)
+    # Post-scale beta of the darkening (Lv et al. 2021).
+    _C.INPUT.LOW_LIGHT.LV2021.BETA = (0.5, 1.0)
+    # Exponent gamma of the darkening (Lv et al. 2021).
+    _C.INPUT.LOW_LIGHT.LV2021.GAMMA = (1.5, 5.0)
+    # Signal-dependent noise level: variance sigma_s**2 * L in the raw domain (CBDNet).
+    _C.INPUT.LOW_LIGHT.LV2021.SIGMA_S = (0.0, 0.16)
+    # Signal-independent noise level: variance sigma_c**2 (CBDNet).
+    _C.INPUT.LOW_LIGHT.LV2021.SIGMA_C = (0.0, 0.06)
+    # Exponent of the parametric camera response B = I ** (1 / CRF_GAMMA), used without CRF_FILE.
+    _C.INPUT.LOW_LIGHT.LV2021.CRF_GAMMA = (1.8, 2.6)
+    # Path of the DoRF dorfCurves.txt; when set, one of its 201 curves is drawn per image.
+    _C.INPUT.LOW_LIGHT.LV2021.CRF_FILE = ""
+
+    _C.INPUT.LOW_LIGHT.UNPROCESS = CN()
+    # Gamma of the camera's tone curve, undone and re-applied (MAET: U(2, 3.5)).
+    _C.INPUT.LOW_LIGHT.UNPROCESS.GAMMA = (2.0, 3.5)
+    # Camera matrix: "mix" (convex combination of Brooks' four) or "pick" (one of them, MAET).
+    _C.INPUT.LOW_LIGHT.UNPROCESS.CCM_MODE = "mix"
+    # Mean of the global white-balance gain g ~ truncated Normal (Brooks et al.).
+    _C.INPUT.LOW_LIGHT.UNPROCESS.RGB_GAIN_MEAN = 0.8
+    # Standard deviation of g.
+    _C.INPUT.LOW_LIGHT.UNPROCESS.RGB_GAIN_STD = 0.1
+    # Truncation range of g (keeps it > 0).
+    _C.INPUT.LOW_LIGHT.UNPROCESS.RGB_GAIN_RANGE = (0.5, 1.1)
+    # Red white-balance gain r (Brooks et al.).
+    _C.INPUT.LOW_LIGHT.UNPROCESS.RED_GAIN = (1.9, 2.4)
+    # Blue white-balance gain b (Brooks et al.).
+    _C.INPUT.LOW_LIGHT.UNPROCESS.BLUE_GAIN = (1.5, 1.9)
+    # Mean of the exposure factor d ~ truncated Normal (MAET).
+    _C.INPUT.LOW_LIGHT.UNPROCESS.DARKNESS_MEAN = 0.1
+    # Standard deviation of d.
+    _C.INPUT.LOW_LIGHT.UNPROCESS.DARKNESS_STD = 0.08
+    # Truncation range of d.
+    _C.INPUT.LOW_LIGHT.UNPROCESS.DARKNESS_RANGE = (0.01, 1.0)
+    # Shot-noise scale s, log-uniform (Brooks et al.); noise variance is x * s + r.
+    _C.INPUT.LOW_LIGHT.UNPROCESS.SHOT_NOISE = (1e-4, 0.012)
+    # Read-noise variance r: ln r = SLOPE * ln s + INTERCEPT + Normal(0, STD**2) (Brooks et al.).
+    _C.INPUT.LOW_LIGHT.UNPROCESS.READ_NOISE_SLOPE = 2.18
+    # Intercept of ln r.
+    _C.INPUT.LOW_LIGHT.UNPROCESS.READ_NOISE_INTERCEPT = 1.20
+    # Standard deviation of ln r around the line.
+    _C.INPUT.LOW_LIGHT.UNPROCESS.READ_NOISE_STD = 0.26
 
 
 def _read_yaml(path):

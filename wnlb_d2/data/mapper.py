@@ -1,0 +1,166 @@
+"""A detectron2 dataset mapper that turns images into synthetic low-light ones on the fly."""
+
+import copy
+import logging
+import os
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import DatasetMapper
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.utils import comm
+
+from .image_io import READ_FORMATS, read_image
+from .synthesis import build_pipeline_from_config, eval_rng
+
+__all__ = ["LowLightDatasetMapper"]
+
+logger = logging.getLogger(__name__)
+
+
+class LowLightDatasetMapper(DatasetMapper):
+    """:class:`~detectron2.data.DatasetMapper` that degrades the image with a low-light pipeline.
+
+    Only the image changes: boxes, masks, keypoints and semantic labels are mapped exactly as
+    by ``DatasetMapper`` with the same augmentations. The degradation is applied right after
+    reading, before any augmentation, because it models the sensor at its native resolution:
+    noise and the Bayer mosaic are per-pixel effects of the camera, and resizing afterwards
+    smooths them the way a downscaled low-light photo is smoothed.
+
+    The sampled parameters are added to the output as ``dataset_dict["low_light_params"]``.
+
+    Randomness:
+
+    - training: a fresh draw per image every time it is loaded, from a generator created
+      lazily in each process (so forked data-loader workers never share a state) and seeded
+      from ``train_seed`` (or OS entropy), ``torch.initial_seed()`` (which differs per worker
+      and per data-loader iterator), the worker id and the rank;
+    - evaluation: ``eval_rng(eval_seed, key)`` with key the ``image_id`` (else the file's base
+      name, so the dataset's location does not matter): the same degradation of the same image
+      in every run, on every rank and with any number of workers.
+
+    Images are read with :func:`wnlb_d2.data.image_io.read_image` (clear errors for bad files,
+    logged conversions of grey/16-bit/alpha/CMYK images).
+    """
+
+    @configurable
+    def __init__(self, is_train, *, pipeline=None, eval_seed=0, train_seed=-1, **kwargs):
+        """
+        Args:
+            is_train (bool): training (random draws) or evaluation (seeded per image).
+            pipeline (LowLightPipeline or None): the degradation; None maps images unchanged,
+                exactly like ``DatasetMapper``.
+            eval_seed (int): seed of the evaluation degradation (``INPUT.LOW_LIGHT.SEED``), >= 0.
+            train_seed (int): seed of the training draws; -1 draws OS entropy once here.
+            **kwargs: the arguments of :class:`detectron2.data.DatasetMapper` (augmentations,
+                image_format, use_instance_mask, ...).
+        """
+        super().__init__(is_train, **kwargs)
+        if pipeline is not None and self.image_format not in READ_FORMATS:
+            raise ValueError(f"LowLightDatasetMapper: INPUT.FORMAT must be one of {READ_FORMATS} to "
+                             f"synthesise low-light images, got {self.image_format!r}")
+        if isinstance(eval_seed, bool) or not isinstance(eval_seed, int) or eval_seed < 0:
+            raise ValueError(f"LowLightDatasetMapper: INPUT.LOW_LIGHT.SEED must be an int >= 0, got {eval_seed!r}")
+        if isinstance(train_seed, bool) or not isinstance(train_seed, int) or train_seed < -1:
+            raise ValueError("LowLightDatasetMapper: INPUT.LOW_LIGHT.TRAIN_SEED must be an int >= 0 "
+                             f"or -1 (OS entropy), got {train_seed!r}")
+        self.pipeline = pipeline
+        self.eval_seed = eval_seed
+        self.train_seed = train_seed
+        # Drawn here, in the main process, and pickled into the workers: with -1 each run
+        # differs; the per-process parts of the seed are added lazily in _train_rng.
+        self._train_entropy = train_seed if train_seed >= 0 else np.random.SeedSequence().entropy
+        self._rng = None
+        self._rng_pid = None
+        mode = "training" if is_train else "inference"
+        if pipeline is None:
+            logger.info(f"[LowLightDatasetMapper] no low-light degradation in {mode}")
+        else:
+            how = "a fresh random draw per load" if is_train else f"seeded per image (SEED={eval_seed})"
+            logger.info(f"[LowLightDatasetMapper] {mode}: {pipeline!r}, {how}")
+
+    @classmethod
+    def from_config(cls, cfg, is_train=True):
+        ret = super().from_config(cfg, is_train)
+        node = cfg.INPUT.LOW_LIGHT
+        apply = node.ENABLED and (node.TRAIN if is_train else node.TEST)
+        ret["pipeline"] = build_pipeline_from_config(cfg) if apply else None
+        ret["eval_seed"] = node.SEED
+        ret["train_seed"] = node.TRAIN_SEED
+        return ret
+
+    def _train_rng(self):
+        pid = os.getpid()
+        if self._rng is None or self._rng_pid != pid:
+            info = torch.utils.data.get_worker_info()
+            worker = info.id + 1 if info is not None else 0
+            entropy = [self._train_entropy, torch.initial_seed(), worker, comm.get_rank()]
+            self._rng = np.random.default_rng(np.random.SeedSequence(entropy))
+            self._rng_pid = pid
+        return self._rng
+
+    def image_key(self, dataset_dict):
+        """The key of :func:`eval_rng` for an image: its id, else its file's base name."""
+        if "image_id" in dataset_dict:
+            return dataset_dict["image_id"]
+        return os.path.basename(dataset_dict["file_name"])
+
+    def rng_for(self, dataset_dict):
+        """The generator that degrades this image now (see the class docstring)."""
+        if self.is_train:
+            return self._train_rng()
+        return eval_rng(self.eval_seed, self.image_key(dataset_dict))
+
+    def _read(self, file_name):
+        if self.image_format in READ_FORMATS:
+            return read_image(file_name, format=self.image_format)
+        # Other formats (e.g. "L", "YUV-BT.601") only occur without degradation (checked in
+        # __init__); detectron2's reader supports them.
+        return utils.read_image(file_name, format=self.image_format)
+
+    def __call__(self, dataset_dict):
+        """
+        Args:
+            dataset_dict (dict): metadata of one image, in detectron2's dataset format.
+
+        Returns:
+            dict: what ``DatasetMapper`` returns, plus ``"low_light_params"`` (the sampled
+            parameters, a dict) when a pipeline is set.
+        """
+        # This follows DatasetMapper.__call__ of detectron2 (v0.6 and later), which offers no
+        # hook between reading and augmenting; only the two marked steps differ.
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = self._read(dataset_dict["file_name"])  # differs: wnlb_d2's reader
+        utils.check_image_size(dataset_dict, image)
+        if self.pipeline is not None:  # differs: degrade at native resolution
+            image, params = self.pipeline(image, self.rng_for(dataset_dict), self.image_format)
+            dataset_dict["low_light_params"] = params
+
+        if "sem_seg_file_name" in dataset_dict:
+            sem_seg_gt = utils.read_image(dataset_dict.pop("sem_seg_file_name"), "L").squeeze(2)
+        else:
+            sem_seg_gt = None
+
+        aug_input = T.AugInput(image, sem_seg=sem_seg_gt)
+        transforms = self.augmentations(aug_input)
+        image, sem_seg_gt = aug_input.image, aug_input.sem_seg
+
+        image_shape = image.shape[:2]  # h, w
+        # Tensors travel between data-loader workers through shared memory (see DatasetMapper).
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if sem_seg_gt is not None:
+            dataset_dict["sem_seg"] = torch.as_tensor(sem_seg_gt.astype("long"))
+
+        if self.proposal_topk is not None:
+            utils.transform_proposals(dataset_dict, image_shape, transforms, proposal_topk=self.proposal_topk)
+
+        if not self.is_train:
+            dataset_dict.pop("annotations", None)
+            dataset_dict.pop("sem_seg_file_name", None)
+            return dataset_dict
+
+        if "annotations" in dataset_dict:
+            self._transform_annotations(dataset_dict, transforms, image_shape)
+        return dataset_dict

@@ -1,0 +1,260 @@
+"""Shared pieces of the low-light pipelines: the base class, parameter checks and random draws.
+
+Every random number of a pipeline comes from the ``numpy.random.Generator`` passed to it, so
+a degradation is reproduced exactly by passing a generator in the same state
+(see :func:`eval_rng` for the generator used for evaluation images).
+"""
+
+import abc
+import hashlib
+import logging
+import math
+import numbers
+
+import numpy as np
+
+__all__ = ["LowLightPipeline", "ParameterError", "eval_rng", "check_range", "check_choice",
+           "truncated_normal", "log_uniform", "INPUT_FORMATS"]
+
+logger = logging.getLogger(__name__)
+
+#: Channel orders accepted by the pipelines (detectron2's ``INPUT.FORMAT`` values for colour).
+INPUT_FORMATS = ("BGR", "RGB")
+
+
+class ParameterError(ValueError):
+    """A bad pipeline parameter; ``key`` is the constructor argument it came from.
+
+    :func:`~wnlb_d2.data.synthesis.build_pipeline_from_config` re-raises it with the config key.
+    """
+
+    def __init__(self, key, detail):
+        self.key = key
+        self.detail = detail
+        super().__init__(f"{key}: {detail}")
+
+
+def _is_number(x):
+    # bool is an int subclass, but True/False as a range end is always a typo.
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def check_range(key, value, lower=-math.inf, upper=math.inf, lower_open=False):
+    """Validate a ``(low, high)`` range of a uniformly drawn parameter.
+
+    Args:
+        key (str): the parameter's name, used in the error message.
+        value: a pair of numbers (tuple or list, as YAML gives it).
+        lower, upper (float): physical limits the range must lie inside.
+        lower_open (bool): whether ``lower`` itself is excluded (e.g. a gamma must be > 0).
+
+    Returns:
+        tuple[float, float]: ``(low, high)`` as floats.
+
+    Raises:
+        ParameterError: not a pair of finite numbers, ``low > high`` or outside the limits.
+    """
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(_is_number(v) for v in value):
+        raise ParameterError(key, f"expected a pair of numbers (low, high), got {value!r}")
+    low, high = float(value[0]), float(value[1])
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ParameterError(key, f"expected finite numbers, got {value!r}")
+    if low > high:
+        raise ParameterError(key, f"expected low <= high, got {value!r}")
+    bad_low = low <= lower if lower_open else low < lower
+    if bad_low or high > upper:
+        bracket = "(" if lower_open else "["
+        raise ParameterError(key, f"expected a range inside {bracket}{lower}, {upper}], got {value!r}")
+    return low, high
+
+
+def check_number(key, value, lower=-math.inf, upper=math.inf):
+    """Validate one finite number inside ``[lower, upper]``; returns it as a float."""
+    if not _is_number(value) or not math.isfinite(float(value)):
+        raise ParameterError(key, f"expected a finite number, got {value!r}")
+    if not lower <= float(value) <= upper:
+        raise ParameterError(key, f"expected a number in [{lower}, {upper}], got {value!r}")
+    return float(value)
+
+
+def check_choice(key, value, choices):
+    """Validate that ``value`` is one of ``choices``; returns it."""
+    if value not in choices:
+        raise ParameterError(key, f"expected one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _normal_cdf(z):
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def check_truncated_normal(key, mean, std, bounds, limits=(-math.inf, math.inf)):
+    """Validate the parameters of :func:`truncated_normal`.
+
+    Args:
+        key (str): prefix of the three parameter names ``<key>_mean``, ``<key>_std``,
+            ``<key>_range``, used in error messages.
+        mean, std (float): of the untruncated normal.
+        bounds: ``(low, high)`` truncation range.
+        limits (tuple): physical limits ``(lower, upper)``; ``lower`` itself is excluded.
+
+    Returns:
+        tuple: ``(mean, std, low, high)`` as floats.
+
+    Raises:
+        ParameterError: naming ``key`` when std < 0, the bounds are not a range, or the
+            bounds hold (numerically) no probability mass of the normal distribution.
+    """
+    mean = check_number(f"{key}_mean", mean)
+    std = check_number(f"{key}_std", std, lower=0.0)
+    low, high = check_range(f"{key}_range", bounds, limits[0], limits[1], lower_open=True)
+    if std == 0.0:
+        if not low <= mean <= high:
+            raise ParameterError(f"{key}_mean", f"with std 0 the mean must lie in {bounds!r}, got {mean}")
+    elif _normal_cdf((high - mean) / std) - _normal_cdf((low - mean) / std) < 1e-9:
+        raise ParameterError(
+            f"{key}_range", f"{bounds!r} holds no probability mass of Normal({mean}, {std}**2)"
+        )
+    return mean, std, low, high
+
+
+def truncated_normal(rng, mean, std, low, high):
+    """One draw of Normal(mean, std**2) conditioned on ``[low, high]``.
+
+    Uses one uniform draw and inverts the CDF by bisection (NumPy has no inverse error
+    function), so every call consumes exactly one number of ``rng`` whatever the bounds.
+
+    Args:
+        rng (numpy.random.Generator): the source of randomness.
+        mean, std (float): parameters of the untruncated normal; std 0 returns ``mean``.
+        low, high (float): bounds, checked by :func:`check_truncated_normal`.
+
+    Returns:
+        float
+    """
+    u = rng.uniform()
+    if std == 0.0 or low == high:
+        return float(min(max(mean, low), high))
+    a, b = (low - mean) / std, (high - mean) / std
+    target = _normal_cdf(a) + u * (_normal_cdf(b) - _normal_cdf(a))
+    lo, hi = a, b
+    for _ in range(80):  # 80 halvings of an interval < 1e3 wide reach float precision
+        mid = 0.5 * (lo + hi)
+        if _normal_cdf(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return float(min(max(mean + std * 0.5 * (lo + hi), low), high))
+
+
+def uniform(rng, bounds):
+    """One draw of U(low, high) as a Python float (``low == high`` gives that value)."""
+    return float(rng.uniform(bounds[0], bounds[1]))
+
+
+def log_uniform(rng, bounds):
+    """One draw whose natural log is uniform on ``[ln low, ln high]`` (low > 0)."""
+    return float(math.exp(rng.uniform(math.log(bounds[0]), math.log(bounds[1]))))
+
+
+def eval_rng(seed, image_key):
+    """The generator that degrades one evaluation image, identical in every process.
+
+    The state depends only on ``seed`` and ``image_key``, through SHA-256 and NumPy's
+    ``SeedSequence`` (never Python's ``hash()``, which is salted per process), so every run,
+    rank and data-loader worker degrades the same image the same way. Integer and string
+    keys are compared by their decimal/text form: image id ``5`` and ``"5"`` are the same key.
+
+    Args:
+        seed (int): a non-negative seed (``INPUT.LOW_LIGHT.SEED``).
+        image_key (int or str): the image id, or a file name (use a name relative to the
+            dataset root or a base name, so the draw does not depend on where the data lives).
+
+    Returns:
+        numpy.random.Generator
+    """
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"eval_rng: seed must be a non-negative int, got {seed!r}")
+    if isinstance(image_key, bool) or not isinstance(image_key, (numbers.Integral, str)):
+        raise ValueError(
+            f"eval_rng: image_key must be an int (image id) or a str (file name), got {image_key!r}"
+        )
+    digest = hashlib.sha256(str(int(image_key) if not isinstance(image_key, str) else image_key)
+                            .encode("utf-8")).digest()
+    key_words = np.frombuffer(digest, dtype="<u4").tolist()
+    return np.random.default_rng(np.random.SeedSequence([int(seed)] + key_words))
+
+
+def _to_python(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class LowLightPipeline(abc.ABC):
+    """Base class: turns a well-lit uint8 image into a synthetic low-light one.
+
+    Subclasses implement :meth:`_degrade` on RGB floats in [0, 1]; this class checks the
+    input, converts the channel order and quantises the result to 8 bit.
+
+    Attributes:
+        name (str): the pipeline's name in :data:`~wnlb_d2.data.synthesis.PIPELINES`.
+    """
+
+    name = ""
+
+    def __call__(self, image, rng, input_format="BGR"):
+        """Degrade one image.
+
+        Args:
+            image (np.ndarray): uint8 array of shape (H, W, 3) in ``input_format``.
+            rng (numpy.random.Generator): every random draw comes from it.
+            input_format (str): "BGR" (detectron2's default) or "RGB". The degradation is
+                defined on RGB; the output has the same channel order as the input.
+
+        Returns:
+            tuple[np.ndarray, dict]: the uint8 (H, W, 3) low-light image in ``input_format``,
+            and the sampled parameters (Python floats/ints/strs, JSON-serialisable), including
+            ``"pipeline"``.
+        """
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
+                or image.shape[2] != 3:
+            desc = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) \
+                else type(image).__name__
+            raise ValueError(f"{self.name}: expected a uint8 array of shape (H, W, 3), got {desc}")
+        if image.shape[0] < 2 or image.shape[1] < 2:
+            # The Bayer mosaic of lv2021 needs a full 2x2 cell; keep both pipelines alike.
+            raise ValueError(f"{self.name}: image must be at least 2x2 pixels, got shape {image.shape}")
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"{self.name}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"{self.name}: input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
+        rgb = image[:, :, ::-1] if input_format == "BGR" else image
+        x = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+        out, params = self._degrade(x, rng)
+        out8 = np.clip(np.rint(out * np.float32(255.0)), 0, 255).astype(np.uint8)
+        if input_format == "BGR":
+            out8 = out8[:, :, ::-1]
+        params = {k: _to_python(v) for k, v in params.items()}
+        params["pipeline"] = self.name
+        return np.ascontiguousarray(out8), params
+
+    @abc.abstractmethod
+    def _degrade(self, rgb, rng):
+        """Subclass hook.
+
+        Args:
+            rgb (np.ndarray): float32 (H, W, 3) RGB image in [0, 1].
+            rng (numpy.random.Generator): the source of all random draws.
+
+        Returns:
+            tuple[np.ndarray, dict]: float (H, W, 3) RGB in [0, 1] and the sampled parameters.
+        """
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    @abc.abstractmethod
+    def config(self):
+        """dict: the constructor arguments that rebuild this pipeline (for logs and manifests)."""
