@@ -23,7 +23,7 @@ from .common import (LowLightPipeline, check_choice, check_number, check_range,
                      check_truncated_normal, log_uniform, truncated_normal, uniform)
 
 __all__ = ["UnprocessPipeline", "XYZ2CAMS", "RGB2XYZ", "rgb2cam_matrix", "inverse_tone_map",
-           "safe_inverse_gains", "add_shot_read_noise"]
+           "safe_inverse_gains", "add_shot_read_noise", "unprocess_to_raw", "process_raw"]
 
 logger = logging.getLogger(__name__)
 
@@ -194,22 +194,52 @@ class UnprocessPipeline(LowLightPipeline):
 
     def _degrade(self, rgb, rng):
         p = self.sample_params(rng)
-        f32 = np.float32
-        rgb2cam = rgb2cam_matrix([p[f"ccm_weight_{i}"] for i in range(len(XYZ2CAMS))])
-        cam2rgb = np.linalg.inv(rgb2cam)
-        wb = np.array([p["red_gain"], 1.0, p["blue_gain"]]) / p["rgb_gain"]
+        raw = unprocess_to_raw(rgb, p)
+        # Low light: fewer photons, then the sensor's noise and an 8-bit ADC.
+        raw = np.clip(raw, 0.0, 1.0) * np.float32(p["darkness"])
+        raw = add_shot_read_noise(raw, p["shot_noise"], p["read_noise"], rng)
+        raw = np.rint(np.clip(raw, 0.0, 1.0) * np.float32(255.0)) / np.float32(255.0)
+        return process_raw(raw, p), p
 
-        # Unprocess: sRGB -> linear camera raw (Brooks et al. 2019).
-        x = inverse_tone_map(rgb)
-        x = np.power(np.maximum(x, f32(1e-8)), f32(p["gamma"]))
-        x = x @ rgb2cam.T.astype(np.float32)
-        x = safe_inverse_gains(x, 1.0 / wb)
-        # Low light: fewer photons, then the sensor's noise and 8-bit ADC.
-        x = np.clip(x, 0.0, 1.0) * f32(p["darkness"])
-        x = add_shot_read_noise(x, p["shot_noise"], p["read_noise"], rng)
-        x = np.rint(np.clip(x, 0.0, 1.0) * f32(255.0)) / f32(255.0)
-        # Process forward with the same camera: white balance (g undone), colour matrix, gamma.
-        x = x * wb.astype(np.float32)
-        x = np.clip(x @ cam2rgb.T.astype(np.float32), 0.0, 1.0)
-        x = np.power(np.maximum(x, f32(1e-8)), f32(1.0 / p["gamma"]))
-        return np.clip(x, 0.0, 1.0), p
+
+def _camera(params):
+    rgb2cam = rgb2cam_matrix([params[f"ccm_weight_{i}"] for i in range(len(XYZ2CAMS))])
+    wb = np.array([params["red_gain"], 1.0, params["blue_gain"]]) / params["rgb_gain"]
+    return rgb2cam, wb
+
+
+def unprocess_to_raw(rgb, params):
+    """sRGB -> linear camera raw (Brooks et al. 2019), for the camera that ``params`` describe.
+
+    Args:
+        rgb (np.ndarray): float32 (H, W, 3) RGB in [0, 1].
+        params (dict): as returned by :meth:`UnprocessPipeline.sample_params`.
+
+    Returns:
+        np.ndarray: float32 (H, W, 3) linear raw (camera RGB before white balance).
+    """
+    rgb2cam, wb = _camera(params)
+    x = inverse_tone_map(rgb)
+    x = np.power(np.maximum(x, np.float32(1e-8)), np.float32(params["gamma"]))
+    x = x @ rgb2cam.T.astype(np.float32)
+    return safe_inverse_gains(x, 1.0 / wb)
+
+
+def process_raw(raw, params):
+    """Linear camera raw -> sRGB: white balance (``g`` undone), colour matrix, gamma, clip.
+
+    The forward tone curve is not re-applied (as in Brooks et al.'s ``process``), so a
+    noise-free round trip ``process_raw(unprocess_to_raw(x))`` gives ``inverse_tone_map(x)``.
+
+    Args:
+        raw (np.ndarray): float32 (H, W, 3) linear raw.
+        params (dict): as returned by :meth:`UnprocessPipeline.sample_params`.
+
+    Returns:
+        np.ndarray: float32 (H, W, 3) RGB in [0, 1].
+    """
+    rgb2cam, wb = _camera(params)
+    x = raw * wb.astype(np.float32)
+    x = np.clip(x @ np.linalg.inv(rgb2cam).T.astype(np.float32), 0.0, 1.0)
+    x = np.power(np.maximum(x, np.float32(1e-8)), np.float32(1.0 / params["gamma"]))
+    return np.clip(x, 0.0, 1.0)
