@@ -4,6 +4,7 @@ Importing the package registers its backbones in detectron2's ``BACKBONE_REGISTR
 """
 
 from .config import MODEL_ZOO_PREFIX, add_wnlb_config, merge_from_file
+from . import data  # noqa: F401  (registers the datasets)
 from . import modeling  # noqa: F401  (registers the backbones)
 from .checkpoint import WNLBCheckpointer
 

@@ -1,10 +1,12 @@
 """Loading stock detectron2 checkpoints into wNLB models, with a one-line account of it."""
 
 import logging
+import os
 
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-__all__ = ["WNLBCheckpointer", "is_wnlb_key"]
+__all__ = ["WNLBCheckpointer", "CheckpointMismatchError", "is_wnlb_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +27,22 @@ def _block_names(keys):
     return names
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the model's backbone (another depth, or not a detection model)."""
+
+
+def _atomic_write(path, write):
+    # Write beside the target and rename: a run killed mid-save never leaves a broken file
+    # under the real name, and the previous checkpoint stays intact until the new one is whole.
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 class WNLBCheckpointer(DetectionCheckpointer):
     """:class:`DetectionCheckpointer` that says in one line what a checkpoint gave a wNLB model.
 
@@ -33,7 +51,73 @@ class WNLBCheckpointer(DetectionCheckpointer):
     among any other problem; this adds one INFO line that says how many tensors were loaded,
     whether every checkpoint tensor was used, and which blocks are new, and a WARNING when
     anything other than wNLB tensors was missing, unused or of the wrong shape.
+
+    It also saves atomically (temporary file + rename, for the checkpoint and the
+    ``last_checkpoint`` tag) and refuses to save weights that are not finite.
+
+    Args:
+        strict_backbone (bool): raise :class:`CheckpointMismatchError` when the checkpoint gives
+            none of the bottom-up ResNet's tensors, or some of them with the wrong shape (heads
+            of another class count are fine: fvcore skips them with a warning).
+        other arguments: as :class:`DetectionCheckpointer`.
     """
+
+    def __init__(self, model, save_dir="", *, strict_backbone=False, **kwargs):
+        super().__init__(model, save_dir, **kwargs)
+        self.strict_backbone = strict_backbone
+        self._loading = None
+
+    def load(self, path, *args, **kwargs):
+        self._loading = path
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            self._loading = None
+
+    def save(self, name, **kwargs):
+        """Same as :meth:`fvcore.common.checkpoint.Checkpointer.save`, but atomic and checked.
+
+        Raises:
+            FloatingPointError: a model tensor holds NaN or Inf (nothing is written).
+        """
+        if not self.save_dir or not self.save_to_disk:
+            return
+        bad = [k for k, v in self.model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise FloatingPointError(
+                f"Refusing to save checkpoint {name!r}: {len(bad)} model tensors hold NaN/Inf "
+                f"(first: {bad[:3]}); the previous checkpoints in {self.save_dir} are kept."
+            )
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        _atomic_write(save_file, lambda tmp: torch.save(data, tmp))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename):
+        def write(tmp):
+            with open(tmp, "w") as f:
+                f.write(last_filename_basename)
+
+        _atomic_write(os.path.join(self.save_dir, "last_checkpoint"), write)
+
+    def _check_backbone(self, model_keys, missing, wrong_shape):
+        resnet = [k for k in model_keys if ".bottom_up." in f".{k}" and not is_wnlb_key(k)]
+        if not resnet:
+            resnet = [k for k in model_keys if k.startswith("backbone.") and not is_wnlb_key(k)]
+        absent = [k for k in resnet if k in missing]
+        shape = [k for k in resnet if k in wrong_shape]
+        if resnet and (len(absent) == len(resnet) or shape):
+            raise CheckpointMismatchError(
+                f"Checkpoint {self._loading!r} does not match the model's backbone: "
+                f"{len(absent)}/{len(resnet)} backbone tensors missing, {len(shape)} of the wrong shape "
+                f"(e.g. {(shape or absent)[:3]}). Check MODEL.WEIGHTS against MODEL.RESNETS.DEPTH and "
+                "the config the checkpoint was trained with."
+            )
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
@@ -46,6 +130,8 @@ class WNLBCheckpointer(DetectionCheckpointer):
         other_missing = sorted(missing - set(new_wnlb))
         loaded = len(model_keys) - len(missing) - len(wrong_shape)
         unused = list(incompatible.unexpected_keys) + sorted(wrong_shape)
+        if self.strict_backbone:
+            self._check_backbone(model_keys, missing, wrong_shape)
         msg = f"Checkpoint loaded {loaded}/{len(model_keys)} model tensors; "
         msg += "every checkpoint tensor was used; " if not unused else f"{len(unused)} checkpoint tensors unused; "
         if new_wnlb:

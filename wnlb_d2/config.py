@@ -46,6 +46,10 @@ def add_wnlb_config(cfg):
     # Max-pool phi and g by 2 (Wang et al.'s sub-sampling): 4x fewer pairs, not exact.
     _C.MODEL.WNLB.SUB_SAMPLE = False
 
+    # Which parameters learn: "all", "backbone" (ResNet + FPN + blocks; the paper's choice)
+    # or "wnlb" (the non-local blocks only). MODEL.BACKBONE.FREEZE_AT still applies.
+    _C.SOLVER.FINETUNE_POLICY = "all"
+
     add_low_light_input_config(cfg)
 
 

@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Train and evaluate low-light instance segmentation models (wNLB) with detectron2.
+
+Examples::
+
+    # train (any stock config, or one of configs/)
+    python train_net.py --config-file configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x_wnlb.yaml \\
+        --num-gpus 8 MODEL.WEIGHTS detectron2://COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x/137849600/model_final_f10217.pkl
+    # evaluate
+    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+    # several CPU processes (gloo)
+    torchrun --nproc_per_node 2 train_net.py --config-file ...
+"""
+
+import logging
+import sys
+
+from detectron2.engine import default_argument_parser
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+
+import wnlb_d2  # noqa: F401  (registers backbones and datasets)
+from wnlb_d2.checkpoint import CheckpointMismatchError
+from wnlb_d2.engine import LowLightTrainer, launch, setup_cfg
+
+logger = logging.getLogger("wnlb_d2.train_net")
+
+
+class Trainer(LowLightTrainer):
+    """The trainer; subclass here to change loaders, evaluators or hooks."""
+
+
+def setup(args):
+    return setup_cfg(args.config_file, args.opts, args=args)
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        Trainer.load_for_inference(cfg, model, resume=args.resume)
+        res = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def invoke_main():
+    args = default_argument_parser().parse_args()
+    if not args.config_file:
+        sys.exit("train_net.py: error: --config-file is required (a YAML file or model_zoo://NAME)")
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except (FileNotFoundError, KeyError, ValueError, PermissionError, CheckpointMismatchError, FloatingPointError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        logging.getLogger("wnlb_d2").error(f"{type(e).__name__}: {msg}")
+        sys.exit(f"train_net.py: error: {type(e).__name__}: {msg}")
+
+
+if __name__ == "__main__":
+    invoke_main()

@@ -1,0 +1,95 @@
+"""The trainer of train_net.py: low-light data, COCO evaluation, fine-tuning policies, CPU DDP."""
+
+import logging
+import weakref
+
+import torch
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..checkpoint import WNLBCheckpointer
+from ..data.mapper import LowLightDatasetMapper
+from .evaluation import build_coco_evaluator
+from .finetune import apply_finetune_policy
+from .hooks import WNLBWeightLogger
+
+__all__ = ["LowLightTrainer"]
+
+
+class LowLightTrainer(DefaultTrainer):
+    """:class:`DefaultTrainer` for low-light instance segmentation.
+
+    Differences from the stock trainer, each for a reason:
+
+    * train and test loaders use :class:`LowLightDatasetMapper` (``INPUT.LOW_LIGHT``);
+    * evaluation is :class:`COCOEvaluator` (bbox + segm), with pycocotools when detectron2 has
+      no compiled extension;
+    * ``SOLVER.FINETUNE_POLICY`` freezes what should not learn before the optimizer is built;
+    * :class:`WNLBCheckpointer`: atomic saves, no NaN weights saved, a clear error when
+      ``MODEL.WEIGHTS`` does not fit the backbone;
+    * the weights w of the blocks go to metrics.json / TensorBoard every logging period;
+    * DistributedDataParallel without ``device_ids`` on CPU (``torchrun`` + gloo).
+    """
+
+    def __init__(self, cfg):
+        # Same steps as DefaultTrainer.__init__, which hard-codes a GPU-only DDP wrapper.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        device_ids = [comm.get_local_rank()] if next(model.parameters()).is_cuda else None
+        model = create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = WNLBCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), strict_backbone=True
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_model(cls, cfg):
+        model = super().build_model(cfg)
+        apply_finetune_policy(model, cfg.SOLVER.FINETUNE_POLICY)
+        return model
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        hooks.insert(0, WNLBWeightLogger())  # before the writers read the storage
+        return hooks
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=LowLightDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=LowLightDatasetMapper(cfg, is_train=False))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_coco_evaluator(cfg, dataset_name, output_folder)
+
+    @staticmethod
+    def load_for_inference(cfg, model, resume=False):
+        """Load ``MODEL.WEIGHTS`` (or the last checkpoint with ``resume``) for evaluation."""
+        checkpointer = WNLBCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict_backbone=True)
+        if not cfg.MODEL.WEIGHTS and not (resume and checkpointer.has_checkpoint()):
+            raise ValueError(
+                "Evaluation needs weights: set MODEL.WEIGHTS (a checkpoint file or model-zoo URL), "
+                f"or --resume with a checkpoint in OUTPUT_DIR={cfg.OUTPUT_DIR!r}"
+            )
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+        return model
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        with torch.no_grad():
+            return super().test(cfg, model, evaluators)
