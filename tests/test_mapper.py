@@ -118,6 +118,13 @@ def test_off_behaves_exactly_like_dataset_mapper(dataset, is_train, settings):
             assert torch.equal(a["instances"].gt_boxes.tensor, b["instances"].gt_boxes.tensor)
 
 
+def test_off_keeps_formats_only_detectron2_reads(dataset):
+    cfg = small_cfg(enabled=False)
+    cfg.INPUT.FORMAT = "L"
+    a, b = DatasetMapper(cfg, False)(dataset[0]), LowLightDatasetMapper(cfg, False)(dataset[0])
+    assert b["image"].shape[0] == 1 and image_bytes(a) == image_bytes(b)
+
+
 def eval_images(mapper, dataset, num_workers):
     loader = build_detection_test_loader(dataset, mapper=mapper, num_workers=num_workers)
     return [image_bytes(batch[0]) for batch in loader]

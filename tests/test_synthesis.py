@@ -196,15 +196,31 @@ def test_tabulated_response_inverts_curves_with_flat_runs(tmp_path):
 def test_bad_dorf_file_raises_naming_the_file(tmp_path):
     bad = tmp_path / "short.txt"
     bad.write_text("cam\ngraph 0\nI =\n" + " ".join(["0.5"] * 999) + "\nB =\n" + " ".join(["0.5"] * 1024))
-    with pytest.raises(ValueError, match=r"crf_file: .*short\.txt"):
+    with pytest.raises(ValueError, match=r"crf_file: .*short\.txt.*line 5: expected 1024 numbers, found 999"):
         build_pipeline("lv2021", crf_file=str(bad))
     with pytest.raises(ValueError, match=r"crf_file: .*not found.*missing\.txt"):
         build_pipeline("lv2021", crf_file=str(tmp_path / "missing.txt"))
-    decreasing = tmp_path / "decreasing.txt"
-    write_fake_dorf(decreasing, gammas=(2.0,))
-    decreasing.write_text(decreasing.read_text().replace("B =\n0.000000e+00", "B =\n5.000000e-01"))
-    with pytest.raises(ValueError, match="curve gamma 2.0.*B must be non-decreasing"):
-        load_dorf_curves(str(decreasing))
+    outside = tmp_path / "outside.txt"
+    write_fake_dorf(outside, gammas=(2.0,))
+    outside.write_text(outside.read_text().replace("B =\n0.000000e+00", "B =\n-5.000000e-01"))
+    with pytest.raises(ValueError, match=r"outside\.txt, curve 'curve gamma 2.0': B must lie in \[0, 1\]"):
+        load_dorf_curves(str(outside))
+    no_graph = tmp_path / "no_graph.txt"
+    no_graph.write_text("cam\nI =\n")
+    with pytest.raises(ValueError, match=r"no_graph\.txt, line 2: expected a line starting with 'graph'"):
+        load_dorf_curves(str(no_graph))
+
+
+def test_dorf_numbers_on_the_equals_line_and_wiggles(tmp_path, caplog):
+    irr = np.linspace(0, 1, 1024)
+    b = irr ** 0.5
+    b[500] = b[499] - 1e-4  # a measured wiggle
+    path = tmp_path / "inline.txt"
+    path.write_text("camRed\ngraph 1\nI = " + " ".join(map(str, irr)) + "\nB = " + " ".join(map(str, b)) + "\n")
+    with caplog.at_level("WARNING"):
+        (curve,) = load_dorf_curves(str(path))
+    assert "running maximum" in caplog.text and np.all(np.diff(curve.brightness) >= 0)
+    np.testing.assert_allclose(curve.forward(np.array([0.25])), [0.5], atol=1e-3)
 
 
 # ---------------------------------------------------------------- unprocess

@@ -71,8 +71,7 @@ def add_low_light_input_config(cfg):
     _C.INPUT.LOW_LIGHT.PIPELINE = "lv2021"
     # Degrade training images (a fresh random draw per image, every time it is loaded).
     _C.INPUT.LOW_LIGHT.TRAIN = True
-    # Degrade evaluation images (the same draw per image in every run, from SEED and image id).
-    # Set False when the test set is already low-light (real, or rendered offline).
+    # Degrade evaluation images (same draw per image in every run); False if already low-light.
     _C.INPUT.LOW_LIGHT.TEST = True
     # Seed of the evaluation degradation (>= 0); with the image id it fixes each test image.
     _C.INPUT.LOW_LIGHT.SEED = 0

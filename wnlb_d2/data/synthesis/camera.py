@@ -70,8 +70,9 @@ class TabulatedResponse:
         return np.interp(brightness, self._inv_b, self._inv_i).astype(np.float32)
 
 
-def _read_floats(lines, start, count, path):
-    values = []
+def _read_floats(lines, start, count, path, first=""):
+    # ``first``: numbers that followed "I =" / "B =" on their own line, if any.
+    values = [float(t) for t in first.split()]
     i = start
     while len(values) < count:
         if i >= len(lines):
@@ -80,7 +81,8 @@ def _read_floats(lines, start, count, path):
         try:
             values.extend(float(t) for t in lines[i].split())
         except ValueError:
-            raise ValueError(f"DoRF file {path}, line {i + 1}: expected numbers, got {lines[i][:60]!r}")
+            raise ValueError(f"DoRF file {path}, line {i + 1}: expected {count} numbers, found "
+                             f"{len(values)} and then {lines[i].strip()[:40]!r}")
         i += 1
     if len(values) != count:
         raise ValueError(f"DoRF file {path}: expected {count} numbers from line {start + 1}, "
@@ -89,11 +91,15 @@ def _read_floats(lines, start, count, path):
 
 
 def _expect(lines, i, prefix, path):
-    if i >= len(lines) or not lines[i].strip().replace(" ", "").startswith(prefix):
-        got = lines[i].strip()[:60] if i < len(lines) else "end of file"
+    """Check that line ``i`` starts with ``prefix`` (spaces ignored); returns (next line, rest)."""
+    line = lines[i].strip() if i < len(lines) else ""
+    compact = line.replace(" ", "")
+    if i >= len(lines) or not compact.startswith(prefix):
+        got = line[:60] if i < len(lines) else "end of file"
         raise ValueError(f"DoRF file {path}, line {i + 1}: expected a line starting with "
                          f"{prefix!r}, got {got!r}")
-    return i + 1
+    rest = line.split("=", 1)[1] if prefix.endswith("=") else ""
+    return i + 1, rest
 
 
 def load_dorf_curves(path):
@@ -101,7 +107,7 @@ def load_dorf_curves(path):
 
     The file holds blocks of: a name line, a ``graph ...`` line, an ``I =`` line followed by
     1024 irradiance samples, a ``B =`` line followed by 1024 brightness samples (numbers
-    separated by white space, over any number of lines).
+    separated by white space, over any number of lines, possibly starting on the ``=`` line).
 
     Args:
         path (str): the file.
@@ -111,8 +117,9 @@ def load_dorf_curves(path):
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not in that format, or a curve is not monotonic in [0, 1];
-            the message names the file and the line or curve.
+        ValueError: the file is not in that format, or a curve leaves [0, 1] or has a
+            non-increasing I; the message names the file and the line or curve. A B that
+            decreases in places is replaced by its running maximum, with a warning.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"DoRF curve file not found: {path!r} (INPUT.LOW_LIGHT.LV2021.CRF_FILE)")
@@ -125,17 +132,22 @@ def load_dorf_curves(path):
             i += 1
             continue
         name = lines[i].strip()
-        i = _expect(lines, i + 1, "graph", path)
-        i = _expect(lines, i, "I=", path)
-        irradiance, i = _read_floats(lines, i, DORF_SAMPLES, path)
-        i = _expect(lines, i, "B=", path)
-        brightness, i = _read_floats(lines, i, DORF_SAMPLES, path)
+        i, _ = _expect(lines, i + 1, "graph", path)
+        i, rest = _expect(lines, i, "I=", path)
+        irradiance, i = _read_floats(lines, i, DORF_SAMPLES, path, rest)
+        i, rest = _expect(lines, i, "B=", path)
+        brightness, i = _read_floats(lines, i, DORF_SAMPLES, path, rest)
         for label, arr in (("I", irradiance), ("B", brightness)):
-            if arr.min() < 0 or arr.max() > 1 or np.any(np.diff(arr) < 0):
-                raise ValueError(f"DoRF file {path}, curve {name!r}: {label} must be "
-                                 f"non-decreasing in [0, 1]")
+            if arr.min() < 0 or arr.max() > 1:
+                raise ValueError(f"DoRF file {path}, curve {name!r}: {label} must lie in [0, 1], "
+                                 f"got [{arr.min()}, {arr.max()}]")
         if not np.all(np.diff(irradiance) > 0):
             raise ValueError(f"DoRF file {path}, curve {name!r}: I must be strictly increasing")
+        if np.any(np.diff(brightness) < 0):
+            # Measured curves may wiggle by a fraction of a level; a response is monotonic.
+            logger.warning(f"DoRF file {path}, curve {name!r}: B decreases in places; using its "
+                           f"running maximum")
+            brightness = np.maximum.accumulate(brightness)
         curves.append(TabulatedResponse(irradiance, brightness, name=name))
     if not curves:
         raise ValueError(f"DoRF file {path} holds no curves")

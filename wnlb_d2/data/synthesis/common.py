@@ -13,8 +13,9 @@ import numbers
 
 import numpy as np
 
-__all__ = ["LowLightPipeline", "ParameterError", "eval_rng", "check_range", "check_choice",
-           "truncated_normal", "log_uniform", "INPUT_FORMATS"]
+__all__ = ["LowLightPipeline", "ParameterError", "eval_rng", "check_range", "check_number",
+           "check_choice", "check_truncated_normal", "uniform", "truncated_normal", "log_uniform",
+           "INPUT_FORMATS"]
 
 logger = logging.getLogger(__name__)
 
