@@ -14,6 +14,19 @@ __all__ = []
 IS_STANDIN = True
 
 
+# Build information that detectron2.utils.collect_env prints (default_setup logs it).
+def get_compiler_version():
+    return "none: pure-Python detectron2 with the _C stand-in (tools/install_detectron2.py)"
+
+
+def get_cuda_version():
+    return "none: no compiled extension"
+
+
+def has_cuda():
+    return False
+
+
 def __getattr__(name):
     if name.startswith("__"):
         raise AttributeError(name)

@@ -62,7 +62,10 @@ def _has_compiled_ext(d2_dir):
 def _add_standin(d2_dir):
     target = os.path.join(d2_dir, "_C.py")
     if os.path.exists(target):
-        return
+        with open(target) as f, open(STANDIN) as g:
+            current = f.read()
+            if current == g.read() or "IS_STANDIN" not in current:
+                return  # up to date, or not ours: leave it alone
     tmp = target + ".tmp"
     shutil.copyfile(STANDIN, tmp)
     os.replace(tmp, target)  # never a half-written module

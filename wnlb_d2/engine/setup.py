@@ -3,6 +3,7 @@
 import logging
 import os
 
+import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.engine import default_setup
@@ -58,6 +59,9 @@ def setup_cfg(config_file, opts=(), args=None):
     add_wnlb_config(cfg)
     merge_from_file(cfg, config_file)
     cfg.merge_from_list(list(opts))
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning(f"MODEL.DEVICE = {cfg.MODEL.DEVICE!r} but CUDA is not available: using 'cpu'.")
+        cfg.MODEL.DEVICE = "cpu"
     check_config(cfg)
     cfg.freeze()
     if args is not None:
