@@ -6,7 +6,8 @@ import os
 import yaml
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_wnlb_config", "add_low_light_input_config", "merge_from_file", "MODEL_ZOO_PREFIX"]
+__all__ = ["add_wnlb_config", "add_low_light_input_config", "add_enhancer_config", "merge_from_file",
+           "MODEL_ZOO_PREFIX"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def add_wnlb_config(cfg):
     _C.SOLVER.FINETUNE_POLICY = "all"
 
     add_low_light_input_config(cfg)
+    add_enhancer_config(cfg)
 
 
 def add_low_light_input_config(cfg):
@@ -125,6 +127,58 @@ def add_low_light_input_config(cfg):
     _C.INPUT.LOW_LIGHT.UNPROCESS.READ_NOISE_STD = 0.26
 
 
+def add_enhancer_config(cfg):
+    """Add the ``INPUT.ENHANCER`` node: an image enhancer in front of the detector (two-stage).
+
+    The enhancer runs in the data mapper after the (optional) low-light degradation; see
+    :mod:`wnlb_d2.enhance`. Each enhancer's keys are its constructor arguments upper-cased.
+
+    Args:
+        cfg (CfgNode): a detectron2 config; modified in place.
+    """
+    _C = cfg
+    _C.INPUT.ENHANCER = CN()
+    # "none", "gamma", "clahe", "histeq", "nlm" or "zero_dce", or several joined by "+" and
+    # applied left to right, e.g. "nlm+clahe" (denoise, then enhance).
+    _C.INPUT.ENHANCER.NAME = "none"
+    # Enhance training images (an enhancer in front of a detector that is trained on its output).
+    _C.INPUT.ENHANCER.TRAIN = True
+    # Enhance evaluation images (the two-stage baselines: enhancer + pre-trained detector).
+    _C.INPUT.ENHANCER.TEST = True
+
+    _C.INPUT.ENHANCER.GAMMA = CN()
+    # Gamma of I_out = I ** gamma (< 1 brightens); 0 chooses it per image from TARGET_MEAN.
+    _C.INPUT.ENHANCER.GAMMA.VALUE = 0.0
+    # Mean luminance in (0, 1) that the automatic gamma maps the image's mean to.
+    _C.INPUT.ENHANCER.GAMMA.TARGET_MEAN = 0.5
+
+    _C.INPUT.ENHANCER.CLAHE = CN()
+    # Contrast limit per tile (OpenCV clipLimit) of CLAHE on the L channel of CIELAB.
+    _C.INPUT.ENHANCER.CLAHE.CLIP_LIMIT = 2.0
+    # Tiles per image side (OpenCV tileGridSize).
+    _C.INPUT.ENHANCER.CLAHE.TILE_GRID_SIZE = 8
+
+    # "histeq" (global equalisation of the luma Y of YCrCb) has no parameters.
+
+    _C.INPUT.ENHANCER.NLM = CN()
+    # Luminance filter strength of cv2.fastNlMeansDenoisingColored (more: smoother, less detail).
+    _C.INPUT.ENHANCER.NLM.H = 10.0
+    # Colour filter strength.
+    _C.INPUT.ENHANCER.NLM.H_COLOR = 10.0
+    # Side of the compared patches (odd).
+    _C.INPUT.ENHANCER.NLM.TEMPLATE_WINDOW_SIZE = 7
+    # Side of the window searched for similar patches (odd).
+    _C.INPUT.ENHANCER.NLM.SEARCH_WINDOW_SIZE = 21
+
+    _C.INPUT.ENHANCER.ZERO_DCE = CN()
+    # Zero-DCE++ state dict: from tools/train_zero_dce.py, or the authors' Epoch99.pth.
+    _C.INPUT.ENHANCER.ZERO_DCE.WEIGHTS = ""
+    # Curves are estimated on the image downscaled by this factor (the authors test with 12).
+    _C.INPUT.ENHANCER.ZERO_DCE.SCALE_FACTOR = 1
+    # Iterations of the light-enhancement curve (8 for the published weights).
+    _C.INPUT.ENHANCER.ZERO_DCE.ITERATIONS = 8
+
+
 def _read_yaml(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Config file not found: {path}")
@@ -144,7 +198,9 @@ def _read_yaml(path):
     return data
 
 
-def _resolve(path, relative_to=None):
+def resolve_config_path(path, relative_to=None):
+    """The file a config path names: ``model_zoo://NAME`` resolved, ``~`` expanded, relative to
+    ``relative_to``'s folder when given."""
     if path.startswith(MODEL_ZOO_PREFIX):
         from detectron2 import model_zoo
 
@@ -172,7 +228,7 @@ def _load_with_bases(path):
     base = data.pop("_BASE_", None)
     if base is None:
         return data
-    merged = _load_with_bases(_resolve(base, relative_to=path))
+    merged = _load_with_bases(resolve_config_path(base, relative_to=path))
     _merge_dicts(data, merged)
     return merged
 
@@ -192,7 +248,7 @@ def merge_from_file(cfg, path):
         FileNotFoundError: the file, or a base it names, does not exist.
         KeyError: the file sets a key that ``cfg`` does not have.
     """
-    resolved = _resolve(path)
+    resolved = resolve_config_path(path)
     data = _load_with_bases(resolved)
     cfg.merge_from_other_cfg(type(cfg)(data))
     return cfg

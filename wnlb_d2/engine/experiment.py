@@ -8,6 +8,8 @@ COCOEvaluator on the low-light test set:
 * ``finetuned``: the same architecture fine-tuned on low-light data from those weights.
 * ``nlb``: non-local blocks with residual fusion added, fine-tuned the same way.
 * ``wnlb``: weighted non-local blocks, fine-tuned the same way.
+* ``<enhancer>+pretrained`` (optional, ``enhancers``): two-stage baselines of the paper's
+  Table II, the pre-trained model on enhanced low-light test images (:mod:`wnlb_d2.enhance`).
 
 Every fine-tuning row starts from the same weights, sees the same number of iterations at the
 same learning rate with the same seed, and trains what ``finetune_policy`` says (the paper:
@@ -59,6 +61,10 @@ class ExperimentSpec:
         low_light_train / low_light_test: degrade on the fly (INPUT.LOW_LIGHT.TRAIN/TEST);
             False when the data is low-light already (offline copies, real low-light images).
         opts: extra ``KEY VALUE`` config overrides for every run.
+        enhancers: two-stage rows to add, enhancer names such as "clahe" or "nlm+clahe"
+            (``INPUT.ENHANCER.NAME``); each adds the row "<name>+pretrained".
+        zero_dce_weights: Zero-DCE++ weights for "zero_dce" rows; empty: trained here for
+            ``zero_dce_iters`` steps on the images of ``finetune_data``.
     """
 
     config_file: str
@@ -76,6 +82,9 @@ class ExperimentSpec:
     low_light_train: bool = False
     low_light_test: bool = False
     opts: List[str] = field(default_factory=list)
+    enhancers: List[str] = field(default_factory=list)
+    zero_dce_weights: str = ""
+    zero_dce_iters: int = 300
 
     def validate(self):
         unknown = [r for r in self.rows if r not in ROWS]
@@ -88,6 +97,11 @@ class ExperimentSpec:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.finetune_lr > 0:
             raise ValueError(f"finetune_lr must be positive, got {self.finetune_lr}")
+        from ..enhance.experiment import check_enhancer_names
+
+        check_enhancer_names(self.enhancers)
+        if self.zero_dce_iters <= 0:
+            raise ValueError(f"zero_dce_iters must be positive, got {self.zero_dce_iters}")
 
 
 def _row_opts(spec, row, weights):
@@ -162,6 +176,14 @@ def run_experiment(spec: ExperimentSpec):
     results["pretrained"] = _evaluate(cfg, model, spec.test_data, spec.low_light_test)
     if spec.normal_test_data:
         results["pretrained_normal_light"] = _evaluate(cfg, model, spec.normal_test_data, False)
+    if spec.enhancers:
+        from ..enhance.experiment import enhancer_row_configs
+
+        row_cfgs, zero_dce_weights = enhancer_row_configs(spec, cfg, spec.finetune_data)
+        for row, row_cfg in row_cfgs:
+            results[row] = _evaluate(row_cfg, model, spec.test_data, spec.low_light_test)
+        if zero_dce_weights:
+            results.setdefault("meta", {})["zero_dce_weights"] = zero_dce_weights
 
     for row in [r for r in ROWS[1:] if r in spec.rows]:
         cfg, model, seconds[row], _ = _train_row(spec, row, pre_weights)
@@ -189,8 +211,14 @@ def _write(folder, name, text):
 
 
 def results_markdown(results):
-    """A Table-I-style Markdown table (segm and bbox AP columns, one line per row)."""
-    rows = [r for r in list(ROWS) + ["pretrained_normal_light"] if r in results]
+    """A Table-I-style Markdown table (segm and bbox AP columns, one line per row).
+
+    Two-stage rows ("<enhancer>+pretrained") follow the pretrained row.
+    """
+    from ..enhance.experiment import enhancer_rows
+
+    order = [ROWS[0]] + enhancer_rows(results) + list(ROWS[1:]) + ["pretrained_normal_light"]
+    rows = [r for r in order if r in results]
     head = "| row | " + " | ".join(f"segm {m}" for m in METRICS) + " | " + " | ".join(f"bbox {m}" for m in METRICS) + " |"
     lines = [head, "|" + "---|" * (1 + 2 * len(METRICS))]
     for r in rows:

@@ -1,5 +1,6 @@
 """Config set-up and up-front checks for train_net.py and the tools."""
 
+import copy
 import logging
 import os
 
@@ -8,7 +9,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.engine import default_setup
 
-from ..config import add_wnlb_config, merge_from_file
+from ..config import add_wnlb_config, merge_from_file, resolve_config_path
 from .finetune import FINETUNE_POLICIES
 
 __all__ = ["setup_cfg", "check_config"]
@@ -58,12 +59,19 @@ def setup_cfg(config_file, opts=(), args=None):
     cfg = get_cfg()
     add_wnlb_config(cfg)
     merge_from_file(cfg, config_file)
-    cfg.merge_from_list(list(opts))
+    try:
+        cfg.merge_from_list(list(opts))
+    except AssertionError as e:  # yacs reports bad overrides with bare asserts
+        msg = str(e).replace("Non-existent key", "Non-existent config key")
+        raise (KeyError if "Non-existent" in msg else ValueError)(f"{msg} (in the command-line overrides)") from e
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning(f"MODEL.DEVICE = {cfg.MODEL.DEVICE!r} but CUDA is not available: using 'cpu'.")
         cfg.MODEL.DEVICE = "cpu"
     check_config(cfg)
     cfg.freeze()
     if args is not None:
+        # default_setup reads args.config_file itself: give it the resolved file.
+        args = copy.copy(args)
+        args.config_file = resolve_config_path(config_file)
         default_setup(cfg, args)
     return cfg

@@ -30,6 +30,7 @@ class LowLightTrainer(DefaultTrainer):
     * :class:`WNLBCheckpointer`: atomic saves, no NaN weights saved, a clear error when
       ``MODEL.WEIGHTS`` does not fit the backbone;
     * the weights w of the blocks go to metrics.json / TensorBoard every logging period;
+    * checkpoints hold the optimizer state, so ``--resume`` restores momentum too;
     * DistributedDataParallel without ``device_ids`` on CPU (``torchrun`` + gloo).
     """
 
@@ -54,6 +55,18 @@ class LowLightTrainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    def state_dict(self):
+        # detectron2 v0.6's DefaultTrainer leaves the optimizer out of its checkpoints, so a
+        # resumed run restarted SGD momentum from zero; later versions save it like this.
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+
     @classmethod
     def build_model(cls, cfg):
         model = super().build_model(cfg)
@@ -67,11 +80,16 @@ class LowLightTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=LowLightDatasetMapper(cfg, is_train=True))
+        # EnhancedDatasetMapper when INPUT.ENHANCER selects an enhancer, else LowLightDatasetMapper.
+        from ..enhance.mapper import build_low_light_mapper
+
+        return build_detection_train_loader(cfg, mapper=build_low_light_mapper(cfg, is_train=True))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=LowLightDatasetMapper(cfg, is_train=False))
+        from ..enhance.mapper import build_low_light_mapper
+
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_low_light_mapper(cfg, is_train=False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

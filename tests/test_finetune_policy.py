@@ -1,0 +1,83 @@
+"""SOLVER.FINETUNE_POLICY freezes exactly what it says, down to BatchNorm statistics."""
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+
+from wnlb_d2.checkpoint import is_wnlb_key
+from wnlb_d2.engine import apply_finetune_policy
+
+from helpers import make_cfg
+
+
+def _model(backbone="build_resnet_wnlb_fpn_backbone"):
+    cfg = make_cfg(backbone=backbone, STAGES=["res3", "res4"])
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.NORM = "BN"  # trainable BatchNorm everywhere, to check its statistics
+    cfg.MODEL.BACKBONE.FREEZE_AT = 0
+    return build_model(cfg)
+
+
+def _trainable(model):
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_all_keeps_everything_trainable():
+    model = _model()
+    before = _trainable(model)
+    apply_finetune_policy(model, "all")
+    assert _trainable(model) == before == {n for n, _ in model.named_parameters()}
+
+
+def test_backbone_trains_only_the_backbone():
+    model = _model()
+    apply_finetune_policy(model, "backbone")
+    names = {n for n, _ in model.named_parameters()}
+    assert _trainable(model) == {n for n in names if n.startswith("backbone.")}
+    assert any(".wnlb." in n for n in _trainable(model)) and any("fpn_" in n for n in _trainable(model))
+
+
+def test_wnlb_trains_only_the_blocks_and_freezes_bn_statistics():
+    model = _model()
+    apply_finetune_policy(model, "wnlb")
+    names = {n for n, _ in model.named_parameters()}
+    assert _trainable(model) == {n for n in names if is_wnlb_key(n)}
+    assert _trainable(model)
+    stem_bn_before = model.backbone.bottom_up.stem.conv1.norm.running_mean.clone()
+    block_bn_before = model.backbone.bottom_up.wnlb["res3"].w_z.norm.running_mean.clone()
+    frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    with torch.no_grad():
+        for b in model.backbone.bottom_up.wnlb.values():
+            b.fusion_weight.fill_(0.5)  # so the blocks' BN sees real data
+    model.train()
+    from detectron2.structures import Boxes, Instances
+
+    inst = Instances((64, 64))
+    inst.gt_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 40.0]]))
+    inst.gt_classes = torch.tensor([1])
+    from detectron2.structures import BitMasks
+
+    m = torch.zeros(1, 64, 64, dtype=torch.bool)
+    m[0, 8:40, 8:40] = True
+    inst.gt_masks = BitMasks(m)
+    with EventStorage():
+        loss = sum(model([{"image": torch.rand(3, 64, 64) * 255, "instances": inst}]).values())
+    loss.backward()
+    opt.step()
+    assert torch.equal(model.backbone.bottom_up.stem.conv1.norm.running_mean, stem_bn_before)
+    assert not torch.equal(model.backbone.bottom_up.wnlb["res3"].w_z.norm.running_mean, block_bn_before)
+    for n, p in model.named_parameters():
+        if n in frozen_before:
+            assert torch.equal(p, frozen_before[n]), n
+        else:
+            assert p.grad is not None, n
+
+
+def test_wnlb_policy_without_blocks_and_unknown_policy():
+    with pytest.raises(ValueError, match="has no non-local blocks"):
+        apply_finetune_policy(_model("build_resnet_fpn_backbone"), "wnlb")
+    with pytest.raises(ValueError, match=r"FINETUNE_POLICY = 'heads' is invalid; expected one of \('all', 'backbone', 'wnlb'\)"):
+        apply_finetune_policy(_model(), "heads")

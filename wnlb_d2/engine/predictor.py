@@ -1,0 +1,195 @@
+"""Inference on single images and video frames, with optional low-light degradation and enhancement.
+
+:class:`LowLightPredictor` is detectron2's ``DefaultPredictor`` plus the two image stages of
+this project, applied to each image before the model sees it:
+
+1. ``low_light``: a synthesis pipeline (``INPUT.LOW_LIGHT``), to see on normal-light photos
+   what the dark does; seeded per image with ``eval_rng(seed, key)`` (key: the file's base
+   name, or ``"<video name>:<frame index>"``), so a re-run gives the same pictures;
+2. ``INPUT.ENHANCER``: an image enhancer (the two-stage baselines).
+
+:func:`draw_predictions` draws the result with detectron2's ``Visualizer``;
+:func:`expand_inputs` turns files, folders and globs into a list of image files.
+"""
+
+import glob
+import logging
+import os
+
+import cv2
+import numpy as np
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from detectron2.utils.visualizer import ColorMode, Visualizer
+
+from ..checkpoint import WNLBCheckpointer
+from ..data.synthesis import build_pipeline_from_config, eval_rng
+
+__all__ = ["LowLightPredictor", "draw_predictions", "expand_inputs", "IMAGE_EXTENSIONS", "label_panel",
+           "metadata_of"]
+
+logger = logging.getLogger(__name__)
+
+#: File extensions taken from a folder given as input (case-insensitive).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def expand_inputs(inputs):
+    """Expand files, folders (their images, sorted, not recursive) and glob patterns.
+
+    Args:
+        inputs (list[str]): what the user gave.
+
+    Returns:
+        tuple[list[str], list[tuple[str, str]]]: the files to process (in order, duplicates
+        removed), and ``(input, reason)`` for every input that names nothing (a missing path,
+        a glob without matches, a folder without images).
+    """
+    files, problems = [], []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, f) for f in os.listdir(item)
+                           if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(item, f)))
+            if not found:
+                problems.append((item, f"folder has no images ({', '.join(IMAGE_EXTENSIONS)})"))
+        elif glob.has_magic(item):
+            found = sorted(f for f in glob.glob(os.path.expanduser(item)) if os.path.isfile(f))
+            if not found:
+                problems.append((item, "no file matches this pattern"))
+        elif os.path.isfile(item):
+            found = [item]
+        else:
+            problems.append((item, "no such file or folder"))
+            found = []
+        for f in found:
+            if f not in files:
+                files.append(f)
+    return files, problems
+
+
+def metadata_of(cfg):
+    """Metadata (class names) for drawing: that of ``DATASETS.TEST[0]``, else of the first train set."""
+    names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN)
+    return MetadataCatalog.get(names[0] if names else "__unused")
+
+
+class LowLightPredictor:
+    """Run a detectron2 model on one image at a time, after optional degradation and enhancement.
+
+    Args:
+        cfg (CfgNode): a full config; ``MODEL.WEIGHTS`` is loaded with :class:`WNLBCheckpointer`
+            (empty: random initialisation, with a warning). ``INPUT.ENHANCER`` (when it selects
+            an enhancer for evaluation) is applied after the degradation.
+        low_light (str or None): synthesis pipeline name ("lv2021", "unprocess") or None; its
+            ranges come from ``cfg.INPUT.LOW_LIGHT.<PIPELINE>``.
+        seed (int or None): seed of the degradation; None: ``cfg.INPUT.LOW_LIGHT.SEED``.
+    """
+
+    def __init__(self, cfg, *, low_light=None, seed=None):
+        self.cfg = cfg.clone()
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        if cfg.MODEL.WEIGHTS:
+            WNLBCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        else:
+            logger.warning("MODEL.WEIGHTS is empty: the model is randomly initialised (predictions are noise)")
+        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+        self.input_format = cfg.INPUT.FORMAT
+        if self.input_format not in ("BGR", "RGB"):
+            raise ValueError(f"LowLightPredictor: INPUT.FORMAT must be 'BGR' or 'RGB', got {self.input_format!r}")
+        self.metadata = metadata_of(cfg)
+        self.pipeline = None
+        if low_light:
+            c = self.cfg.clone()
+            c.defrost()
+            c.INPUT.LOW_LIGHT.PIPELINE = low_light
+            self.pipeline = build_pipeline_from_config(c)
+        self.seed = cfg.INPUT.LOW_LIGHT.SEED if seed is None else seed
+        self.enhancer = None
+        from ..enhance.build import build_enhancer_from_config, enhancer_enabled
+
+        if enhancer_enabled(cfg, is_train=False):
+            self.enhancer = build_enhancer_from_config(cfg)
+
+    def prepare(self, image_bgr, key):
+        """Degrade and enhance one image as configured.
+
+        Args:
+            image_bgr (np.ndarray): uint8 (H, W, 3) BGR image.
+            key (str): the image's key for :func:`eval_rng` (file base name, or "video:frame").
+
+        Returns:
+            dict[str, np.ndarray]: the BGR images of every stage in order: ``"input"``, then
+            ``"low-light"`` and/or ``"enhanced (<name>)"`` when configured; the last one is what
+            the model sees.
+        """
+        stages = {"input": image_bgr}
+        image = image_bgr
+        if self.pipeline is not None:
+            image, _ = self.pipeline(image, eval_rng(self.seed, key), "BGR")
+            stages["low-light"] = image
+        if self.enhancer is not None:
+            image = self.enhancer(image, "BGR")
+            stages[f"enhanced ({self.enhancer.name})"] = image
+        return stages
+
+    def predict(self, image_bgr):
+        """Run the model on one image (no degradation or enhancement).
+
+        Args:
+            image_bgr (np.ndarray): uint8 (H, W, 3) BGR image.
+
+        Returns:
+            dict: the model's output for it, e.g. ``{"instances": Instances}`` on the CPU, in the
+            image's own resolution.
+        """
+        with torch.no_grad():
+            image = image_bgr[:, :, ::-1] if self.input_format == "RGB" else image_bgr
+            h, w = image.shape[:2]
+            resized = self.aug.get_transform(image).apply_image(image)
+            tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))).to(self.cfg.MODEL.DEVICE)
+            out = self.model([{"image": tensor, "height": h, "width": w}])[0]
+        return {k: v.to("cpu") if hasattr(v, "to") else v for k, v in out.items()}
+
+    def __call__(self, image_bgr, key):
+        """Prepare and predict one image.
+
+        Returns:
+            tuple[dict[str, np.ndarray], dict]: the stages (see :meth:`prepare`) and the output.
+        """
+        stages = self.prepare(image_bgr, key)
+        return stages, self.predict(list(stages.values())[-1])
+
+
+def draw_predictions(image_bgr, outputs, metadata, score_threshold=0.5, scale=1.0):
+    """Masks, boxes and labels drawn by detectron2's ``Visualizer`` on the image the model saw.
+
+    Args:
+        image_bgr (np.ndarray): uint8 (H, W, 3) BGR image.
+        outputs (dict): the model's output, with ``"instances"``.
+        metadata: detectron2 metadata (class names).
+        score_threshold (float): instances below it are not drawn.
+        scale (float): drawing scale (> 1 for small images).
+
+    Returns:
+        np.ndarray: uint8 BGR image of size ``(round(H * scale), round(W * scale))``.
+    """
+    vis = Visualizer(image_bgr[:, :, ::-1], metadata=metadata, scale=scale, instance_mode=ColorMode.IMAGE)
+    if "instances" in outputs:
+        inst = outputs["instances"]
+        vis = vis.draw_instance_predictions(inst[inst.scores >= score_threshold])
+    else:
+        vis = vis.get_output()
+    return np.ascontiguousarray(vis.get_image()[:, :, ::-1])
+
+
+def label_panel(image_bgr, text, height=None):
+    """The image with a white title bar of ``text`` above it (for side-by-side pictures)."""
+    h, w = image_bgr.shape[:2]
+    bar_h = height or max(16, min(28, w // 12))
+    bar = np.full((bar_h, w, 3), 255, np.uint8)
+    font_scale = bar_h / 40.0
+    cv2.putText(bar, text, (4, int(bar_h * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([bar, image_bgr], axis=0)
