@@ -1,5 +1,6 @@
 # wnlb_d2: set-up, tests, benchmarks.
 #   make test    create .venv (torch, detectron2, deps, wnlb_d2) and run the test suite
+#   make demo    the paper's Table I experiment on the embedded demo dataset (DEMO=quick: smoke run)
 #   make bench   the non-local block benchmark (efficient vs reference)
 # Set VENV= to another folder, or PYTHON= to the interpreter that creates it.
 PYTHON ?= python3
@@ -11,7 +12,10 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 VENV_FLAGS ?=
 STAMP := $(VENV)/.wnlb_d2-installed
 
-.PHONY: install test bench clean
+# make demo DEMO=quick: a few iterations only (CI's smoke run; AP not meaningful).
+DEMO ?= full
+
+.PHONY: install test demo bench clean
 
 install: $(STAMP)
 
@@ -26,6 +30,9 @@ $(STAMP): setup.py requirements.txt tools/install_detectron2.py tools/detectron2
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) tools/run_experiment.py --preset $(if $(filter quick,$(DEMO)),quick,demo)
 
 bench: $(STAMP)
 	$(PY) tools/benchmark_nonlocal.py

@@ -1,0 +1,82 @@
+"""The Table I runner: four rows trained and evaluated, results.json/results.md/pictures written."""
+
+import json
+import os
+
+import pytest
+
+from engine_helpers import DEMO_CONFIG, register_tiny_demo
+
+from wnlb_d2.engine.experiment import METRICS, ROWS, ExperimentSpec, results_markdown, run_experiment
+from wnlb_d2.engine.report import plot_results, save_side_by_side
+
+SMALL = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
+         "INPUT.MAX_SIZE_TEST", "64", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
+         "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "1"]
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("demo"))
+    register_tiny_demo(root)
+    out = str(tmp_path_factory.mktemp("exp"))
+    spec = ExperimentSpec(config_file=DEMO_CONFIG, output_dir=out, pretrain_data="tiny_demo_train",
+                          finetune_data="tiny_demo_train_lowlight", test_data="tiny_demo_val_lowlight",
+                          normal_test_data="tiny_demo_val", pretrain_iters=3, finetune_iters=2, finetune_lr=0.001,
+                          opts=SMALL)
+    results, models = run_experiment(spec)
+    return spec, results, models
+
+
+def test_every_row_has_coco_results(experiment):
+    spec, results, _ = experiment
+    for row in list(ROWS) + ["pretrained_normal_light"]:
+        for task in ("segm", "bbox"):
+            assert set(METRICS) <= set(results[row][task]), (row, task)
+    on_disk = json.load(open(os.path.join(spec.output_dir, "results.json")))
+    assert set(on_disk) >= set(ROWS) | {"pretrained_normal_light", "meta"}
+    assert on_disk["wnlb"]["segm"]["AP"] == pytest.approx(results["wnlb"]["segm"]["AP"], nan_ok=True)
+    assert set(on_disk["meta"]["wnlb_weights"]) == {"res2", "res3", "res4", "res5"}
+
+
+def test_rows_are_the_architectures_they_claim(experiment):
+    spec, _, models = experiment
+    def blocks(row):
+        m = models[row][1]
+        return getattr(m.backbone.bottom_up, "wnlb", {})
+    assert len(blocks("pretrained")) == 0 and len(blocks("finetuned")) == 0
+    assert {b.fusion for b in blocks("nlb").values()} == {"residual"}
+    assert {b.fusion for b in blocks("wnlb").values()} == {"weighted"}
+    cfg = models["wnlb"][0]
+    assert cfg.SOLVER.FINETUNE_POLICY == "backbone" and cfg.SOLVER.BASE_LR == 0.001
+    assert cfg.MODEL.WEIGHTS == os.path.join(spec.output_dir, "pretrained", "model_final.pth")
+    # The fine-tuned rows start from the pre-trained heads and keep them (backbone-only policy).
+    import torch
+
+    pre, fin = models["pretrained"][1].state_dict(), models["wnlb"][1].state_dict()
+    head = "roi_heads.box_predictor.cls_score.weight"
+    assert torch.equal(pre[head], fin[head])
+
+
+def test_markdown_plot_and_pictures(experiment, tmp_path):
+    spec, results, models = experiment
+    md = open(os.path.join(spec.output_dir, "results.md")).read()
+    assert md == results_markdown(results)
+    assert md.count("\n") == 2 + 5 and "| wnlb |" in md and "segm AP50" in md
+    png = str(tmp_path / "ap.png")
+    plot_results(results, ROWS, png)
+    assert os.path.getsize(png) > 5000
+    paths = save_side_by_side(models, models["pretrained"][0], spec.test_data, str(tmp_path / "pics"), num_images=2)
+    import cv2
+
+    img = cv2.imread(paths[0])
+    assert len(paths) == 2 and img.shape[1] == 5 * 2 * 64  # input + 4 rows, each 2x upscaled
+    assert img.std() > 10
+
+
+def test_bad_spec():
+    with pytest.raises(ValueError, match="Unknown experiment rows"):
+        ExperimentSpec(config_file=DEMO_CONFIG, output_dir="x", test_data="a", finetune_data="b",
+                       pretrain_data="c", rows=["wnlb", "nlb2"]).validate()
+    with pytest.raises(ValueError, match="either weights"):
+        ExperimentSpec(config_file=DEMO_CONFIG, output_dir="x", test_data="a", finetune_data="b").validate()
