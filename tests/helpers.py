@@ -1,6 +1,8 @@
 """Shared test helpers: configs for small, fast CPU models."""
 
+import torch
 from detectron2.config import get_cfg
+from detectron2.structures import BitMasks, Boxes, Instances
 
 import wnlb_d2
 
@@ -26,3 +28,21 @@ def make_cfg(stock_config=None, backbone=None, **wnlb):
     cfg.INPUT.MIN_SIZE_TEST = 96
     cfg.INPUT.MAX_SIZE_TEST = 160
     return cfg
+
+
+def training_input(height=64, width=96, box=(10, 10, 50, 40), cls=3, seed=0):
+    """One training input for a detectron2 model: a random image with one boxed, masked object.
+
+    Returns:
+        dict: ``{"image": (3, H, W) float tensor, "instances": Instances}``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randint(0, 255, (3, height, width), generator=g, dtype=torch.uint8).float()
+    x0, y0, x1, y1 = box
+    inst = Instances((height, width))
+    inst.gt_boxes = Boxes(torch.tensor([[float(x0), float(y0), float(x1), float(y1)]]))
+    inst.gt_classes = torch.tensor([cls])
+    mask = torch.zeros(1, height, width, dtype=torch.bool)
+    mask[0, y0:y1, x0:x1] = True
+    inst.gt_masks = BitMasks(mask)
+    return {"image": image, "instances": inst}

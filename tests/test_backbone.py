@@ -8,7 +8,7 @@ from detectron2.utils.events import EventStorage
 
 from wnlb_d2.layers import NonLocalBlock2d
 
-from helpers import make_cfg
+from helpers import make_cfg, training_input
 
 VARIANTS = [
     # (stock config, stock backbone, wNLB backbone, stages)
@@ -75,17 +75,8 @@ def test_training_step_updates_blocks(stages):
     cfg.MODEL.RESNETS.DEPTH = 18
     model = build_model(cfg)
     model.train()
-    image = torch.randint(0, 255, (3, 64, 96), dtype=torch.uint8).float()
-    from detectron2.structures import BitMasks, Boxes, Instances
-
-    inst = Instances((64, 96))
-    inst.gt_boxes = Boxes(torch.tensor([[10.0, 10.0, 50.0, 40.0]]))
-    inst.gt_classes = torch.tensor([3])
-    mask = torch.zeros(1, 64, 96, dtype=torch.bool)
-    mask[0, 10:40, 10:50] = True
-    inst.gt_masks = BitMasks(mask)
     with EventStorage():
-        losses = model([{"image": image, "instances": inst}])
+        losses = model([training_input()])
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()

@@ -8,7 +8,7 @@ from detectron2.utils.events import EventStorage
 from wnlb_d2.checkpoint import is_wnlb_key
 from wnlb_d2.engine import apply_finetune_policy
 
-from helpers import make_cfg
+from helpers import make_cfg, training_input
 
 
 def _model(backbone="build_resnet_wnlb_fpn_backbone"):
@@ -53,18 +53,8 @@ def test_wnlb_trains_only_the_blocks_and_freezes_bn_statistics():
         for b in model.backbone.bottom_up.wnlb.values():
             b.fusion_weight.fill_(0.5)  # so the blocks' BN sees real data
     model.train()
-    from detectron2.structures import Boxes, Instances
-
-    inst = Instances((64, 64))
-    inst.gt_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 40.0]]))
-    inst.gt_classes = torch.tensor([1])
-    from detectron2.structures import BitMasks
-
-    m = torch.zeros(1, 64, 64, dtype=torch.bool)
-    m[0, 8:40, 8:40] = True
-    inst.gt_masks = BitMasks(m)
     with EventStorage():
-        loss = sum(model([{"image": torch.rand(3, 64, 64) * 255, "instances": inst}]).values())
+        loss = sum(model([training_input(64, 64, box=(8, 8, 40, 40), cls=1)]).values())
     loss.backward()
     opt.step()
     assert torch.equal(model.backbone.bottom_up.stem.conv1.norm.running_mean, stem_bn_before)
