@@ -14,6 +14,11 @@ Or name everything yourself, e.g. with COCO and a model-zoo checkpoint::
         --weights detectron2://COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x/137849600/model_final_f10217.pkl \\
         --finetune-data coco_2017_train_lowlight --test-data coco_2017_val_lowlight \\
         --normal-test-data coco_2017_val --finetune-iters 90000 --output output/coco_table1
+
+Two-stage baselines (the paper's Table II): ``--enhancers nlm clahe nlm+clahe zero_dce`` adds a
+row "<enhancer>+pretrained" per name: the pre-trained model on enhanced low-light test images
+(``INPUT.ENHANCER``; Zero-DCE++ is trained on the low-light training images unless
+``--zero-dce-weights`` gives weights, e.g. the authors' Epoch99.pth).
 """
 
 import argparse
@@ -55,6 +60,10 @@ def build_parser():
                    help="degrade --finetune-data on the fly (INPUT.LOW_LIGHT); off for low-light datasets")
     p.add_argument("--low-light-test", action="store_const", const=True, help="degrade --test-data on the fly")
     p.add_argument("--pictures", type=int, default=3, help="side-by-side prediction pictures to save")
+    p.add_argument("--enhancers", nargs="+", metavar="NAME",
+                   help="two-stage rows <NAME>+pretrained: gamma, clahe, histeq, nlm, zero_dce or chains like nlm+clahe")
+    p.add_argument("--zero-dce-weights", help="Zero-DCE++ weights for zero_dce rows (default: trained on --finetune-data)")
+    p.add_argument("--zero-dce-iters", type=int, help="training steps of Zero-DCE++ when no weights are given (default 300)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every run")
     return p
 
@@ -76,6 +85,7 @@ def main(argv=None):
     import wnlb_d2  # noqa: F401  (registers backbones and datasets)
     from wnlb_d2.engine.experiment import ExperimentSpec, ROWS, results_markdown, run_experiment
     from wnlb_d2.engine.report import plot_results, save_side_by_side
+    from wnlb_d2.enhance.experiment import enhancer_rows
 
     os.makedirs(values["output_dir"], exist_ok=True)
     setup_logger(output=os.path.join(values["output_dir"], "log.txt"), name="detectron2", abbrev_name="d2")
@@ -86,7 +96,7 @@ def main(argv=None):
         results, models = run_experiment(spec)
     except (FileNotFoundError, KeyError, ValueError, PermissionError, FloatingPointError) as e:
         sys.exit(f"run_experiment.py: error: {type(e).__name__}: {e}")
-    plot_results(results, ROWS, os.path.join(spec.output_dir, "ap.png"))
+    plot_results(results, [ROWS[0]] + enhancer_rows(results) + list(ROWS[1:]), os.path.join(spec.output_dir, "ap.png"))
     if args.pictures > 0:
         cfg_test = models["pretrained"][0]
         save_side_by_side(models, cfg_test, spec.test_data, os.path.join(spec.output_dir, "pictures"),

@@ -177,11 +177,19 @@ def draw_predictions(image_bgr, outputs, metadata, score_threshold=0.5, scale=1.
         np.ndarray: uint8 BGR image of size ``(round(H * scale), round(W * scale))``.
     """
     vis = Visualizer(image_bgr[:, :, ::-1], metadata=metadata, scale=scale, instance_mode=ColorMode.IMAGE)
-    if "instances" in outputs:
-        inst = outputs["instances"]
-        vis = vis.draw_instance_predictions(inst[inst.scores >= score_threshold])
-    else:
-        vis = vis.get_output()
+    # The Visualizer draws instance colours from NumPy's global generator; a fixed seed makes
+    # the same predictions look the same in every run (and keeps colours steady across video
+    # frames), and the caller's generator state is restored afterwards.
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        if "instances" in outputs:
+            inst = outputs["instances"]
+            vis = vis.draw_instance_predictions(inst[inst.scores >= score_threshold])
+        else:
+            vis = vis.get_output()
+    finally:
+        np.random.set_state(state)
     return np.ascontiguousarray(vis.get_image()[:, :, ::-1])
 
 

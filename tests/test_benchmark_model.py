@@ -1,0 +1,94 @@
+"""tools/benchmark_model.py: case selection, ratios, and real worker runs on a tiny model and image."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_CONFIG = os.path.join(ROOT, "configs", "demo", "Base-Demo-R18-FPN.yaml")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmark_model", os.path.join(ROOT, "tools", "benchmark_model.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_help_and_cases(bench):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--help"])
+    assert e.value.code == 0
+    args = bench.build_parser().parse_args(["--sizes", "64x96", "--variants", "stock", "wnlb-res3-5", "nlb-res2-5",
+                                            "--modes", "dot", "--sub-sample", "on", "--skip-train"])
+    todo = bench.cases(args)
+    assert [(c["variant"], c["mode"], c["sub_sample"], c["phase"], c["size"]) for c in todo] == [
+        ("stock", None, False, "inference", (64, 96)),
+        ("wnlb-res3-5", "dot", True, "inference", (64, 96)),
+        ("nlb-res2-5", "dot", True, "inference", (64, 96))]
+    assert bench.variant_opts("nlb-res2-5", "dot", True) == [
+        "MODEL.BACKBONE.NAME", "build_resnet_wnlb_fpn_backbone", "MODEL.WNLB.STAGES",
+        "['res2', 'res3', 'res4', 'res5']", "MODEL.WNLB.FUSION", "residual", "MODEL.WNLB.MODE", "dot",
+        "MODEL.WNLB.SUB_SAMPLE", "True"]
+    with pytest.raises(SystemExit):
+        bench.build_parser().parse_args(["--sizes", "800by1333"])
+
+
+def test_ratios(bench):
+    def row(variant, size, phase, t, peak):
+        return {"variant": variant, "size": size, "phase": phase, "mode": "embedded", "sub_sample": False,
+                "result": {"time_s": t, "peak_bytes": peak}}
+
+    rows = [row("stock", (8, 8), "inference", 2.0, 100), row("wnlb-res3-5", (8, 8), "inference", 3.0, 150),
+            row("stock", (8, 8), "train", 4.0, 400), row("wnlb-res3-5", (8, 8), "train", 5.0, 300),
+            row("wnlb-res2-5", (16, 16), "train", 1.0, 1),
+            {"variant": "nlb-res3-5", "size": (8, 8), "phase": "train", "mode": "dot", "sub_sample": True,
+             "result": {"error": "exit 1: boom"}}]
+    bench.add_ratios(rows)
+    assert [r["time_ratio"] for r in rows] == [1.0, 1.5, 1.0, 1.25, None, None]
+    assert [r["peak_ratio"] for r in rows] == [1.0, 1.5, 1.0, 0.75, None, None]
+    assert "failed: exit 1: boom" in bench.format_row(rows[-1])
+    assert "1.50x" in bench.format_row(rows[1])
+
+
+def test_tool_runs_workers_on_a_tiny_model(bench, tmp_path, capsys):
+    # Two subprocesses (importing detectron2 dominates their time): inference of stock and wNLB.
+    out = str(tmp_path / "bench.json")
+    rc = bench.main(["--sizes", "64x64", "--variants", "stock", "wnlb-res3-5", "--modes", "embedded",
+                     "--sub-sample", "on", "--skip-train", "--repeats", "1", "--threads", "1",
+                     "--config-file", DEMO_CONFIG, "--json", out])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    with open(out) as f:
+        data = json.load(f)
+    rows = data["rows"]
+    assert [(r["variant"], r["phase"], r["sub_sample"]) for r in rows] == [
+        ("stock", "inference", False), ("wnlb-res3-5", "inference", True)]
+    for r in rows:
+        res = r["result"]
+        assert "error" not in res, res
+        assert res["time_s"] > 0 and res["peak_bytes"] >= 0 and len(res["times_s"]) == 1 and res["threads"] == 1
+    assert rows[0]["time_ratio"] == 1.0 and rows[0]["peak_ratio"] == 1.0
+    assert rows[1]["time_ratio"] == pytest.approx(rows[1]["result"]["time_s"] / rows[0]["result"]["time_s"])
+    assert rows[1]["peak_ratio"] == pytest.approx(rows[1]["result"]["peak_bytes"] / max(rows[0]["result"]["peak_bytes"], 1))
+    assert "wnlb-res3-5 embedded sub" in printed and printed.count("64x64") == 2
+
+
+def test_worker_train_step_in_process(bench):
+    # The worker's training step (forward + backward + SGD) run here, without a subprocess.
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        args = bench.build_parser().parse_args(["--worker", "--variant", "nlb-res3-5", "--mode", "dot", "--size",
+                                                "64x64", "--phase", "train", "--repeats", "2", "--threads", "1",
+                                                "--config-file", DEMO_CONFIG])
+        args.sub_sample = False
+        res = bench.run_case(args)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(res) == {"time_s", "times_s", "peak_bytes", "threads"}
+    assert len(res["times_s"]) == 2 and res["time_s"] > 0 and res["peak_bytes"] >= 0

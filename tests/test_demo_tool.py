@@ -1,0 +1,167 @@
+"""tools/demo.py: images, folders, globs, a video, degradation, failures and the exit status."""
+
+import importlib.util
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from wnlb_d2.engine.predictor import LowLightPredictor, expand_inputs
+from wnlb_d2.engine.setup import setup_cfg
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_CONFIG = os.path.join(ROOT, "configs", "demo", "Base-Demo-R18-FPN.yaml")
+# Tiny inputs; no dataset names, so nothing has to be registered or generated.
+SMALL = ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
+         "DATASETS.TRAIN", "()", "DATASETS.TEST", "()"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The machine is shared: one thread avoids oversubscription, which slows small ops 10x.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    spec = importlib.util.spec_from_file_location("demo_tool", os.path.join(ROOT, "tools", "demo.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A randomly initialised wNLB R18-FPN saved as a detectron2 .pth (blocks with w != 0)."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    cfg = setup_cfg(DEMO_CONFIG, SMALL + ["MODEL.BACKBONE.NAME", "build_resnet_wnlb_fpn_backbone",
+                                          "OUTPUT_DIR", str(folder)])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        for block in model.backbone.bottom_up.wnlb.values():
+            block.fusion_weight.fill_(0.3)
+    path = str(folder / "model_final.pth")
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+def _opts(checkpoint, *extra):
+    return ["--opts", "MODEL.WEIGHTS", checkpoint, "MODEL.BACKBONE.NAME", "build_resnet_wnlb_fpn_backbone",
+            *SMALL, *extra]
+
+
+def _images(folder, n=2, size=(48, 64)):
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        img = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+        cv2.circle(img, (20, 20), 12, (0, 200, 40), -1)
+        p = str(folder / f"img{i}.png")
+        cv2.imwrite(p, img)
+        paths.append(p)
+    return paths
+
+
+def test_help_exits_zero(demo):
+    with pytest.raises(SystemExit) as e:
+        demo.main(["--help"])
+    assert e.value.code == 0
+
+
+def test_expand_inputs(tmp_path):
+    paths = _images(tmp_path / "a")
+    (tmp_path / "a" / "notes.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    files, problems = expand_inputs([str(tmp_path / "a"), str(tmp_path / "a" / "*.png"), str(tmp_path / "nope.png"),
+                                     str(tmp_path / "empty"), str(tmp_path / "*.jpg")])
+    assert files == paths  # folder and glob give the same files once, text files skipped
+    assert [p for p, _ in problems] == [str(tmp_path / "nope.png"), str(tmp_path / "empty"), str(tmp_path / "*.jpg")]
+
+
+def test_images_with_failures(demo, checkpoint, tmp_path, capsys):
+    paths = _images(tmp_path / "in")
+    broken = tmp_path / "in" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "out"
+    rc = demo.main(["--config-file", DEMO_CONFIG, "--input", str(tmp_path / "in"), str(tmp_path / "missing.jpg"),
+                    "--output", str(out), "--low-light", "lv2021", "--side-by-side", "--confidence-threshold", "0"]
+                   + _opts(checkpoint))
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "2 of 4 input(s) failed" in err and "broken.png" in err and "missing.jpg: no such file" in err
+    written = sorted(os.listdir(out))
+    assert written == ["img0.png", "img1.png"]
+    pic = cv2.imread(str(out / "img0.png"))
+    # Three labelled panels (input, low-light, predictions) of 64 px with two 4 px gaps.
+    assert pic.shape[1] == 3 * 64 + 2 * 4 and pic.shape[0] > 48
+    body = pic[-48:]
+    inp, low, pred = body[:, :64].astype(int), body[:, 68:132].astype(int), body[:, 136:].astype(int)
+    assert low.mean() < inp.mean() - 20  # degraded before the model saw it
+    assert np.abs(pred - low).mean() > 1.0  # something was drawn on it
+    # Deterministic degradation: a second run writes the same pictures.
+    out2 = tmp_path / "out2"
+    assert demo.main(["--config-file", DEMO_CONFIG, "--input", paths[0], "--output", str(out2) + os.sep,
+                      "--low-light", "lv2021", "--side-by-side", "--confidence-threshold", "0"]
+                     + _opts(checkpoint)) == 0
+    np.testing.assert_array_equal(cv2.imread(str(out2 / "img0.png")), pic)
+
+
+def test_single_image_to_file_with_enhancer(demo, checkpoint, tmp_path):
+    (path,) = _images(tmp_path / "in", n=1)
+    target = str(tmp_path / "result.jpg")
+    assert demo.main(["--config-file", DEMO_CONFIG, "--input", path, "--output", target]
+                     + _opts(checkpoint, "INPUT.ENHANCER.NAME", "clahe")) == 0
+    assert cv2.imread(target).shape == (48, 64, 3)
+
+
+def test_predictor_stages(checkpoint, tmp_path):
+    cfg = setup_cfg(DEMO_CONFIG, SMALL + ["MODEL.WEIGHTS", checkpoint, "OUTPUT_DIR", str(tmp_path),
+                                          "MODEL.BACKBONE.NAME", "build_resnet_wnlb_fpn_backbone",
+                                          "INPUT.ENHANCER.NAME", "gamma"])
+    pred = LowLightPredictor(cfg, low_light="unprocess", seed=5)
+    img = cv2.imread(_images(tmp_path / "in", n=1)[0])
+    stages, out = pred(img, "img0.png")
+    assert list(stages) == ["input", "low-light", "enhanced (gamma)"]
+    assert out["instances"].image_size == (48, 64)
+    np.testing.assert_array_equal(pred.prepare(img, "img0.png")["low-light"], stages["low-light"])
+    assert not np.array_equal(pred.prepare(img, "other.png")["low-light"], stages["low-light"])
+
+
+def test_video(demo, checkpoint, tmp_path):
+    video = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    assert writer.isOpened()
+    for i in range(4):
+        frame = np.full((48, 64, 3), 40 * i + 30, np.uint8)
+        cv2.rectangle(frame, (8 + 4 * i, 8), (30 + 4 * i, 30), (250, 250, 250), -1)
+        writer.write(frame)
+    writer.release()
+    out = str(tmp_path / "pred.avi")
+    assert demo.main(["--config-file", DEMO_CONFIG, "--video-input", video, "--output", out, "--low-light", "lv2021"]
+                     + _opts(checkpoint)) == 0
+    cap = cv2.VideoCapture(out)
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    assert len(frames) == 4 and frames[0].shape == (48, 64, 3)
+    assert not os.path.exists(out + ".tmp.avi")
+    # A folder output keeps the video's name; a missing or undecodable video fails with status 1.
+    assert demo.main(["--config-file", DEMO_CONFIG, "--video-input", video, "--output", str(tmp_path / "vids") + os.sep]
+                     + _opts(checkpoint)) == 0
+    assert os.path.isfile(tmp_path / "vids" / "clip.avi")
+    assert demo.main(["--config-file", DEMO_CONFIG, "--video-input", str(tmp_path / "none.avi")] + _opts(checkpoint)) == 1
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(b"0" * 100)
+    assert demo.main(["--config-file", DEMO_CONFIG, "--video-input", str(junk)] + _opts(checkpoint)) == 1

@@ -1,0 +1,268 @@
+#!/usr/bin/env python
+"""Run a (wNLB) detectron2 model on images or a video and draw its masks, boxes and labels.
+
+Inputs are image files, folders (their images) and glob patterns (``--input``), or one video
+file (``--video-input``, read with OpenCV). ``--low-light lv2021`` degrades every input first
+(deterministically: the same file gives the same degradation in every run), to see on
+normal-light photos what the dark does; ``--opts INPUT.ENHANCER.NAME clahe`` puts an enhancer
+in front of the model. ``--side-by-side`` shows every stage next to the
+predictions. Missing or unreadable inputs are reported and skipped; the exit status is 1 if
+any input failed.
+
+Examples::
+
+    python tools/demo.py --config-file configs/demo/Base-Demo-R18-FPN.yaml \\
+        --input datasets/wnlb_demo/*/val/00000[1-4].png --low-light lv2021 --side-by-side --scale 3 \\
+        --output output/demo_pictures --opts MODEL.WEIGHTS output/demo/wnlb/model_final.pth
+    python tools/demo.py --config-file configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x_wnlb.yaml \\
+        --video-input night.mp4 --output night_predictions.avi --opts MODEL.WEIGHTS model_final.pth
+"""
+
+import argparse
+import itertools
+import logging
+import os
+import sys
+import tempfile
+
+VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "MJPG"}
+_IMAGE_OUTPUT_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+logger = logging.getLogger("wnlb_d2.demo")
+
+
+def build_parser():
+    from wnlb_d2.data.synthesis import PIPELINES
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True, metavar="FILE", help="config (YAML path or model_zoo://NAME)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    src.add_argument("--video-input", metavar="FILE", help="a video file")
+    p.add_argument("--output", metavar="PATH",
+                   help="folder for the pictures (or video), or one file for a single image or the video "
+                        f"({', '.join(VIDEO_CODECS)}); without it, detections are only logged")
+    p.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score drawn (default 0.5)")
+    p.add_argument("--low-light", choices=PIPELINES, metavar="PIPELINE",
+                   help=f"degrade the inputs first with this pipeline ({', '.join(PIPELINES)}), ranges from "
+                        "INPUT.LOW_LIGHT.<PIPELINE>")
+    p.add_argument("--low-light-seed", type=int, default=None, help="seed of the degradation (default INPUT.LOW_LIGHT.SEED)")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="show the input, the low-light and enhanced versions and the predictions side by side")
+    p.add_argument("--scale", type=float, default=1.0, help="drawing scale (e.g. 3 for 128 px images)")
+    # A flag, as in detectron2's demo: a positional list would be swallowed by --input's paths.
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+                   help="config overrides, last on the line, e.g. --opts MODEL.WEIGHTS model_final.pth")
+    return p
+
+
+def _output_is_folder(output, n_inputs):
+    if output.endswith(os.sep) or os.path.isdir(output) or n_inputs > 1:
+        return True
+    return not output.lower().endswith(_IMAGE_OUTPUT_EXTS + tuple(VIDEO_CODECS))
+
+
+def _compose(stages, drawn, side_by_side):
+    import cv2
+    import numpy as np
+
+    from wnlb_d2.engine.predictor import label_panel
+
+    if not side_by_side:
+        return drawn
+    h, w = drawn.shape[:2]
+    panels = [label_panel(cv2.resize(img, (w, h), interpolation=cv2.INTER_NEAREST), name)
+              for name, img in stages.items()]
+    panels.append(label_panel(drawn, "predictions"))
+    gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)  # white 4 px between panels
+    return np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
+
+
+def _summary(outputs, metadata, threshold):
+    if "instances" not in outputs:
+        return "no instances"
+    inst = outputs["instances"]
+    classes = inst.pred_classes[inst.scores >= threshold].tolist()
+    names = metadata.get("thing_classes", None)
+    counts = {}
+    for c in classes:
+        label = names[c] if names and c < len(names) else str(c)
+        counts[label] = counts.get(label, 0) + 1
+    return f"{len(classes)} instance(s)" + (": " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) if counts else "")
+
+
+def _write_image(path, image):
+    import cv2
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    ext = os.path.splitext(path)[1] or ".png"
+    tmp = f"{path}.tmp{ext}"
+    if not cv2.imwrite(tmp, image):
+        raise OSError(f"OpenCV could not write {path!r} (unsupported extension or unwritable folder)")
+    os.replace(tmp, path)
+
+
+def run_images(predictor, files, args, failures):
+    """Process image files; appends ``(path, reason)`` to ``failures``. Returns files written."""
+    from tqdm import tqdm
+
+    from wnlb_d2.data.image_io import ImageReadError, read_image
+    from wnlb_d2.engine.predictor import draw_predictions
+
+    folder = _output_is_folder(args.output, len(files)) if args.output else None
+    written, used = [], set()
+    for path in tqdm(files, desc="images", unit="img", disable=len(files) < 2):
+        try:
+            image = read_image(path, format="BGR")
+        except ImageReadError as e:
+            failures.append((path, str(e)))
+            logger.error(str(e))
+            continue
+        stages, outputs = predictor(image, os.path.basename(path))
+        logger.info(f"{path}: {_summary(outputs, predictor.metadata, args.confidence_threshold)}")
+        if not args.output:
+            continue
+        drawn = draw_predictions(list(stages.values())[-1], outputs, predictor.metadata,
+                                 args.confidence_threshold, args.scale)
+        picture = _compose(stages, drawn, args.side_by_side)
+        if folder:
+            name = os.path.basename(path)
+            stem, ext = os.path.splitext(name)
+            k = 1
+            while name in used:  # same base name from two folders: keep both
+                name, k = f"{stem}_{k}{ext}", k + 1
+            used.add(name)
+            out = os.path.join(args.output, name)
+        else:
+            out = args.output
+        try:
+            _write_image(out, picture)
+        except OSError as e:
+            failures.append((path, str(e)))
+            logger.error(str(e))
+            continue
+        written.append(out)
+    return written
+
+
+def run_video(predictor, path, args, failures):
+    """Process one video file frame by frame. Returns the output path or None."""
+    import cv2
+    from tqdm import tqdm
+
+    from wnlb_d2.engine.predictor import draw_predictions
+
+    if not os.path.isfile(path):
+        failures.append((path, "no such video file"))
+        return None
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        failures.append((path, "OpenCV cannot open this video (unsupported or damaged file)"))
+        return None
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    base = os.path.basename(path)
+    out_path = None
+    if args.output:
+        if _output_is_folder(args.output, 1):
+            ext = os.path.splitext(base)[1].lower()
+            out_path = os.path.join(args.output, os.path.splitext(base)[0] + (ext if ext in VIDEO_CODECS else ".avi"))
+        else:
+            out_path = args.output
+        ext = os.path.splitext(out_path)[1].lower()
+        if ext not in VIDEO_CODECS:
+            failures.append((path, f"video output {out_path!r} must end with one of {list(VIDEO_CODECS)}"))
+            cap.release()
+            return None
+        os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    writer, frames, tmp = None, 0, None
+    try:
+        for idx in tqdm(itertools.count(), total=total, desc=base, unit="frame"):
+            ok, frame = cap.read()
+            if not ok:
+                break
+            stages, outputs = predictor(frame, f"{base}:{idx}")
+            frames += 1
+            logger.debug(f"{base} frame {idx}: {_summary(outputs, predictor.metadata, args.confidence_threshold)}")
+            if out_path is None:
+                continue
+            drawn = draw_predictions(list(stages.values())[-1], outputs, predictor.metadata,
+                                     args.confidence_threshold, args.scale)
+            picture = _compose(stages, drawn, args.side_by_side)
+            if writer is None:
+                ext = os.path.splitext(out_path)[1].lower()
+                tmp = f"{out_path}.tmp{ext}"
+                writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*VIDEO_CODECS[ext]), fps,
+                                         (picture.shape[1], picture.shape[0]))
+                if not writer.isOpened():
+                    failures.append((path, f"OpenCV cannot write video {out_path!r} with codec {VIDEO_CODECS[ext]}"))
+                    return None
+            writer.write(picture)
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if frames == 0:
+        failures.append((path, "no frame could be decoded"))
+        if tmp and os.path.exists(tmp):
+            os.remove(tmp)
+        return None
+    logger.info(f"{path}: {frames} frame(s) processed")
+    if out_path is None:
+        return None
+    os.replace(tmp, out_path)
+    return out_path
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from detectron2.utils.logger import setup_logger
+
+    setup_logger(name="wnlb_d2")
+    setup_logger(name="detectron2", abbrev_name="d2")
+    import wnlb_d2  # noqa: F401  (registers backbones and datasets)
+    from wnlb_d2.engine.predictor import LowLightPredictor, expand_inputs
+    from wnlb_d2.engine.setup import setup_cfg
+
+    t = args.confidence_threshold
+    if not 0.0 <= t <= 1.0:
+        sys.exit(f"demo.py: error: --confidence-threshold must be in [0, 1], got {t}")
+    if not args.scale > 0:
+        sys.exit(f"demo.py: error: --scale must be positive, got {args.scale}")
+    # The demo writes nothing to OUTPUT_DIR; a temporary folder keeps setup_cfg's write check
+    # from creating ./output (a user's OUTPUT_DIR in opts still wins).
+    opts = ["OUTPUT_DIR", tempfile.gettempdir(), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(t),
+            "MODEL.RETINANET.SCORE_THRESH_TEST", str(t),
+            "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH", str(t)] + list(args.opts)
+    try:
+        cfg = setup_cfg(args.config_file, opts)
+        predictor = LowLightPredictor(cfg, low_light=args.low_light, seed=args.low_light_seed)
+    except (FileNotFoundError, KeyError, ValueError, PermissionError) as e:
+        sys.exit(f"demo.py: error: {type(e).__name__}: {e}")
+
+    failures = []
+    if args.video_input:
+        n_inputs = 1
+        out = run_video(predictor, args.video_input, args, failures)
+        if out:
+            print(f"Wrote {out}")
+    else:
+        files, problems = expand_inputs(args.input)
+        failures.extend(problems)
+        n_inputs = len(files) + len(problems)
+        written = run_images(predictor, files, args, failures)
+        if written:
+            where = args.output if len(written) > 1 else written[0]
+            print(f"Wrote {len(written)} picture(s) to {where}")
+    if failures:
+        print(f"demo.py: {len(failures)} of {n_inputs} input(s) failed:", file=sys.stderr)
+        for path, reason in failures:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Image-space enhancers for two-stage baselines (enhance the image, then run a detector).
+
+Selected by ``INPUT.ENHANCER.NAME`` (see :func:`wnlb_d2.config.add_enhancer_config`):
+gamma correction, CLAHE, histogram equalisation, OpenCV non-local means denoising, their
+combinations ("nlm+clahe"), and Zero-DCE++, a zero-reference curve estimator trainable on
+low-light images alone (``tools/train_zero_dce.py``) that also loads the authors' weights.
+"""
+
+from .base import ENHANCER_FORMATS, Enhancer, EnhancerChain
+from .build import (ENHANCERS, build_enhancer, build_enhancer_from_config, enhancer_arguments, enhancer_enabled,
+                    parse_enhancer_name)
+from .classical import Clahe, GammaCorrection, HistogramEqualization, NonLocalMeans
+from .mapper import DegradeThenEnhance, EnhancedDatasetMapper, build_low_light_mapper
+from .zero_dce import (ZERO_DCE_KEYS, ZeroDCEEnhancer, ZeroDCEPP, ZeroDCEWeightsError, apply_le_curve,
+                       load_zero_dce_weights)
+from .zero_dce_losses import (DEFAULT_LOSS_WEIGHTS, color_constancy_loss, exposure_control_loss,
+                              illumination_smoothness_loss, spatial_consistency_loss, zero_reference_loss)
+from .zero_dce_train import load_training_images, save_zero_dce_weights, train_zero_dce
+
+__all__ = [
+    "Enhancer", "EnhancerChain", "ENHANCER_FORMATS", "ENHANCERS", "build_enhancer", "build_enhancer_from_config",
+    "enhancer_arguments", "enhancer_enabled", "parse_enhancer_name", "GammaCorrection", "Clahe",
+    "HistogramEqualization", "NonLocalMeans", "ZeroDCEEnhancer", "ZeroDCEPP", "ZeroDCEWeightsError",
+    "ZERO_DCE_KEYS", "apply_le_curve", "load_zero_dce_weights", "DEFAULT_LOSS_WEIGHTS", "color_constancy_loss",
+    "exposure_control_loss", "illumination_smoothness_loss", "spatial_consistency_loss", "zero_reference_loss",
+    "load_training_images", "save_zero_dce_weights", "train_zero_dce", "EnhancedDatasetMapper",
+    "DegradeThenEnhance", "build_low_light_mapper",
+]
