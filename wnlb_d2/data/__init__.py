@@ -8,3 +8,5 @@ from .synthesis import (PIPELINES, LowLightPipeline, Lv2021Pipeline, UnprocessPi
 __all__ = ["ImageReadError", "read_image", "LowLightDatasetMapper", "PIPELINES", "LowLightPipeline",
            "Lv2021Pipeline", "UnprocessPipeline", "build_pipeline", "build_pipeline_from_config",
            "eval_rng"]
+
+from . import datasets  # noqa: F401,E402  (registers the datasets by name)

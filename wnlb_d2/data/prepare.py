@@ -1,0 +1,588 @@
+"""Offline rendering of a COCO-format dataset to a low-light copy (``datasets/prepare_lowlight_coco.py``).
+
+Every image listed in the annotation JSON is read, degraded by a synthesis pipeline with a
+random generator seeded from ``(seed, file_name)`` (:func:`~wnlb_d2.data.synthesis.eval_rng`),
+and written under the output folder with the same relative file name and format. The result
+depends only on the image, the pipeline, its overrides and the seed: not on the worker count,
+the order, or on how often the run was interrupted and resumed.
+
+* Output format: PNG stays PNG (compression level ``png_compression``, lossless), JPEG stays
+  JPEG at a fixed quality (``jpeg_quality``, default 95), BMP/TIFF stay BMP/TIFF. Images are
+  written as 8-bit, 3-channel, EXIF orientation applied (what detectron2 reads), so the bytes
+  are the same on every run.
+* Atomic writes: each image is written to ``.<name>.tmp.<pid>`` in its own folder, then
+  renamed over the final name (``os.replace``), so a killed run never leaves a half-written
+  image. Temporary files left by a killed run are removed by the next run.
+* Resumable: an image is skipped when its file exists and the manifest records it as done.
+* Manifest (JSON lines, default ``<output>/manifest.jsonl``): a header line with the pipeline,
+  seed and overrides, then one line per image, ``{"file_name", "image_id", "status": "ok",
+  "params": {sampled parameters}}`` or ``{"status": "failed", "error": ...}``. It is appended to
+  while rendering and rewritten in the JSON's image order at the end. Resuming with another
+  pipeline, seed or overrides is refused.
+* Bad images (unreadable, truncated, unsupported extension) are counted, logged and recorded
+  as failed; the rest is still rendered; the command exits non-zero at the end.
+* The annotation JSON is reused as it is: copied byte for byte (default
+  ``<output>/../annotations/<json name>``), last, and only when every image was rendered, so
+  its presence marks a complete copy.
+"""
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .datasets.coco_instances import read_coco_json
+from .datasets.paths import require_dir
+from .image_io import ImageReadError, read_image
+from .synthesis import PIPELINES, build_pipeline, eval_rng
+
+__all__ = [
+    "prepare_lowlight",
+    "PrepareResult",
+    "list_coco_images",
+    "default_output_annotations",
+    "build_parser",
+    "main",
+    "SUPPORTED_EXTENSIONS",
+    "MANIFEST_VERSION",
+]
+
+logger = logging.getLogger(__name__)
+
+#: File extensions (lower case) that are rendered; others are recorded as failed.
+SUPPORTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+#: Bumped when the manifest format or the rendering of a given (pipeline, seed) changes.
+MANIFEST_VERSION = 1
+
+# Temporary names written by _atomic_write: ".<name>.tmp.<pid>".
+_TMP_PATTERN = re.compile(r"^\..+\.tmp\.\d+$")
+
+# Header keys that must agree between an existing manifest and a resumed run.
+_RENDER_KEYS = (
+    "version", "pipeline", "pipeline_config", "seed", "jpeg_quality", "png_compression",
+)  # fmt: skip
+
+
+@dataclass
+class PrepareResult:
+    """What a :func:`prepare_lowlight` run did.
+
+    Attributes:
+        total (int): images listed in the annotation JSON.
+        rendered (int): images rendered by this run.
+        skipped (int): images already done by an earlier run.
+        failed (list[tuple[str, str]]): (file name, error) of the images that could not be
+            rendered.
+        complete (bool): every image is rendered (and the annotation copy, if asked, written).
+        manifest (str): path of the manifest.
+        output_annotations (str or None): path of the annotation copy, if written.
+    """
+
+    total: int
+    rendered: int
+    skipped: int
+    failed: List[Tuple[str, str]] = field(default_factory=list)
+    complete: bool = False
+    manifest: str = ""
+    output_annotations: Optional[str] = None
+
+
+def list_coco_images(annotations):
+    """The (image id, file name) pairs of a COCO-format JSON, checked for safe output paths.
+
+    Args:
+        annotations (str): path of the COCO JSON.
+
+    Returns:
+        list[tuple[int, str]]: in the JSON's order.
+
+    Raises:
+        FileNotFoundError: the JSON does not exist.
+        ValueError: the JSON is corrupt or lists no images; an image lacks ``id`` or
+            ``file_name``; a file name is absolute, leaves the folder (``..``) or repeats.
+    """
+    data = read_coco_json(annotations)
+    images, seen = [], set()
+    for img in data["images"]:
+        if not isinstance(img, dict) or "file_name" not in img or "id" not in img:
+            raise ValueError(f"{annotations}: image entry {img!r} lacks 'id' or 'file_name'.")
+        name = img["file_name"]
+        norm = os.path.normpath(name) if isinstance(name, str) and name else ""
+        if not norm or os.path.isabs(norm) or norm == ".." or norm.startswith(".." + os.sep):
+            raise ValueError(
+                f"{annotations}: image {img['id']} has file_name {name!r}; expected a path "
+                "relative to the image folder that stays inside it."
+            )
+        if norm in seen:
+            raise ValueError(f"{annotations}: file_name {name!r} is listed more than once.")
+        seen.add(norm)
+        images.append((img["id"], name))
+    return images
+
+
+def default_output_annotations(output, annotations):
+    """``<output>/../annotations/<json file name>``: COCO's layout beside the image folder."""
+    parent = os.path.dirname(os.path.abspath(output))
+    return os.path.join(parent, "annotations", os.path.basename(annotations))
+
+
+def _json_default(obj):
+    # Pipelines return plain Python types; NumPy scalars/arrays are converted if they slip in.
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _dumps(record):
+    return json.dumps(record, sort_keys=True, default=_json_default)
+
+
+def _atomic_write(path, data, durable=True):
+    """Write bytes to ``path`` through a temporary file in the same folder and a rename.
+
+    ``durable`` also flushes the file to disk before the rename, so that even a power cut
+    (not only a killed process) leaves either the old state or the complete file.
+    """
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp.{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _encode(image, ext, jpeg_quality, png_compression):
+    """Encode a uint8 HxWx3 BGR image in the format of ``ext``, with fixed parameters."""
+    if ext == ".png":
+        params = [cv2.IMWRITE_PNG_COMPRESSION, png_compression]
+    elif ext in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
+    else:
+        params = []
+    ok, buf = cv2.imencode(ext, image, params)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode an image of shape {image.shape} as {ext}.")
+    return buf.tobytes()
+
+
+# Per-process state of the rendering workers (set by _init_worker).
+_WORKER = {}
+
+
+def _init_worker(settings):
+    # No cv2.setNumThreads() here: in a forked child whose parent already ran a parallel
+    # OpenCV call, it deadlocks (OpenCV's thread pool is not in the child).
+    _WORKER.clear()
+    _WORKER.update(settings)
+    _WORKER["pipeline_fn"] = build_pipeline(settings["pipeline"], **settings["overrides"])
+
+
+def _render_one(task):
+    """Render one image; returns its manifest record. Bad input images give a failed record."""
+    image_id, file_name = task
+    record = {"file_name": file_name, "image_id": image_id}
+    ext = os.path.splitext(file_name)[1].lower()
+    src = os.path.join(_WORKER["images_dir"], file_name)
+    if ext not in SUPPORTED_EXTENSIONS:
+        return dict(record, status="failed", error=(
+            f"unsupported extension {ext!r} of {src}; expected one of {SUPPORTED_EXTENSIONS}"))
+    try:
+        image = read_image(src, format="BGR")
+    except (ImageReadError, OSError) as e:
+        return dict(record, status="failed", error=f"{type(e).__name__}: {e}")
+    rng = eval_rng(_WORKER["seed"], file_name)
+    try:
+        dark, params = _WORKER["pipeline_fn"](image, rng, input_format="BGR")
+    except ValueError as e:  # an image the pipeline cannot take, e.g. smaller than 2x2
+        return dict(record, status="failed", error=f"{src}: {e}")
+    data = _encode(dark, ext, _WORKER["jpeg_quality"], _WORKER["png_compression"])
+    dst = os.path.join(_WORKER["output_dir"], file_name)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    _atomic_write(dst, data, _WORKER["durable"])
+    return dict(record, status="ok", params=params)
+
+
+class _Manifest:
+    """The JSON-lines manifest: header line + one record per image (the last one wins)."""
+
+    def __init__(self, path, header):
+        self.path = path
+        self.header = header
+        self.records = {}
+
+    def load(self):
+        """Read an existing manifest; refuse it if it was made with other render settings."""
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, "rb") as f:
+            raw = f.read()
+        # A run killed while appending can leave a partial last line: drop it, so the next
+        # appended record starts on a line of its own.
+        end = raw.rfind(b"\n") + 1
+        if end < len(raw):
+            logger.warning(f"{self.path}: dropping an incomplete last line (interrupted run).")
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+        lines = raw[:end].decode("utf-8").splitlines()
+        if not lines:
+            return
+        try:
+            header = json.loads(lines[0])
+            records = [json.loads(line) for line in lines[1:] if line.strip()]
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"Manifest {self.path} is not valid JSON lines ({e}); delete it (or pass "
+                "--overwrite) to render every image again."
+            ) from e
+        old = {k: header.get(k) for k in _RENDER_KEYS}
+        new = {k: self.header.get(k) for k in _RENDER_KEYS}
+        if old != new:
+            raise ValueError(
+                f"{os.path.dirname(self.path) or '.'} holds images rendered with {old}, but this "
+                f"run asks for {new}. Use another --output, or --overwrite to render all again."
+            )
+        for rec in records:
+            self.records[rec["file_name"]] = rec
+
+    def start(self, fresh):
+        """Open for appending; a fresh manifest starts with the header line."""
+        if fresh or not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            with open(self.path, "w") as f:
+                f.write(_dumps(self.header) + "\n")
+        self._file = open(self.path, "a")
+
+    def append(self, record):
+        self.records[record["file_name"]] = record
+        self._file.write(_dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self):
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+            self._file = None
+
+    def finalize(self, file_names):
+        """Rewrite the manifest in the JSON's image order (same bytes however it was run)."""
+        self.close()
+        lines = [_dumps(self.header)]
+        lines += [_dumps(self.records[n]) for n in file_names if n in self.records]
+        _atomic_write(self.path, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def _relpath(path, manifest_path):
+    try:
+        return os.path.relpath(path, os.path.dirname(os.path.abspath(manifest_path)))
+    except ValueError:  # another drive (Windows)
+        return os.path.abspath(path)
+
+
+def _remove_stale_temps(output_dir):
+    removed = 0
+    for folder, _, files in os.walk(output_dir):
+        for name in files:
+            if _TMP_PATTERN.match(name):
+                os.remove(os.path.join(folder, name))
+                removed += 1
+    if removed:
+        logger.info(f"Removed {removed} temporary files left in {output_dir} by an interrupted run.")
+
+
+def prepare_lowlight(
+    images_dir,
+    annotations,
+    output_dir,
+    *,
+    pipeline="lv2021",
+    seed=0,
+    workers=1,
+    overrides=None,
+    manifest=None,
+    output_annotations=None,
+    jpeg_quality=95,
+    png_compression=3,
+    limit=None,
+    overwrite=False,
+    progress=True,
+    durable=True,
+):
+    """Render every image of a COCO-format dataset to a low-light copy.
+
+    Args:
+        images_dir (str): folder that the JSON's ``file_name`` are relative to.
+        annotations (str): the COCO-format JSON.
+        output_dir (str): where the low-light images go (same relative names).
+        pipeline (str): a name in :data:`wnlb_d2.data.synthesis.PIPELINES`.
+        seed (int): seed of the per-image generators (``eval_rng(seed, file_name)``).
+        workers (int): processes; 1 renders in this process.
+        overrides (dict or None): keyword arguments for ``build_pipeline`` (parameter ranges).
+        manifest (str or None): manifest path; default ``<output_dir>/manifest.jsonl``.
+        output_annotations (str or None): where to copy the JSON when every image is done;
+            None: no copy.
+        jpeg_quality (int): JPEG quality 0-100 of ``.jpg``/``.jpeg`` outputs.
+        png_compression (int): PNG compression level 0-9 (lossless at every level).
+        limit (int or None): consider only the first ``limit`` images of the JSON.
+        overwrite (bool): render every image again, ignoring earlier output.
+        progress (bool): show a tqdm progress bar.
+        durable (bool): fsync every image before its rename (safe against power cuts; a
+            killed process never leaves a partial file either way).
+
+    Returns:
+        PrepareResult
+
+    Raises:
+        FileNotFoundError: the image folder or the JSON does not exist.
+        ValueError: corrupt or empty JSON, unsafe file names, output folder equal to the
+            image folder, bad settings, or a manifest made with other settings.
+    """
+    if pipeline not in PIPELINES:
+        raise ValueError(f"Unknown pipeline {pipeline!r}; expected one of {PIPELINES}.")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}.")
+    if not 0 <= jpeg_quality <= 100:
+        raise ValueError(f"jpeg_quality must be in 0..100, got {jpeg_quality}.")
+    if not 0 <= png_compression <= 9:
+        raise ValueError(f"png_compression must be in 0..9, got {png_compression}.")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be non-negative, got {limit}.")
+    require_dir(images_dir, "Image folder (--images)")
+    images = list_coco_images(annotations)
+    if os.path.realpath(output_dir) == os.path.realpath(images_dir):
+        raise ValueError(
+            f"The output folder {output_dir} is the image folder: the low-light copy would "
+            "overwrite the originals. Choose another --output."
+        )
+    # JSON round trip: the header compares equal to the one read back when resuming
+    # (tuples become lists).
+    overrides = json.loads(_dumps(dict(overrides or {})))
+    try:
+        built = build_pipeline(pipeline, **overrides)  # fail now, not in every worker
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"Cannot build pipeline {pipeline!r} with overrides {overrides}: {e}") from e
+
+    os.makedirs(output_dir, exist_ok=True)
+    _remove_stale_temps(output_dir)
+    manifest_path = manifest or os.path.join(output_dir, "manifest.jsonl")
+    header = {
+        "manifest": "wnlb_d2 low-light rendering",
+        "version": MANIFEST_VERSION,
+        "pipeline": pipeline,
+        "seed": int(seed),
+        "overrides": overrides,
+        # Every parameter range, defaults included: resuming after the defaults changed is refused.
+        "pipeline_config": json.loads(_dumps(built.config())),
+        "jpeg_quality": int(jpeg_quality),
+        "png_compression": int(png_compression),
+        # Relative to the manifest's folder: the output can move with its source, and the
+        # manifest bytes do not depend on where the data lives.
+        "source_images": _relpath(images_dir, manifest_path),
+        "source_annotations": _relpath(annotations, manifest_path),
+    }
+    book = _Manifest(manifest_path, header)
+    if overwrite:
+        if os.path.exists(manifest_path):
+            os.remove(manifest_path)
+    else:
+        book.load()
+
+    considered = images if limit is None else images[:limit]
+    todo, skipped = [], 0
+    for image_id, name in considered:
+        rec = book.records.get(name)
+        if rec and rec.get("status") == "ok" and os.path.isfile(os.path.join(output_dir, name)):
+            skipped += 1
+        else:
+            todo.append((image_id, name))
+    logger.info(
+        f"{len(images)} images in {annotations}: {skipped} already rendered, {len(todo)} to "
+        f"render with pipeline {pipeline!r}, seed {seed}, {workers} worker(s)."
+    )
+
+    settings = {
+        "images_dir": images_dir,
+        "output_dir": output_dir,
+        "pipeline": pipeline,
+        "overrides": overrides,
+        "seed": int(seed),
+        "jpeg_quality": int(jpeg_quality),
+        "png_compression": int(png_compression),
+        "durable": bool(durable),
+    }
+    result = PrepareResult(total=len(images), rendered=0, skipped=skipped, manifest=manifest_path)
+    book.start(fresh=overwrite)
+    pool = None
+    try:
+        if workers == 1 or len(todo) <= 1:
+            _init_worker(settings)
+            results = map(_render_one, todo)
+        else:
+            # fork on Linux: workers inherit the imported modules instead of re-importing torch.
+            ctx = mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context()
+            pool = ctx.Pool(workers, _init_worker, (settings,))
+            chunksize = max(1, min(16, len(todo) // (workers * 8)))
+            results = pool.imap_unordered(_render_one, todo, chunksize=chunksize)
+        with tqdm(
+            total=len(considered), initial=skipped, desc="low-light", unit="img", disable=not progress
+        ) as bar:
+            for rec in results:
+                book.append(rec)
+                bar.update(1)
+                if rec["status"] == "ok":
+                    result.rendered += 1
+                else:
+                    result.failed.append((rec["file_name"], rec["error"]))
+                    logger.warning(f"Failed: {rec['file_name']}: {rec['error']}")
+        if pool is not None:
+            pool.close()
+            pool.join()
+    except BaseException:
+        if pool is not None:
+            pool.terminate()
+        book.close()
+        raise
+    book.finalize([name for _, name in images])
+
+    done = sum(
+        1 for _, n in images if book.records.get(n, {}).get("status") == "ok"
+    )
+    result.complete = done == len(images)
+    if result.failed:
+        shown = "; ".join(f"{n}: {e}" for n, e in result.failed[:5])
+        logger.error(
+            f"{len(result.failed)} of {len(images)} images could not be rendered (listed as "
+            f"failed in {manifest_path}): {shown}{' ...' if len(result.failed) > 5 else ''}"
+        )
+    if result.complete and output_annotations:
+        if os.path.exists(output_annotations) and os.path.samefile(output_annotations, annotations):
+            logger.info(f"{output_annotations} is the source annotation file itself; not copied.")
+        else:
+            os.makedirs(os.path.dirname(os.path.abspath(output_annotations)), exist_ok=True)
+            with open(annotations, "rb") as f:
+                _atomic_write(output_annotations, f.read())
+        result.output_annotations = output_annotations
+    elif output_annotations:
+        logger.info(
+            f"Not writing {output_annotations} yet: {len(images) - done} images are not rendered "
+            "(run the command again to resume)."
+        )
+    logger.info(
+        f"Rendered {result.rendered}, skipped {result.skipped} (done before), failed "
+        f"{len(result.failed)}; {done}/{len(images)} images done. Manifest: {manifest_path}"
+    )
+    return result
+
+
+def _parse_override(text):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--override {text!r}: expected KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a plain string, e.g. a file path
+
+
+def build_parser():
+    """The command-line parser of ``datasets/prepare_lowlight_coco.py``."""
+    parser = argparse.ArgumentParser(
+        prog="prepare_lowlight_coco.py",
+        description=(
+            "Render a COCO split (or any COCO-format dataset) to a low-light copy: every image "
+            "of the annotation JSON is degraded with a synthesis pipeline, seeded per image "
+            "from (--seed, file name), and written under --output with the same relative file "
+            "name and format. Resumable; deterministic whatever the worker count."
+        ),
+        epilog=(
+            "Exit status: 0 when every image was rendered; 1 when some images could not be read "
+            "(they are logged and listed as failed in the manifest; the rest is rendered); "
+            "2 for bad input (missing folder or JSON, corrupt or empty JSON, bad options). "
+            "Example: python datasets/prepare_lowlight_coco.py --images datasets/coco/val2017 "
+            "--annotations datasets/coco/annotations/instances_val2017.json "
+            "--output datasets/coco/lowlight/val2017 --pipeline lv2021 --seed 0 --workers 8"
+        ),
+    )
+    parser.add_argument("--images", required=True, metavar="DIR",
+                        help="folder of the original images; the JSON's file_name are relative to it")
+    parser.add_argument("--annotations", required=True, metavar="JSON",
+                        help="COCO-format annotation file listing the images to render")
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="folder for the low-light images (same relative file names as the input)")
+    parser.add_argument("--pipeline", default="lv2021", choices=PIPELINES,
+                        help="synthesis pipeline (default: %(default)s, the one the wNLB paper used)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed; each image uses the generator eval_rng(seed, its file name) "
+                             "(default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), metavar="N",
+                        help="worker processes (default: %(default)s); the output does not depend on it")
+    parser.add_argument("--output-annotations", default=None, metavar="JSON",
+                        help="where to copy the annotation JSON (byte for byte) once every image is "
+                             "rendered (default: <output>/../annotations/<name of --annotations>)")
+    parser.add_argument("--manifest", default=None, metavar="JSONL",
+                        help="manifest of the parameters sampled per image "
+                             "(default: <output>/manifest.jsonl)")
+    parser.add_argument("--override", action="append", default=[], type=_parse_override,
+                        metavar="KEY=VALUE",
+                        help="a pipeline parameter range passed to build_pipeline, VALUE parsed as "
+                             "JSON when it is JSON (e.g. --override 'gamma=[2,4]'); repeatable")
+    parser.add_argument("--jpeg-quality", type=int, default=95, metavar="Q",
+                        help="quality of JPEG outputs, 0-100 (default: %(default)s; fixed, so the "
+                             "bytes are reproducible)")
+    parser.add_argument("--png-compression", type=int, default=3, metavar="L",
+                        help="PNG compression level 0-9, lossless at every level (default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="render only the first N images of the JSON (a trial run; run again "
+                             "without it to finish)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="render every image again instead of resuming (also needed to change "
+                             "pipeline, seed or overrides of an existing output)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status (0 ok, 1 failed images, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(levelname)s] %(message)s")
+    output_annotations = args.output_annotations or default_output_annotations(
+        args.output, args.annotations
+    )
+    try:
+        result = prepare_lowlight(
+            args.images,
+            args.annotations,
+            args.output,
+            pipeline=args.pipeline,
+            seed=args.seed,
+            workers=args.workers,
+            overrides=dict(args.override),
+            manifest=args.manifest,
+            output_annotations=output_annotations,
+            jpeg_quality=args.jpeg_quality,
+            png_compression=args.png_compression,
+            limit=args.limit,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except (FileNotFoundError, ValueError) as e:
+        logger.error(str(e))
+        return 2
+    return 1 if result.failed else 0
