@@ -24,14 +24,15 @@ def build_coco_evaluator(cfg, dataset_name, output_folder=None):
     """A :class:`COCOEvaluator` for ``dataset_name`` (bbox, and segm when the model has masks).
 
     Uses detectron2's fast C++ COCOeval when it is compiled, else pycocotools (same numbers).
-    Datasets whose metadata says ``has_masks=False`` (e.g. ExDark, boxes only) are evaluated
-    on bbox alone.
+    A dataset's metadata ``evaluation_tasks`` (e.g. ExDark: boxes only) limits the tasks, so a
+    Mask R-CNN is not scored on masks the dataset does not have.
     """
     if output_folder is None:
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-    tasks = ["bbox"]
-    if cfg.MODEL.MASK_ON and MetadataCatalog.get(dataset_name).get("has_masks", True):
-        tasks.append("segm")
+    tasks = ["bbox", "segm"] if cfg.MODEL.MASK_ON else ["bbox"]
+    allowed = MetadataCatalog.get(dataset_name).get("evaluation_tasks", None)
+    if allowed is not None:
+        tasks = [t for t in tasks if t in allowed]
     return COCOEvaluator(
         dataset_name,
         tasks=tuple(tasks),

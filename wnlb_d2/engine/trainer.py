@@ -4,7 +4,7 @@ import logging
 import weakref
 
 import torch
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -16,6 +16,27 @@ from .finetune import apply_finetune_policy
 from .hooks import WNLBWeightLogger
 
 __all__ = ["LowLightTrainer"]
+
+
+def _no_double_darkening(cfg, dataset_name):
+    """cfg with test-time degradation off when ``dataset_name`` is low-light already.
+
+    Real (LIS, ExDark) and offline synthetic (``*_lowlight``) test sets say so in their metadata
+    (``low_light``: "real" / "synthetic"); degrading them again would silently measure
+    something else.
+    """
+    kind = MetadataCatalog.get(dataset_name).get("low_light", "none")
+    if kind == "none" or not (cfg.INPUT.LOW_LIGHT.ENABLED and cfg.INPUT.LOW_LIGHT.TEST):
+        return cfg
+    logging.getLogger(__name__).warning(
+        f"{dataset_name} is {kind} low-light data: not degrading it again at test time "
+        "(INPUT.LOW_LIGHT.TEST ignored for this dataset)."
+    )
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.INPUT.LOW_LIGHT.TEST = False
+    cfg.freeze()
+    return cfg
 
 
 class LowLightTrainer(DefaultTrainer):
@@ -89,6 +110,7 @@ class LowLightTrainer(DefaultTrainer):
     def build_test_loader(cls, cfg, dataset_name):
         from ..enhance.mapper import build_low_light_mapper
 
+        cfg = _no_double_darkening(cfg, dataset_name)
         return build_detection_test_loader(cfg, dataset_name, mapper=build_low_light_mapper(cfg, is_train=False))
 
     @classmethod
