@@ -71,3 +71,23 @@ def test_wnlb_policy_without_blocks_and_unknown_policy():
         apply_finetune_policy(_model("build_resnet_fpn_backbone"), "wnlb")
     with pytest.raises(ValueError, match=r"FINETUNE_POLICY = 'heads' is invalid; expected one of \('all', 'backbone', 'wnlb'\)"):
         apply_finetune_policy(_model(), "heads")
+
+
+def test_optimizer_choice_and_frozen_parameters_left_out():
+    from wnlb_d2.engine import LowLightTrainer
+
+    cfg = make_cfg(backbone="build_resnet_wnlb_fpn_backbone", STAGES=["res3"])
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.SOLVER.FINETUNE_POLICY = "wnlb"
+    model = LowLightTrainer.build_model(cfg)
+    sgd = LowLightTrainer.build_optimizer(cfg, model)
+    assert isinstance(sgd, torch.optim.SGD)
+    cfg.SOLVER.OPTIMIZER = "AdamW"
+    adamw = LowLightTrainer.build_optimizer(cfg, model)
+    assert isinstance(adamw, torch.optim.AdamW)
+    in_optimizer = {id(p) for g in adamw.param_groups for p in g["params"]}
+    assert in_optimizer == {id(p) for n, p in model.named_parameters() if is_wnlb_key(n)}
+    cfg.SOLVER.OPTIMIZER = "LAMB"
+    with pytest.raises(ValueError, match="SOLVER.OPTIMIZER = 'LAMB' is invalid"):
+        LowLightTrainer.build_optimizer(cfg, model)

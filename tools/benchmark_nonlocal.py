@@ -93,7 +93,8 @@ def run_one(args):
         block.zero_grad(set_to_none=True)
         x.grad = None
 
-    step()  # warm-up: lazy initialisation, allocator pools
+    for _ in range(args.warmup):  # lazy initialisation, allocator pools
+        step()
     cuda = dev.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
@@ -117,7 +118,8 @@ def run_one(args):
 def _measure(stage, mode, impl, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--stage", stage, "--mode", mode,
            "--impl", impl, "--height", str(args.height), "--width", str(args.width),
-           "--batch", str(args.batch), "--repeats", str(args.repeats), "--device", args.device]
+           "--batch", str(args.batch), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+           "--device", args.device]
     if args.sub_sample:
         cmd.append("--sub-sample")
     # A fixed mmap threshold makes glibc map every block >= 64 KiB and unmap it on free, so the
@@ -143,6 +145,9 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=1333, help="image width (default 1333)")
     parser.add_argument("--batch", type=int, default=1, help="images per batch (default 1)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs after a warm-up; median (default 1)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed runs first (default 1; 0 for the slow res2 cases: the first run then "
+                             "also pays one-off initialisation)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--sub-sample", action="store_true", help="max-pool phi and g by 2 (MODEL.WNLB.SUB_SAMPLE)")
     parser.add_argument("--json", help="also write the results to this JSON file")
@@ -158,7 +163,8 @@ def main(argv=None):
     import torch
 
     print(f"# non-local block forward+backward, batch {args.batch}, image {args.height}x{args.width}, "
-          f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} CPUs, sub_sample={args.sub_sample}")
+          f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} CPUs, sub_sample={args.sub_sample}, "
+          f"warm-up runs {args.warmup}, timed runs {args.repeats} (median)")
     header = (f"{'stage':5} {'N':>6} {'C':>5} {'mode':11} | {'efficient':>9} {'reference':>9} {'time eff/ref':>12} | "
               f"{'eff peak':>13} {'ref peak':>13} {'mem eff/ref':>11}")
     print(header)

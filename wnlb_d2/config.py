@@ -50,6 +50,10 @@ def add_wnlb_config(cfg):
     # Which parameters learn: "all", "backbone" (ResNet + FPN + blocks; the paper's choice)
     # or "wnlb" (the non-local blocks only). MODEL.BACKBONE.FREEZE_AT still applies.
     _C.SOLVER.FINETUNE_POLICY = "all"
+    # "SGD" (detectron2's optimizer) or "AdamW" (same parameter groups, for from-scratch
+    # training on small data such as the demo). Kept if detectron2 already defines the key.
+    if "OPTIMIZER" not in _C.SOLVER:
+        _C.SOLVER.OPTIMIZER = "SGD"
 
     add_low_light_input_config(cfg)
     add_enhancer_config(cfg)
