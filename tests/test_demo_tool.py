@@ -165,3 +165,12 @@ def test_video(demo, checkpoint, tmp_path):
     junk = tmp_path / "junk.avi"
     junk.write_bytes(b"0" * 100)
     assert demo.main(["--config-file", DEMO_CONFIG, "--video-input", str(junk)] + _opts(checkpoint)) == 1
+
+
+def test_checkpoint_of_another_model_is_an_error(demo, tmp_path):
+    (path,) = _images(tmp_path / "in", n=1)
+    other = str(tmp_path / "other.pth")
+    torch.save({"model": {"head.weight": torch.zeros(2, 2)}}, other)
+    with pytest.raises(SystemExit) as e:
+        demo.main(["--config-file", DEMO_CONFIG, "--input", path, "--opts", "MODEL.WEIGHTS", other, *SMALL])
+    assert "demo.py: error: CheckpointMismatchError" in str(e.value.code)

@@ -80,7 +80,8 @@ class LowLightPredictor:
 
     Args:
         cfg (CfgNode): a full config; ``MODEL.WEIGHTS`` is loaded with :class:`WNLBCheckpointer`
-            (empty: random initialisation, with a warning). ``INPUT.ENHANCER`` (when it selects
+            (empty: random initialisation, with a warning; a checkpoint that does not fit the
+            backbone raises :class:`~wnlb_d2.checkpoint.CheckpointMismatchError`). ``INPUT.ENHANCER`` (when it selects
             an enhancer for evaluation) is applied after the degradation.
         low_light (str or None): synthesis pipeline name ("lv2021", "unprocess") or None; its
             ranges come from ``cfg.INPUT.LOW_LIGHT.<PIPELINE>``.
@@ -92,7 +93,9 @@ class LowLightPredictor:
         self.model = build_model(self.cfg)
         self.model.eval()
         if cfg.MODEL.WEIGHTS:
-            WNLBCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+            # strict_backbone: weights of another architecture fail loudly (CheckpointMismatchError,
+            # a ValueError) instead of leaving a silently random backbone.
+            WNLBCheckpointer(self.model, strict_backbone=True).load(cfg.MODEL.WEIGHTS)
         else:
             logger.warning("MODEL.WEIGHTS is empty: the model is randomly initialised (predictions are noise)")
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
