@@ -9,7 +9,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from wnlb_d2.engine.predictor import LowLightPredictor, expand_inputs
+from wnlb_d2.engine.predictor import LowLightPredictor, backbone_opts_for_checkpoint, expand_inputs
 from wnlb_d2.engine.setup import setup_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,9 +117,23 @@ def test_images_with_failures(demo, checkpoint, tmp_path, capsys):
 def test_single_image_to_file_with_enhancer(demo, checkpoint, tmp_path):
     (path,) = _images(tmp_path / "in", n=1)
     target = str(tmp_path / "result.jpg")
-    assert demo.main(["--config-file", DEMO_CONFIG, "--input", path, "--output", target]
-                     + _opts(checkpoint, "INPUT.ENHANCER.NAME", "clahe")) == 0
+    # The config names the stock backbone; the blocks are read from the checkpoint.
+    assert demo.main(["--config-file", DEMO_CONFIG, "--input", path, "--output", target, "--opts", "MODEL.WEIGHTS",
+                      checkpoint, *SMALL, "INPUT.ENHANCER.NAME", "clahe"]) == 0
     assert cv2.imread(target).shape == (48, 64, 3)
+
+
+def test_backbone_read_from_checkpoint(checkpoint, tmp_path):
+    cfg = setup_cfg(DEMO_CONFIG, SMALL + ["OUTPUT_DIR", str(tmp_path)])
+    assert backbone_opts_for_checkpoint(cfg, checkpoint) == [
+        "MODEL.BACKBONE.NAME", "build_resnet_wnlb_fpn_backbone", "MODEL.WNLB.STAGES", "['res2', 'res3', 'res4', 'res5']"]
+    stock = str(tmp_path / "stock.pth")
+    torch.save({"model": build_model(cfg).state_dict()}, stock)
+    assert backbone_opts_for_checkpoint(cfg, stock) == []
+    cfg = setup_cfg(DEMO_CONFIG, SMALL + ["OUTPUT_DIR", str(tmp_path), "MODEL.WEIGHTS", checkpoint]
+                    + backbone_opts_for_checkpoint(cfg, checkpoint))
+    pred = LowLightPredictor(cfg)
+    assert float(pred.model.backbone.bottom_up.wnlb["res3"].fusion_weight) == pytest.approx(0.3)
 
 
 def test_predictor_stages(checkpoint, tmp_path):

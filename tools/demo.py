@@ -5,7 +5,9 @@ Inputs are image files, folders (their images) and glob patterns (``--input``), 
 file (``--video-input``, read with OpenCV). ``--low-light lv2021`` degrades every input first
 (deterministically: the same file gives the same degradation in every run), to see on
 normal-light photos what the dark does; ``--opts INPUT.ENHANCER.NAME clahe`` puts an enhancer
-in front of the model. ``--side-by-side`` shows every stage next to the
+in front of the model. A checkpoint with non-local blocks gets them even when the config names
+the stock backbone (``MODEL.BACKBONE.NAME`` and ``MODEL.WNLB.STAGES`` are read from its
+keys; the fusion from the config). ``--side-by-side`` shows every stage next to the
 predictions. Missing or unreadable inputs are reported and skipped; the exit status is 1 if
 any input failed.
 
@@ -223,7 +225,7 @@ def main(argv=None):
     setup_logger(name="wnlb_d2")
     setup_logger(name="detectron2", abbrev_name="d2")
     import wnlb_d2  # noqa: F401  (registers backbones and datasets)
-    from wnlb_d2.engine.predictor import LowLightPredictor, expand_inputs
+    from wnlb_d2.engine.predictor import LowLightPredictor, backbone_opts_for_checkpoint, expand_inputs
     from wnlb_d2.engine.setup import setup_cfg
 
     t = args.confidence_threshold
@@ -233,11 +235,15 @@ def main(argv=None):
         sys.exit(f"demo.py: error: --scale must be positive, got {args.scale}")
     # The demo writes nothing to OUTPUT_DIR; a temporary folder keeps setup_cfg's write check
     # from creating ./output (a user's OUTPUT_DIR in opts still wins).
-    opts = ["OUTPUT_DIR", tempfile.gettempdir(), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(t),
-            "MODEL.RETINANET.SCORE_THRESH_TEST", str(t),
-            "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH", str(t)] + list(args.opts)
+    base = ["OUTPUT_DIR", tempfile.gettempdir(), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(t),
+            "MODEL.RETINANET.SCORE_THRESH_TEST", str(t), "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH", str(t)]
     try:
-        cfg = setup_cfg(args.config_file, opts)
+        cfg = setup_cfg(args.config_file, base + list(args.opts))
+        extra = backbone_opts_for_checkpoint(cfg, cfg.MODEL.WEIGHTS)
+        if extra:
+            logger.warning(f"{cfg.MODEL.WEIGHTS} holds non-local blocks that {cfg.MODEL.BACKBONE.NAME} lacks: "
+                           f"using {' '.join(extra)} (fusion: MODEL.WNLB.FUSION = {cfg.MODEL.WNLB.FUSION})")
+            cfg = setup_cfg(args.config_file, base + extra + list(args.opts))
         predictor = LowLightPredictor(cfg, low_light=args.low_light, seed=args.low_light_seed)
     except (FileNotFoundError, KeyError, ValueError, PermissionError) as e:
         sys.exit(f"demo.py: error: {type(e).__name__}: {e}")

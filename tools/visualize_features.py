@@ -77,6 +77,7 @@ def build_parser():
 def config_for(name, weights, configs, config_file, opts):
     """Resolve the config of one checkpoint (see the module docstring); returns a frozen cfg."""
     from wnlb_d2.engine.features import WNLB_BACKBONES, wnlb_layout_of_checkpoint
+    from wnlb_d2.engine.predictor import backbone_opts_for_checkpoint
     from wnlb_d2.engine.setup import setup_cfg
 
     # Nothing is written to OUTPUT_DIR; a temporary folder keeps setup_cfg from creating ./output.
@@ -89,14 +90,9 @@ def config_for(name, weights, configs, config_file, opts):
     elif config_file:
         source = config_file
         base = setup_cfg(config_file, base_opts + list(opts))
-        layout = wnlb_layout_of_checkpoint(weights)
-        extra = []
-        if layout["stages"]:
-            backbone = WNLB_BACKBONES.get(base.MODEL.BACKBONE.NAME, base.MODEL.BACKBONE.NAME)
-            extra = ["MODEL.BACKBONE.NAME", backbone, "MODEL.WNLB.STAGES", str(layout["stages"])]
-            if layout["mode"]:
-                extra += ["MODEL.WNLB.MODE", layout["mode"]]
-        elif base.MODEL.BACKBONE.NAME in WNLB_BACKBONES.values():
+        extra = backbone_opts_for_checkpoint(base, weights)
+        if not extra and base.MODEL.BACKBONE.NAME in WNLB_BACKBONES.values() \
+                and not wnlb_layout_of_checkpoint(weights)["stages"]:
             extra = ["MODEL.WNLB.STAGES", "[]"]  # a stock checkpoint: no blocks to show
     else:
         raise ValueError(f"No config for checkpoint {name!r}: give --config-file or --config {name}=FILE")

@@ -28,7 +28,7 @@ from ..checkpoint import WNLBCheckpointer
 from ..data.synthesis import build_pipeline_from_config, eval_rng
 
 __all__ = ["LowLightPredictor", "draw_predictions", "expand_inputs", "IMAGE_EXTENSIONS", "label_panel",
-           "metadata_of"]
+           "metadata_of", "backbone_opts_for_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,35 @@ def expand_inputs(inputs):
             if f not in files:
                 files.append(f)
     return files, problems
+
+
+def backbone_opts_for_checkpoint(cfg, weights):
+    """Overrides that give a stock-backbone config the non-local blocks a checkpoint holds.
+
+    Loading a wNLB checkpoint into a stock model would drop its blocks (with only a warning about
+    unused tensors); with these overrides the model gets them: ``MODEL.BACKBONE.NAME`` becomes the
+    wNLB builder and ``MODEL.WNLB.STAGES`` (and ``MODE`` where the keys tell) those of the file.
+    The fusion cannot be read from a checkpoint: the config's ``MODEL.WNLB.FUSION`` is used.
+
+    Args:
+        cfg (CfgNode): the config the model would be built from.
+        weights (str): ``MODEL.WEIGHTS``; only local files are inspected.
+
+    Returns:
+        list[str]: ``KEY VALUE`` overrides; empty when nothing needs to change.
+    """
+    from .features import WNLB_BACKBONES, wnlb_layout_of_checkpoint
+
+    name = cfg.MODEL.BACKBONE.NAME
+    if not weights or "://" in weights or not os.path.isfile(weights) or name not in WNLB_BACKBONES:
+        return []
+    layout = wnlb_layout_of_checkpoint(weights)
+    if not layout["stages"]:
+        return []
+    opts = ["MODEL.BACKBONE.NAME", WNLB_BACKBONES[name], "MODEL.WNLB.STAGES", str(layout["stages"])]
+    if layout["mode"]:
+        opts += ["MODEL.WNLB.MODE", layout["mode"]]
+    return opts
 
 
 def metadata_of(cfg):
