@@ -30,7 +30,7 @@ import time
 PRESETS = {
     "demo": dict(config_file="configs/demo/Base-Demo-R18-FPN.yaml", pretrain_data="wnlb_demo_train",
                  finetune_data="wnlb_demo_train_lowlight", test_data="wnlb_demo_val_lowlight",
-                 normal_test_data="wnlb_demo_val", pretrain_iters=500, finetune_iters=150,
+                 normal_test_data="wnlb_demo_val", pretrain_iters=450, finetune_iters=60,
                  finetune_lr=0.005, output_dir="output/demo"),
     "quick": dict(config_file="configs/demo/Base-Demo-R18-FPN.yaml", pretrain_data="wnlb_demo_train",
                   finetune_data="wnlb_demo_train_lowlight", test_data="wnlb_demo_val_lowlight",

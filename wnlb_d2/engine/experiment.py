@@ -110,7 +110,9 @@ def _row_opts(spec, row, weights):
     if row == "pretrained":
         # DATASETS.TEST empty: the rows are evaluated once, afterwards, by run_experiment.
         return ["DATASETS.TRAIN", f"('{spec.pretrain_data}',)", "DATASETS.TEST", "()",
-                "SOLVER.MAX_ITER", str(spec.pretrain_iters), "INPUT.LOW_LIGHT.ENABLED", "False"]
+                "SOLVER.MAX_ITER", str(spec.pretrain_iters),
+                # one LR drop at 80 % of whatever length is asked for
+                "SOLVER.STEPS", f"({max(1, int(0.8 * spec.pretrain_iters))},)", "INPUT.LOW_LIGHT.ENABLED", "False"]
     opts = ["DATASETS.TRAIN", f"('{spec.finetune_data}',)", "DATASETS.TEST", "()",
             "SOLVER.MAX_ITER", str(spec.finetune_iters), "SOLVER.BASE_LR", str(spec.finetune_lr),
             "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", str(min(20, spec.finetune_iters // 5)),
