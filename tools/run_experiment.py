@@ -30,12 +30,12 @@ import time
 PRESETS = {
     "demo": dict(config_file="configs/demo/Base-Demo-R18-FPN.yaml", pretrain_data="wnlb_demo_train",
                  finetune_data="wnlb_demo_train_lowlight", test_data="wnlb_demo_val_lowlight",
-                 normal_test_data="wnlb_demo_val", pretrain_iters=450, finetune_iters=60,
-                 finetune_lr=0.005, output_dir="output/demo"),
+                 normal_test_data="wnlb_demo_val", pretrain_iters=800, finetune_iters=80,
+                 finetune_lr=2e-4, output_dir="output/demo"),
     "quick": dict(config_file="configs/demo/Base-Demo-R18-FPN.yaml", pretrain_data="wnlb_demo_train",
                   finetune_data="wnlb_demo_train_lowlight", test_data="wnlb_demo_val_lowlight",
                   normal_test_data="wnlb_demo_val", pretrain_iters=20, finetune_iters=5,
-                  finetune_lr=0.005, output_dir="output/demo"),
+                  finetune_lr=2e-4, output_dir="output/demo"),
 }
 
 
