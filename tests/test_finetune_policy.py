@@ -91,3 +91,44 @@ def test_optimizer_choice_and_frozen_parameters_left_out():
     cfg.SOLVER.OPTIMIZER = "LAMB"
     with pytest.raises(ValueError, match="SOLVER.OPTIMIZER = 'LAMB' is invalid"):
         LowLightTrainer.build_optimizer(cfg, model)
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "AdamW"])
+def test_wnlb_lr_factor_scales_exactly_the_block_parameters(optimizer):
+    from detectron2.solver import build_lr_scheduler
+
+    from wnlb_d2.engine import LowLightTrainer
+
+    cfg = make_cfg(backbone="build_resnet_wnlb_fpn_backbone", STAGES=["res3", "res5"])
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.SOLVER.OPTIMIZER = optimizer
+    cfg.SOLVER.BASE_LR = 0.01
+    cfg.SOLVER.BIAS_LR_FACTOR = 2.0  # detectron2's own per-group factor must survive
+    cfg.SOLVER.WNLB_LR_FACTOR = 10.0
+    cfg.SOLVER.WARMUP_ITERS = 0
+    model = LowLightTrainer.build_model(cfg)
+    opt = LowLightTrainer.build_optimizer(cfg, model)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    names = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert set(lr_of) == {id(p) for p in names.values()}  # every trainable parameter, once
+    for name, p in names.items():
+        expected = 0.01 * (10.0 if is_wnlb_key(name) else 1.0) * (2.0 if name.endswith(".bias") else 1.0)
+        assert lr_of[id(p)] == pytest.approx(expected), name
+    # detectron2's scheduler scales each group's own initial lr: the factor holds through a step
+    sched = build_lr_scheduler(cfg, opt)
+    opt.step()
+    sched.step()
+    block = next(p for n, p in names.items() if is_wnlb_key(n) and n.endswith(".weight"))
+    other = next(p for n, p in names.items() if not is_wnlb_key(n) and n.endswith(".weight"))
+    lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lrs[id(block)] == pytest.approx(10 * lrs[id(other)])
+
+
+def test_wnlb_lr_factor_must_be_positive():
+    from wnlb_d2.engine.setup import check_config
+
+    cfg = make_cfg(backbone="build_resnet_wnlb_fpn_backbone", STAGES=["res3"])
+    cfg.SOLVER.WNLB_LR_FACTOR = 0.0
+    with pytest.raises(ValueError, match="SOLVER.WNLB_LR_FACTOR = 0.0 is invalid"):
+        check_config(cfg)

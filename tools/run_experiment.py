@@ -55,6 +55,8 @@ def build_parser():
     p.add_argument("--finetune-lr", type=float, help="learning rate of the fine-tuning rows (paper: 5e-4)")
     p.add_argument("--finetune-policy", choices=["all", "backbone", "wnlb"],
                    help="what learns in the fine-tuning rows (paper: backbone)")
+    p.add_argument("--wnlb-lr-factor", type=float,
+                   help="learning-rate factor of the blocks in the fine-tuning rows (SOLVER.WNLB_LR_FACTOR; paper: 1)")
     p.add_argument("--rows", nargs="+", help="rows to run (default: pretrained finetuned nlb wnlb)")
     p.add_argument("--low-light-train", action="store_const", const=True,
                    help="degrade --finetune-data on the fly (INPUT.LOW_LIGHT); off for low-light datasets")

@@ -54,6 +54,11 @@ def add_wnlb_config(cfg):
     # training on small data such as the demo). Kept if detectron2 already defines the key.
     if "OPTIMIZER" not in _C.SOLVER:
         _C.SOLVER.OPTIMIZER = "SGD"
+    # Learning rate of the non-local blocks' parameters (W_z, theta, phi, g, w) relative to
+    # SOLVER.BASE_LR. 1.0 trains them like the rest (the paper). The blocks start as the
+    # identity; in a short fine-tune (the demo's 80 iterations of AdamW, where each step moves
+    # a parameter by about the learning rate) a factor > 1 lets w move far enough to matter.
+    _C.SOLVER.WNLB_LR_FACTOR = 1.0
 
     add_low_light_input_config(cfg)
     add_enhancer_config(cfg)

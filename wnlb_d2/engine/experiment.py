@@ -57,6 +57,7 @@ class ExperimentSpec:
         pretrain_iters / finetune_iters: SOLVER.MAX_ITER of those runs.
         finetune_lr: SOLVER.BASE_LR of the fine-tuning rows (the paper: 5e-4).
         finetune_policy: SOLVER.FINETUNE_POLICY of the fine-tuning rows.
+        wnlb_lr_factor: SOLVER.WNLB_LR_FACTOR of the fine-tuning rows (1.0: the paper's).
         rows: which rows to run (pretrained always runs: the others start from it).
         low_light_train / low_light_test: degrade on the fly (INPUT.LOW_LIGHT.TRAIN/TEST);
             False when the data is low-light already (offline copies, real low-light images).
@@ -78,6 +79,7 @@ class ExperimentSpec:
     finetune_iters: int = 200
     finetune_lr: float = 5e-4
     finetune_policy: str = "backbone"
+    wnlb_lr_factor: float = 1.0
     rows: List[str] = field(default_factory=lambda: list(ROWS))
     low_light_train: bool = False
     low_light_test: bool = False
@@ -97,6 +99,8 @@ class ExperimentSpec:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.finetune_lr > 0:
             raise ValueError(f"finetune_lr must be positive, got {self.finetune_lr}")
+        if not self.wnlb_lr_factor > 0:
+            raise ValueError(f"wnlb_lr_factor must be positive, got {self.wnlb_lr_factor}")
         from ..enhance.experiment import check_enhancer_names
 
         check_enhancer_names(self.enhancers)
@@ -116,7 +120,8 @@ def _row_opts(spec, row, weights):
     opts = ["DATASETS.TRAIN", f"('{spec.finetune_data}',)", "DATASETS.TEST", "()",
             "SOLVER.MAX_ITER", str(spec.finetune_iters), "SOLVER.BASE_LR", str(spec.finetune_lr),
             "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", str(min(20, spec.finetune_iters // 5)),
-            "SOLVER.FINETUNE_POLICY", spec.finetune_policy, "MODEL.WEIGHTS", weights] + ll
+            "SOLVER.FINETUNE_POLICY", spec.finetune_policy, "SOLVER.WNLB_LR_FACTOR", str(float(spec.wnlb_lr_factor)),
+            "MODEL.WEIGHTS", weights] + ll
     return opts
 
 

@@ -34,6 +34,9 @@ def check_config(cfg):
                     + ", ".join(sorted(n for n in registered if not n.startswith(("keypoints_", "cityscapes_", "lvis_")))[:40])
                     + " ... (see datasets/README.md)"
                 )
+    factor = cfg.SOLVER.get("WNLB_LR_FACTOR", 1.0)
+    if not (isinstance(factor, (int, float)) and factor > 0):
+        raise ValueError(f"SOLVER.WNLB_LR_FACTOR = {factor!r} is invalid; expected a positive number")
     if cfg.SOLVER.FINETUNE_POLICY not in FINETUNE_POLICIES:
         raise ValueError(f"SOLVER.FINETUNE_POLICY = {cfg.SOLVER.FINETUNE_POLICY!r} is invalid; expected one of {FINETUNE_POLICIES}")
     out = cfg.OUTPUT_DIR

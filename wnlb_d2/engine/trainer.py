@@ -10,7 +10,7 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..checkpoint import WNLBCheckpointer
+from ..checkpoint import WNLBCheckpointer, is_wnlb_key
 from ..data.mapper import LowLightDatasetMapper
 from .evaluation import build_coco_evaluator
 from .finetune import apply_finetune_policy
@@ -38,6 +38,40 @@ def _no_double_darkening(cfg, dataset_name):
     cfg.INPUT.LOW_LIGHT.TEST = False
     cfg.freeze()
     return cfg
+
+
+def optimizer_param_groups(cfg, model, wnlb_lr_factor=1.0):
+    """detectron2's parameter groups, with the non-local blocks' learning rate scaled.
+
+    Args:
+        cfg (CfgNode): ``SOLVER.BASE_LR``, ``WEIGHT_DECAY_NORM``, ``BIAS_LR_FACTOR`` and
+            ``WEIGHT_DECAY_BIAS`` are read.
+        model (nn.Module): parameters with ``requires_grad=False`` are left out.
+        wnlb_lr_factor (float): multiplies the ``lr`` of every parameter of a non-local block.
+
+    Returns:
+        list[dict]: groups for a torch optimizer; each group's ``lr`` is its own, so detectron2's
+        schedulers (which scale every group's initial lr) keep the factor.
+    """
+    groups = get_default_optimizer_params(
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+        weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+    )
+    if wnlb_lr_factor == 1.0:
+        return groups
+    block_ids = {id(p) for n, p in model.named_parameters() if is_wnlb_key(n)}
+    out = []
+    for group in groups:
+        blocks = [p for p in group["params"] if id(p) in block_ids]
+        rest = [p for p in group["params"] if id(p) not in block_ids]
+        if rest:
+            out.append({**group, "params": rest})
+        if blocks:
+            out.append({**group, "params": blocks, "lr": group.get("lr", cfg.SOLVER.BASE_LR) * wnlb_lr_factor})
+    return out
 
 
 class LowLightTrainer(DefaultTrainer):
@@ -94,20 +128,21 @@ class LowLightTrainer(DefaultTrainer):
         """SGD as detectron2 builds it, or AdamW when ``SOLVER.OPTIMIZER`` says so.
 
         detectron2 v0.6 builds SGD only; AdamW is offered for training from scratch on small data
-        (the demo), where it converges in far fewer iterations.
+        (the demo), where it converges in far fewer iterations. Both use detectron2's parameter
+        groups, with the non-local blocks' learning rate scaled by ``SOLVER.WNLB_LR_FACTOR``.
         """
         name = cfg.SOLVER.get("OPTIMIZER", "SGD")
-        if name.upper() == "SGD":
-            return super().build_optimizer(cfg, model)
-        if name.upper() != "ADAMW":
+        if name.upper() not in ("SGD", "ADAMW"):
             raise ValueError(f"SOLVER.OPTIMIZER = {name!r} is invalid; expected 'SGD' or 'AdamW'")
-        params = get_default_optimizer_params(
-            model,
-            base_lr=cfg.SOLVER.BASE_LR,
-            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
-            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
-            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
-        )
+        factor = float(cfg.SOLVER.get("WNLB_LR_FACTOR", 1.0))
+        if name.upper() == "SGD" and factor == 1.0:
+            return super().build_optimizer(cfg, model)  # exactly detectron2's
+        params = optimizer_param_groups(cfg, model, factor)
+        if name.upper() == "SGD":
+            return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
+                params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
+                nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+            )
         return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
             params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
         )
