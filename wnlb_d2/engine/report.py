@@ -19,14 +19,15 @@ def plot_results(results, rows, path):
 
     rows = [r for r in rows if r in results]
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2, 3.2))
+    fig, ax = plt.subplots(figsize=(2.1 * len(rows) + 2.5, 3.2))
     for i, task in enumerate(("segm", "bbox")):
         ap = [results[r].get(task, {}).get("AP", float("nan")) for r in rows]
         bars = ax.bar(x + (i - 0.5) * 0.38, ap, width=0.38, label=f"{task} AP")
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set_xticks(x, rows)
     ax.set_ylabel("AP (low-light test)")
-    ax.legend(loc="lower right")
+    # Outside the axes: no bar is ever hidden behind it.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     ax.set_title("Low-light instance segmentation")
     fig.tight_layout()
     fig.savefig(path + ".tmp.png", dpi=120)
