@@ -79,9 +79,11 @@ def test_eval_only_without_weights_is_an_error(demo_root, tmp_path):
         train_net.main(_args("--config-file", DEMO_CONFIG, "--eval-only", *tiny_opts(str(tmp_path / "r"))))
 
 
-def test_resume_restores_iteration_optimizer_scheduler_and_weights(demo_root, tmp_path):
+@pytest.mark.parametrize("optimizer,state_key", [("SGD", "momentum_buffer"), ("AdamW", "exp_avg")])
+def test_resume_restores_iteration_optimizer_scheduler_and_weights(demo_root, tmp_path, optimizer, state_key):
     out = str(tmp_path / "run")
-    opts = tiny_opts(out, iters=4, **{"SOLVER.CHECKPOINT_PERIOD": 2, "SOLVER.MOMENTUM": 0.9})
+    opts = tiny_opts(out, iters=4, **{"SOLVER.CHECKPOINT_PERIOD": 2, "SOLVER.MOMENTUM": 0.9,
+                                      "SOLVER.OPTIMIZER": optimizer})
     cfg = setup_cfg(DEMO_CONFIG, opts)
     trainer = LowLightTrainer(cfg)
     trainer.resume_or_load(resume=False)
@@ -100,8 +102,8 @@ def test_resume_restores_iteration_optimizer_scheduler_and_weights(demo_root, tm
     opt_state = resumed.optimizer.state_dict()["state"]
     saved_opt = saved["trainer"]["_trainer"]["optimizer"]["state"]
     assert opt_state and opt_state.keys() == saved_opt.keys()
-    assert all(torch.equal(opt_state[i]["momentum_buffer"], s["momentum_buffer"]) for i, s in saved_opt.items())
-    assert any(s["momentum_buffer"].abs().sum() > 0 for s in saved_opt.values())
+    assert all(torch.equal(opt_state[i][state_key], s[state_key]) for i, s in saved_opt.items())
+    assert any(s[state_key].abs().sum() > 0 for s in saved_opt.values())
     saved_sched = next(v for k, v in saved["trainer"]["hooks"].items() if k.endswith("LRScheduler"))
     assert resumed.scheduler.state_dict()["last_epoch"] == saved_sched["last_epoch"] == 2
     resumed.train()
