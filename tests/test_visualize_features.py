@@ -20,13 +20,7 @@ SMALL = ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TES
 WNLB = ["MODEL.BACKBONE.NAME", "build_resnet_wnlb_fpn_backbone"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The machine is shared: one thread avoids oversubscription, which slows small ops 10x.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one thread
 
 
 def _model(tmp_path, extra=(), w=None):
