@@ -32,7 +32,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 VARIANTS = ("stock", "nlb-res3-5", "wnlb-res3-5", "nlb-res2-5", "wnlb-res2-5")
 MODES = ("embedded", "gaussian", "dot", "concatenate")
@@ -60,14 +59,6 @@ def variant_opts(variant, mode, sub_sample):
     return ["MODEL.BACKBONE.NAME", "build_resnet_wnlb_fpn_backbone", "MODEL.WNLB.STAGES", str(_STAGES[stages]),
             "MODEL.WNLB.FUSION", "residual" if kind == "nlb" else "weighted", "MODEL.WNLB.MODE", mode,
             "MODEL.WNLB.SUB_SAMPLE", str(bool(sub_sample))]
-
-
-def _status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _build_cfg(args, opts):
@@ -108,6 +99,8 @@ def run_case(args):
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
 
+    from wnlb_d2.utils.measure import time_and_peak
+
     if args.threads:
         torch.set_num_threads(args.threads)
     h, w = args.size
@@ -145,21 +138,7 @@ def run_case(args):
     step()  # warm-up: lazy initialisation, allocator pools
     if cuda:
         torch.cuda.synchronize()
-    times, peaks = [], []
-    for _ in range(args.repeats):
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        else:
-            base = _status_kib("VmRSS") * 1024
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset VmHWM to the current RSS
-        t0 = time.perf_counter()
-        step()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-        peaks.append(torch.cuda.max_memory_allocated() - base if cuda else _status_kib("VmHWM") * 1024 - base)
+    times, peaks = time_and_peak(step, args.repeats, cuda)
     return {"time_s": statistics.median(times), "times_s": times, "peak_bytes": max(peaks),
             "threads": torch.get_num_threads()}
 

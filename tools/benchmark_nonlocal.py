@@ -27,21 +27,12 @@ import math
 import os
 import subprocess
 import sys
-import time
 
 STAGES = {"res2": (4, 256), "res3": (8, 512), "res4": (16, 1024), "res5": (32, 2048)}  # stride, channels
 MODES = ("embedded", "gaussian", "dot", "concatenate")
 # The reference keeps about this many N x M float32 matrices alive at its peak (affinity,
 # normalised affinity, and their gradients during backward).
 REFERENCE_MATRICES = 4
-
-
-def _status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _available_bytes(device):
@@ -69,6 +60,7 @@ def run_one(args):
     import torch
 
     from wnlb_d2.layers import NonLocalBlock2d
+    from wnlb_d2.utils.measure import time_and_peak
 
     torch.manual_seed(0)
     h, w, c = feature_size(args.stage, args.height, args.width)
@@ -95,23 +87,7 @@ def run_one(args):
 
     for _ in range(args.warmup):  # lazy initialisation, allocator pools
         step()
-    cuda = dev.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    times, peaks = [], []
-    for _ in range(args.repeats):
-        if not cuda:
-            base = _status_kib("VmRSS") * 1024
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset VmHWM to the current RSS
-        t0 = time.perf_counter()
-        step()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-        peaks.append((torch.cuda.max_memory_allocated() - base) if cuda else _status_kib("VmHWM") * 1024 - base)
+    times, peaks = time_and_peak(step, args.repeats, cuda=dev.type == "cuda")
     return {"time_s": sorted(times)[len(times) // 2], "peak_extra_bytes": max(peaks), "n": n}
 
 
