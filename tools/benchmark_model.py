@@ -135,9 +135,7 @@ def run_case(args):
             with torch.no_grad():
                 model(batch)
 
-    step()  # warm-up: lazy initialisation, allocator pools
-    if cuda:
-        torch.cuda.synchronize()
+    step()  # warm-up: lazy initialisation, allocator pools (time_and_peak synchronises CUDA)
     times, peaks = time_and_peak(step, args.repeats, cuda)
     return {"time_s": statistics.median(times), "times_s": times, "peak_bytes": max(peaks),
             "threads": torch.get_num_threads()}
