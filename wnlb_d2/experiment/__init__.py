@@ -1,0 +1,1 @@
+"""The study runner: Table I/II rows of any detector family, statistics, severity curves, reports."""
