@@ -18,7 +18,7 @@ from wnlb_d2.data.demo_dataset import (
     AREA_LARGE,
     AREA_SMALL,
     DEMO_CLASSES,
-    GENERATOR_VERSION,
+    _SCENE_VERSION,
     DemoSpec,
     demo_split_paths,
     ensure_demo_dataset,
@@ -74,7 +74,7 @@ def test_coco_json_is_valid_and_masks_are_the_rendered_objects(generated):
             assert low.mean() < image.mean()
             brightness.append(low.mean() / image.mean())
             # Render the same scene again: the annotations must be exactly its objects.
-            rng = np.random.default_rng([SPEC.seed, GENERATOR_VERSION, split_index, image_id - 1])
+            rng = np.random.default_rng([SPEC.seed, _SCENE_VERSION, split_index, image_id - 1])
             again, objects = render_scene(rng, SPEC.image_size)
             assert np.array_equal(again, image)
             anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
@@ -97,7 +97,7 @@ def test_default_val_set_has_small_medium_and_large_objects():
     spec = DemoSpec()
     areas = []
     for i in range(spec.num_val):
-        rng = np.random.default_rng([spec.seed, GENERATOR_VERSION, 1, i])
+        rng = np.random.default_rng([spec.seed, _SCENE_VERSION, 1, i])
         _, objects = render_scene(rng, spec.image_size)
         for cls, mask in objects:
             areas.append(demo_dataset._annotation_fields(cls, mask)["area"])
@@ -108,7 +108,7 @@ def test_default_val_set_has_small_medium_and_large_objects():
     # Every class is drawn in every size range (the class is not given away by the size).
     classes_by_size = {}
     for i in range(spec.num_val):
-        rng = np.random.default_rng([spec.seed, GENERATOR_VERSION, 1, i])
+        rng = np.random.default_rng([spec.seed, _SCENE_VERSION, 1, i])
         for cls, mask in render_scene(rng, spec.image_size)[1]:
             size = "s" if mask.sum() < AREA_SMALL else ("l" if mask.sum() >= AREA_LARGE else "m")
             classes_by_size.setdefault(size, set()).add(cls)
@@ -156,3 +156,25 @@ def test_registered_names_load_through_the_catalog(generated):
         assert os.path.basename(a["file_name"]) == os.path.basename(b["file_name"])
         assert "_lowlight" in b["file_name"] and os.path.isfile(b["file_name"])
         assert all(0 <= obj["category_id"] < len(DEMO_CLASSES) for obj in a["annotations"])
+
+
+def test_lowlight_val_is_the_on_the_fly_degradation_of_the_normal_val(generated):
+    """wnlb_demo_val + INPUT.LOW_LIGHT.TEST and wnlb_demo_val_lowlight are one test set."""
+    from helpers import make_cfg
+
+    from wnlb_d2.data import LowLightDatasetMapper
+
+    root, folder = generated
+    assert os.path.basename(folder).startswith("v4_")  # bytes changed with the seed key: new folder
+    prefix = f"test_demo_{uuid.uuid4().hex[:8]}"
+    register_demo(prefix, root=root, spec=SPEC)
+    cfg = make_cfg()
+    cfg.INPUT.LOW_LIGHT.ENABLED, cfg.INPUT.LOW_LIGHT.TEST = True, True
+    cfg.INPUT.LOW_LIGHT.PIPELINE, cfg.INPUT.LOW_LIGHT.SEED = SPEC.pipeline, SPEC.seed
+    on_the_fly = LowLightDatasetMapper(cfg, is_train=False)
+    cfg.INPUT.LOW_LIGHT.ENABLED = False
+    plain = LowLightDatasetMapper(cfg, is_train=False)
+    normal = DatasetCatalog.get(f"{prefix}_val")
+    low = DatasetCatalog.get(f"{prefix}_val_lowlight")
+    for a, b in list(zip(normal, low))[:4]:
+        assert on_the_fly(a)["image"].numpy().tobytes() == plain(b)["image"].numpy().tobytes(), a["file_name"]

@@ -182,3 +182,58 @@ def test_checkpoint_of_another_model_is_an_error(demo, tmp_path):
     with pytest.raises(SystemExit) as e:
         demo.main(["--config-file", DEMO_CONFIG, "--input", path, "--opts", "MODEL.WEIGHTS", other, *SMALL])
     assert "demo.py: error: CheckpointMismatchError" in str(e.value.code)
+
+
+def _write_video(path, n=6):
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    assert writer.isOpened()
+    for i in range(n):
+        writer.write(np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def test_an_output_that_would_overwrite_an_input_is_refused(demo, checkpoint, tmp_path, capsys):
+    paths = _images(tmp_path / "in")
+    before = {p: open(p, "rb").read() for p in paths}
+    video = _write_video(str(tmp_path / "clip.avi"), n=2)
+    video_bytes = open(video, "rb").read()
+    cases = [
+        ["--input", paths[0], "--output", paths[0]],  # the same file
+        ["--input", paths[0], "--output", os.path.join(str(tmp_path), "in", "..", "in", "img0.png")],  # unresolved
+        ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "in")],  # the folder itself
+        ["--input", paths[1], "--output", str(tmp_path / "in") + os.sep],  # a folder holding that input
+        ["--video-input", video, "--output", video],
+        ["--video-input", video, "--output", str(tmp_path) + os.sep],  # folder output keeps the name
+    ]
+    for case in cases:
+        capsys.readouterr()
+        assert demo.main(["--config-file", DEMO_CONFIG, *case] + _opts(checkpoint)) == 2, case
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("demo.py: error: --output would overwrite the input") and "\n" not in err, case
+    assert {p: open(p, "rb").read() for p in paths} == before
+    assert open(video, "rb").read() == video_bytes
+    assert sorted(os.listdir(tmp_path / "in")) == ["img0.png", "img1.png"]
+    # Another folder, even one inside the input folder, overwrites nothing: allowed.
+    assert demo.main(["--config-file", DEMO_CONFIG, "--input", str(tmp_path / "in"), "--output",
+                      str(tmp_path / "in" / "pred")] + _opts(checkpoint)) == 0
+    assert sorted(os.listdir(tmp_path / "in" / "pred")) == ["img0.png", "img1.png"]
+
+
+def test_a_truncated_video_warns_and_fails(demo, checkpoint, tmp_path, capsys, caplog):
+    full = _write_video(str(tmp_path / "full.avi"), n=6)
+    data = open(full, "rb").read()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])  # the header still announces 6 frames
+    out = str(tmp_path / "pred.avi")
+    assert demo.main(["--config-file", DEMO_CONFIG, "--video-input", str(cut), "--output", out]
+                     + _opts(checkpoint)) == 1
+    err = capsys.readouterr().err
+    assert "1 of 1 input(s) failed" in err and "of the 6 frames its header announces" in err
+    assert "truncated or damaged video" in caplog.text
+    cap = cv2.VideoCapture(out)  # the frames that were decoded are still written
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    assert 0 < n < 6

@@ -35,8 +35,10 @@ def _write_coco(root, extra_images=()):
     cv2.imwrite(os.path.join(images_dir, "sub/c.png"), _scene(3))
     cv2.imwrite(os.path.join(images_dir, "d.JPEG"), _scene(4))
     Image.fromarray(_scene(5)[:, :, 0]).save(os.path.join(images_dir, "gray.png"))
-    Image.fromarray((_scene(6)[:, :, 1].astype(np.uint16) * 257), mode="I;16").save(
-        os.path.join(images_dir, "deep16.png"))
+    # A uint16 array gives a 16-bit image by itself; Pillow >= 10 rejects mode="I;16" here.
+    deep16 = Image.fromarray(_scene(6)[:, :, 1].astype(np.uint16) * 257)
+    assert deep16.mode == "I;16"
+    deep16.save(os.path.join(images_dir, "deep16.png"))
     rgba = np.dstack([_scene(7)[:, :, ::-1], np.full((24, 32), 200, np.uint8)])
     Image.fromarray(rgba, mode="RGBA").save(os.path.join(images_dir, "rgba.png"))
     names += list(extra_images)
@@ -222,3 +224,61 @@ def test_script_help_documents_every_option():
                    "--png-compression", "--limit", "--overwrite", "--no-progress"):
         assert option in proc.stdout
     assert "{lv2021,unprocess}" in proc.stdout and "Exit status" in proc.stdout
+
+
+def test_output_that_is_a_file_is_one_line_exit_2(tiny, tmp_path, caplog):
+    images_dir, json_file, _ = tiny
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("keep me")
+    code, text = _run_main(["--images", images_dir, "--annotations", json_file, "--output", str(a_file)], caplog)
+    assert code == 2 and "a_file.txt is a file" in text and "Traceback" not in text
+    assert a_file.read_text() == "keep me"
+
+
+def test_resume_renders_again_a_file_truncated_or_changed_after_the_run(tiny, tmp_path, caplog):
+    images_dir, json_file, names = tiny
+    out = str(tmp_path / "out")
+    assert prepare_lowlight(images_dir, json_file, out, progress=False).complete
+    records = {r["file_name"]: r for r in _manifest(os.path.join(out, "manifest.jsonl"))[1]}
+    assert records["a.png"]["size"] == os.path.getsize(os.path.join(out, "a.png"))
+    assert len(records["a.png"]["blake2b"]) == 32
+    good = {n: open(os.path.join(out, n), "rb").read() for n in ("a.png", "sub/c.png")}
+    with open(os.path.join(out, "a.png"), "r+b") as f:  # truncated after the run
+        f.truncate(40)
+    changed = bytearray(good["sub/c.png"])
+    changed[-20] ^= 0xFF  # same size, other bytes
+    with open(os.path.join(out, "sub/c.png"), "wb") as f:
+        f.write(changed)
+    with caplog.at_level(logging.WARNING, logger="wnlb_d2.data.prepare"):
+        result = prepare_lowlight(images_dir, json_file, out, progress=False)
+    assert result.rendered == 2 and result.skipped == len(names) - 2
+    assert "a.png again: it has 40 bytes" in caplog.text and "c.png again: its BLAKE2b hash differs" in caplog.text
+    for n, data in good.items():
+        assert open(os.path.join(out, n), "rb").read() == data
+
+
+def test_offline_copy_equals_the_on_the_fly_evaluation_degradation(tiny, tmp_path):
+    """One test set: prepared offline or degraded by the mapper, wherever it is registered."""
+    from helpers import make_cfg
+
+    from wnlb_d2.data import LowLightDatasetMapper
+    from wnlb_d2.data.datasets.coco_instances import load_coco_instances
+
+    images_dir, json_file, names = tiny
+    out = str(tmp_path / "lowlight" / "images")
+    assert prepare_lowlight(images_dir, json_file, out, seed=5, progress=False).complete
+    cfg = make_cfg()
+    cfg.INPUT.LOW_LIGHT.ENABLED, cfg.INPUT.LOW_LIGHT.TEST, cfg.INPUT.LOW_LIGHT.SEED = True, True, 5
+    on_the_fly = LowLightDatasetMapper(cfg, is_train=False)
+    cfg.INPUT.LOW_LIGHT.ENABLED = False
+    plain = LowLightDatasetMapper(cfg, is_train=False)
+    normal = load_coco_instances(json_file, images_dir)
+    offline = load_coco_instances(json_file, out)
+    compared = 0
+    for a, b in zip(normal, offline):
+        if not a["file_name"].endswith(".png"):  # JPEG outputs are re-compressed: close, not equal
+            continue
+        assert a["image_id"] == b["image_id"]
+        assert on_the_fly(a)["image"].numpy().tobytes() == plain(b)["image"].numpy().tobytes(), a["file_name"]
+        compared += 1
+    assert compared >= 3

@@ -9,7 +9,10 @@ in front of the model. A checkpoint with non-local blocks gets them even when th
 the stock backbone (``MODEL.BACKBONE.NAME`` and ``MODEL.WNLB.STAGES`` are read from its
 keys; the fusion from the config). ``--side-by-side`` shows every stage next to the
 predictions. Missing or unreadable inputs are reported and skipped; the exit status is 1 if
-any input failed.
+any input failed, or if a video ends before the frame count its header announces
+(``CAP_PROP_FRAME_COUNT``: a truncated or damaged file; the frames decoded are still written).
+An output that would overwrite an input (the same file, or the input folder as the output
+folder) is refused before anything runs, with exit status 2.
 
 Examples::
 
@@ -94,6 +97,66 @@ def _summary(outputs, metadata, threshold):
     return f"{len(classes)} instance(s)" + (": " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) if counts else "")
 
 
+def _image_outputs(files, output):
+    """The output path of each input image (a folder keeps base names; repeats get ``_1``, ...)."""
+    if not output:
+        return [None] * len(files)
+    if not _output_is_folder(output, len(files)):
+        return [output] * len(files)
+    outs, used = [], set()
+    for path in files:
+        name = os.path.basename(path)
+        stem, ext = os.path.splitext(name)
+        k = 1
+        while name in used:  # same base name from two folders: keep both
+            name, k = f"{stem}_{k}{ext}", k + 1
+        used.add(name)
+        outs.append(os.path.join(output, name))
+    return outs
+
+
+def _video_output(path, output):
+    """The output path of the video ``path`` (None without ``--output``)."""
+    if not output:
+        return None
+    if _output_is_folder(output, 1):
+        base = os.path.basename(path)
+        ext = os.path.splitext(base)[1].lower()
+        return os.path.join(output, os.path.splitext(base)[0] + (ext if ext in VIDEO_CODECS else ".avi"))
+    return output
+
+
+def _same_file(a, b):
+    # realpath resolves symlinks and "..": samefile also catches hard links of existing files.
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs_spare_inputs(inputs, outputs):
+    """Raise ValueError if an output path would overwrite one of the input files.
+
+    The drawings would replace the user's picture (and a second run would then detect its own
+    drawings), so this is refused before anything is read or written.
+
+    Args:
+        inputs (list[str]): input files.
+        outputs (list[str or None]): the output path of each (None: nothing written).
+    """
+    for src, out in zip(inputs, outputs):
+        if out is None:
+            continue
+        for other in inputs:
+            if _same_file(out, other):
+                raise ValueError(
+                    f"--output would overwrite the input {other} (the drawing of {src}); expected an "
+                    "output file or folder that is not an input (e.g. another folder)"
+                )
+
+
 def _write_image(path, image):
     import cv2
 
@@ -113,9 +176,9 @@ def run_images(predictor, files, args, failures):
     from wnlb_d2.data.image_io import ImageReadError, read_image
     from wnlb_d2.engine.predictor import draw_predictions
 
-    folder = _output_is_folder(args.output, len(files)) if args.output else None
-    written, used = [], set()
-    for path in tqdm(files, desc="images", unit="img", disable=len(files) < 2):
+    outputs = _image_outputs(files, args.output)
+    written = []
+    for path, out in tqdm(list(zip(files, outputs)), desc="images", unit="img", disable=len(files) < 2):
         try:
             image = read_image(path, format="BGR")
         except ImageReadError as e:
@@ -129,16 +192,6 @@ def run_images(predictor, files, args, failures):
         drawn = draw_predictions(list(stages.values())[-1], outputs, predictor.metadata,
                                  args.confidence_threshold, args.scale)
         picture = _compose(stages, drawn, args.side_by_side)
-        if folder:
-            name = os.path.basename(path)
-            stem, ext = os.path.splitext(name)
-            k = 1
-            while name in used:  # same base name from two folders: keep both
-                name, k = f"{stem}_{k}{ext}", k + 1
-            used.add(name)
-            out = os.path.join(args.output, name)
-        else:
-            out = args.output
         try:
             _write_image(out, picture)
         except OSError as e:
@@ -166,13 +219,8 @@ def run_video(predictor, path, args, failures):
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     base = os.path.basename(path)
-    out_path = None
-    if args.output:
-        if _output_is_folder(args.output, 1):
-            ext = os.path.splitext(base)[1].lower()
-            out_path = os.path.join(args.output, os.path.splitext(base)[0] + (ext if ext in VIDEO_CODECS else ".avi"))
-        else:
-            out_path = args.output
+    out_path = _video_output(path, args.output)
+    if out_path is not None:
         ext = os.path.splitext(out_path)[1].lower()
         if ext not in VIDEO_CODECS:
             failures.append((path, f"video output {out_path!r} must end with one of {list(VIDEO_CODECS)}"))
@@ -212,6 +260,13 @@ def run_video(predictor, path, args, failures):
             os.remove(tmp)
         return None
     logger.info(f"{path}: {frames} frame(s) processed")
+    if total and frames < total:
+        # OpenCV's read() says only "no frame": fewer frames than the header announces means a
+        # truncated or damaged file, not its end. The frames decoded are still written.
+        reason = (f"only {frames} of the {total} frames its header announces (CAP_PROP_FRAME_COUNT) "
+                  "could be decoded: truncated or damaged video")
+        logger.warning(f"{path}: {reason}")
+        failures.append((path, reason))
     if out_path is None:
         return None
     os.replace(tmp, out_path)
@@ -228,6 +283,16 @@ def main(argv=None):
     from wnlb_d2.engine.predictor import LowLightPredictor, backbone_opts_for_checkpoint, expand_inputs
     from wnlb_d2.engine.setup import setup_cfg
 
+    if args.video_input:
+        inputs, outputs = [args.video_input], [_video_output(args.video_input, args.output)]
+    else:
+        inputs, _ = expand_inputs(args.input)
+        outputs = _image_outputs(inputs, args.output)
+    try:
+        check_outputs_spare_inputs(inputs, outputs)
+    except ValueError as e:
+        print(f"demo.py: error: {e}", file=sys.stderr)
+        return 2
     t = args.confidence_threshold
     if not 0.0 <= t <= 1.0:
         sys.exit(f"demo.py: error: --confidence-threshold must be in [0, 1], got {t}")

@@ -24,7 +24,7 @@ once, and every checkpoint sees that same image.
 Example::
 
     python tools/visualize_features.py --config-file configs/demo/Base-Demo-R18-FPN.yaml \\
-        --input datasets/wnlb_demo/v3_128px_400+100_seed0_lv2021/val/000001.png --low-light lv2021 \\
+        --input datasets/wnlb_demo/v4_128px_400+100_seed0_lv2021/val/000001.png --low-light lv2021 \\
         --weights pretrained=output/demo/pretrained/model_final.pth \\
                   finetuned=output/demo/finetuned/model_final.pth wnlb=output/demo/wnlb/model_final.pth \\
         --output docs/features_grid.png

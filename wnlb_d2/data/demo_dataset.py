@@ -33,7 +33,7 @@ what detectron2's COCOEvaluator computes when it converts the dataset.
 Layout, generated on first use into ``$WNLB_DEMO_DIR`` (default
 ``$DETECTRON2_DATASETS/wnlb_demo``), one folder per :class:`DemoSpec`::
 
-    wnlb_demo/v3_128px_400+100_seed0_lv2021/
+    wnlb_demo/v4_128px_400+100_seed0_lv2021/
       info.json                                  spec, classes, counts (written last)
       annotations/instances_{train,val}.json     COCO format, shared by both light versions
       train/, val/                               normal-light PNGs (000001.png, ...)
@@ -80,7 +80,11 @@ logger = logging.getLogger(__name__)
 DEMO_CLASSES = ("circle", "square", "triangle", "star", "cross", "ellipse")
 
 #: Bumped whenever a spec would render different bytes: the version is part of the folder name.
-GENERATOR_VERSION = 3
+#: 4: the low-light copies are seeded from the image id (as the on-the-fly evaluation
+#: degradation is), no longer from the file name; the normal-light scenes are those of 3.
+GENERATOR_VERSION = 4
+# Seeds the scenes: kept at 3 so version 4's normal-light images are version 3's, byte for byte.
+_SCENE_VERSION = 3
 
 #: COCO's area limits (pixels): small < AREA_SMALL <= medium < AREA_LARGE <= large.
 AREA_SMALL = 32**2
@@ -123,7 +127,7 @@ class DemoSpec:
 
     @property
     def key(self):
-        """Folder name of this spec, e.g. ``v3_128px_400+100_seed0_lv2021``."""
+        """Folder name of this spec, e.g. ``v4_128px_400+100_seed0_lv2021``."""
         return (
             f"v{GENERATOR_VERSION}_{self.image_size}px_{self.num_train}+{self.num_val}"
             f"_seed{self.seed}_{self.pipeline}"
@@ -429,7 +433,7 @@ def _render_file(task):
     """Render image ``index`` of a split: (PNG bytes, annotation fields per object)."""
     seed, split_index, index, image_size = task
     # One generator per image: any image can be rendered alone, by any worker, in any order.
-    rng = np.random.default_rng([seed, GENERATOR_VERSION, split_index, index])
+    rng = np.random.default_rng([seed, _SCENE_VERSION, split_index, index])
     image, objects = render_scene(rng, image_size)
     ok, buf = cv2.imencode(".png", image, _PNG_PARAMS)
     if not ok:

@@ -37,9 +37,13 @@ class LowLightDatasetMapper(DatasetMapper):
       lazily in each process (so forked data-loader workers never share a state) and seeded
       from ``train_seed`` (or OS entropy), ``torch.initial_seed()`` (which differs per worker
       and per data-loader iterator), the worker id and the rank;
-    - evaluation: ``eval_rng(eval_seed, key)`` with key the ``image_id`` (else the file's base
-      name, so the dataset's location does not matter): the same degradation of the same image
-      in every run, on every rank and with any number of workers.
+    - evaluation: ``eval_rng(eval_seed, key)`` with key the ``image_id`` (the COCO id of the
+      annotation JSON; else the file's base name): the same degradation of the same image in
+      every run, on every rank and with any number of workers. It is the key
+      :func:`wnlb_d2.data.prepare.prepare_lowlight` renders offline copies with, and it does
+      not depend on where the set is registered from (a file name would: the mapper only sees
+      absolute paths), so a normal-light set degraded here and its prepared low-light copy are
+      one test set.
 
     Images are read with :func:`wnlb_d2.data.image_io.read_image` (clear errors for bad files,
     logged conversions of grey/16-bit/alpha/CMYK images).

@@ -1,10 +1,17 @@
 """Offline rendering of a COCO-format dataset to a low-light copy (``datasets/prepare_lowlight_coco.py``).
 
 Every image listed in the annotation JSON is read, degraded by a synthesis pipeline with a
-random generator seeded from ``(seed, file_name)`` (:func:`~wnlb_d2.data.synthesis.eval_rng`),
-and written under the output folder with the same relative file name and format. The result
-depends only on the image, the pipeline, its overrides and the seed: not on the worker count,
-the order, or on how often the run was interrupted and resumed.
+random generator seeded from ``(seed, image id)`` (:func:`~wnlb_d2.data.synthesis.eval_rng`,
+the COCO ``id`` of the image in the annotation JSON), and written under the output folder with
+the same relative file name and format. The result depends only on the image, its id, the
+pipeline, its overrides and the seed: not on the worker count, the order, or on how often the
+run was interrupted and resumed.
+
+The key is the one :class:`~wnlb_d2.data.mapper.LowLightDatasetMapper` uses for evaluation
+(``dataset_dict["image_id"]``), and the JSON is copied unchanged, so the offline copy and the
+normal-light set degraded on the fly are one test set: the same pixels for PNG (lossless)
+outputs, whatever folder either is registered from. (A file name would not do: the mapper
+only sees the absolute path, whose root differs between the two registrations.)
 
 * Output format: PNG stays PNG (compression level ``png_compression``, lossless), JPEG stays
   JPEG at a fixed quality (``jpeg_quality``, default 95), BMP/TIFF stay BMP/TIFF. Images are
@@ -13,10 +20,12 @@ the order, or on how often the run was interrupted and resumed.
 * Atomic writes: each image is written to ``.<name>.tmp.<pid>`` in its own folder, then
   renamed over the final name (``os.replace``), so a killed run never leaves a half-written
   image. Temporary files left by a killed run are removed by the next run.
-* Resumable: an image is skipped when its file exists and the manifest records it as done.
+* Resumable: an image is skipped when the manifest records it as done and its file still
+  has the size and BLAKE2b hash recorded there; a file that was truncated, replaced or
+  removed afterwards is rendered again (with a log line naming it).
 * Manifest (JSON lines, default ``<output>/manifest.jsonl``): a header line with the pipeline,
   seed and overrides, then one line per image, ``{"file_name", "image_id", "status": "ok",
-  "params": {sampled parameters}}`` or ``{"status": "failed", "error": ...}``. It is appended to
+  "size": bytes, "blake2b": hex digest, "params": {sampled parameters}}`` or ``{"status": "failed", "error": ...}``. It is appended to
   while rendering and rewritten in the JSON's image order at the end. Resuming with another
   pipeline, seed or overrides is refused.
 * Bad images (unreadable, truncated, unsupported extension) are counted, logged and recorded
@@ -27,6 +36,7 @@ the order, or on how often the run was interrupted and resumed.
 """
 
 import argparse
+import hashlib
 import json
 import logging
 import multiprocessing as mp
@@ -62,7 +72,7 @@ logger = logging.getLogger(__name__)
 SUPPORTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 #: Bumped when the manifest format or the rendering of a given (pipeline, seed) changes.
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: seeded from the image id (1: the file name); size and hash per image
 
 # Temporary names written by _atomic_write: ".<name>.tmp.<pid>".
 _TMP_PATTERN = re.compile(r"^\..+\.tmp\.\d+$")
@@ -122,6 +132,12 @@ def list_coco_images(annotations):
             raise ValueError(
                 f"{annotations}: image {img['id']} has file_name {name!r}; expected a path "
                 "relative to the image folder that stays inside it."
+            )
+        image_id = img["id"]
+        # The id seeds the image's degradation (eval_rng takes an int or a str).
+        if isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
+            raise ValueError(
+                f"{annotations}: image {name!r} has id {image_id!r}; expected an int or a str."
             )
         if norm in seen:
             raise ValueError(f"{annotations}: file_name {name!r} is listed more than once.")
@@ -208,7 +224,9 @@ def _render_one(task):
         image = read_image(src, format="BGR")
     except (ImageReadError, OSError) as e:
         return dict(record, status="failed", error=f"{type(e).__name__}: {e}")
-    rng = eval_rng(_WORKER["seed"], file_name)
+    # Keyed by the image id, as LowLightDatasetMapper keys evaluation images: one test set
+    # whether it is rendered here or degraded on the fly.
+    rng = eval_rng(_WORKER["seed"], image_id)
     try:
         dark, params = _WORKER["pipeline_fn"](image, rng, input_format="BGR")
     except ValueError as e:  # an image the pipeline cannot take, e.g. smaller than 2x2
@@ -217,7 +235,30 @@ def _render_one(task):
     dst = os.path.join(_WORKER["output_dir"], file_name)
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     _atomic_write(dst, data, _WORKER["durable"])
-    return dict(record, status="ok", params=params)
+    return dict(record, status="ok", size=len(data), blake2b=_digest(data), params=params)
+
+
+def _digest(data):
+    """The BLAKE2b (128-bit) hex digest of an output image's bytes, recorded in the manifest."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _file_matches(path, rec):
+    """Why the rendered file ``path`` does not match its manifest record, or None if it does."""
+    if not os.path.isfile(path):
+        return "the file is missing"
+    if "size" not in rec or "blake2b" not in rec:
+        return "the manifest records no size and hash for it"
+    size = os.path.getsize(path)
+    if size != rec["size"]:  # cheap check first: a truncated file is caught without hashing
+        return f"it has {size} bytes, the manifest records {rec['size']}"
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if h.hexdigest() != rec["blake2b"]:
+        return "its BLAKE2b hash differs from the manifest's"
+    return None
 
 
 class _Manifest:
@@ -331,7 +372,7 @@ def prepare_lowlight(
         annotations (str): the COCO-format JSON.
         output_dir (str): where the low-light images go (same relative names).
         pipeline (str): a name in :data:`wnlb_d2.data.synthesis.PIPELINES`.
-        seed (int): seed of the per-image generators (``eval_rng(seed, file_name)``).
+        seed (int): seed of the per-image generators (``eval_rng(seed, image_id)``).
         workers (int): processes; 1 renders in this process.
         overrides (dict or None): keyword arguments for ``build_pipeline`` (parameter ranges).
         manifest (str or None): manifest path; default ``<output_dir>/manifest.jsonl``.
@@ -351,7 +392,8 @@ def prepare_lowlight(
     Raises:
         FileNotFoundError: the image folder or the JSON does not exist.
         ValueError: corrupt or empty JSON, unsafe file names, output folder equal to the
-            image folder, bad settings, or a manifest made with other settings.
+            image folder or an existing file, bad settings, or a manifest made with other
+            settings.
     """
     if pipeline not in PIPELINES:
         raise ValueError(f"Unknown pipeline {pipeline!r}; expected one of {PIPELINES}.")
@@ -378,6 +420,8 @@ def prepare_lowlight(
     except (TypeError, ValueError, KeyError) as e:
         raise ValueError(f"Cannot build pipeline {pipeline!r} with overrides {overrides}: {e}") from e
 
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"The output {output_dir} is a file; expected a folder (new or existing) for --output.")
     os.makedirs(output_dir, exist_ok=True)
     _remove_stale_temps(output_dir)
     manifest_path = manifest or os.path.join(output_dir, "manifest.jsonl")
@@ -407,10 +451,13 @@ def prepare_lowlight(
     todo, skipped = [], 0
     for image_id, name in considered:
         rec = book.records.get(name)
-        if rec and rec.get("status") == "ok" and os.path.isfile(os.path.join(output_dir, name)):
-            skipped += 1
-        else:
-            todo.append((image_id, name))
+        if rec and rec.get("status") == "ok":
+            why = _file_matches(os.path.join(output_dir, name), rec)
+            if why is None:
+                skipped += 1
+                continue
+            logger.warning(f"Rendering {os.path.join(output_dir, name)} again: {why}.")
+        todo.append((image_id, name))
     logger.info(
         f"{len(images)} images in {annotations}: {skipped} already rendered, {len(todo)} to "
         f"render with pipeline {pipeline!r}, seed {seed}, {workers} worker(s)."
@@ -507,7 +554,7 @@ def build_parser():
         description=(
             "Render a COCO split (or any COCO-format dataset) to a low-light copy: every image "
             "of the annotation JSON is degraded with a synthesis pipeline, seeded per image "
-            "from (--seed, file name), and written under --output with the same relative file "
+            "from (--seed, image id), and written under --output with the same relative file "
             "name and format. Resumable; deterministic whatever the worker count."
         ),
         epilog=(
@@ -528,7 +575,8 @@ def build_parser():
     parser.add_argument("--pipeline", default="lv2021", choices=PIPELINES,
                         help="synthesis pipeline (default: %(default)s, the one the wNLB paper used)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="seed; each image uses the generator eval_rng(seed, its file name) "
+                        help="seed; each image uses the generator eval_rng(seed, its COCO image id), as the "
+                             "on-the-fly evaluation degradation does "
                              "(default: %(default)s)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), metavar="N",
                         help="worker processes (default: %(default)s); the output does not depend on it")
@@ -582,7 +630,8 @@ def main(argv=None):
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError) as e:
+        # Bad input (missing or misplaced paths, bad options): one line, no traceback.
         logger.error(str(e))
         return 2
     return 1 if result.failed else 0
