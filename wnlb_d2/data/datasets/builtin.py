@@ -2,14 +2,16 @@
 
 Nothing is read at registration: each name maps to a loading function that runs the first
 time ``DatasetCatalog.get(name)`` is called, and raises a clear ``FileNotFoundError`` naming
-the expected path when the data is missing. The datasets root is ``$DETECTRON2_DATASETS``
+the expected path when the data is missing (an annotation file, a folder, or any image the
+annotations list: their count and the first missing one). The datasets root is ``$DETECTRON2_DATASETS``
 (default ``./datasets``), read once on import as in detectron2.
 
 Registered names:
 
 * ``coco_2017_{train,val}_lowlight``: offline low-light COCO (``datasets/prepare_lowlight_coco.py``);
 * ``lis_{train,test,traintest}_{dark,normal}`` (sRGB) and
-  ``lis_raw_{train,test,traintest}_{dark,normal}`` (RAW as PNG): LIS, in COCO's label space;
+  ``lis_raw_{train,test,traintest}_{dark,normal}`` (RAW as PNG): LIS in the authors' layout and
+  JSONs, in COCO's label space;
 * ``exdark_{train,val,test,all}``: ExDark boxes, in COCO's label space;
 * ``wnlb_demo_{train,val}`` and ``wnlb_demo_{train,val}_lowlight``: the embedded demo dataset.
 

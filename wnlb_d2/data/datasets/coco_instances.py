@@ -1,29 +1,37 @@
 """Loading COCO-format instance annotations into detectron2 dicts, with bad annotations skipped.
 
 This mirrors :func:`detectron2.data.datasets.load_coco_json` (same record fields, same
-category-id mapping, same polygon rule) with three differences, all for bad input:
+category-id mapping, same polygon rule) with these differences, all for bad input:
 
-* an empty dataset, a missing or corrupt JSON, or an annotation naming an unknown category is
-  a clear error that names the file;
-* an annotation whose segmentation is empty or degenerate (every polygon has fewer than 3
-  points or zero area, or an RLE mask is empty) is skipped, and the skip is counted and
-  logged with the annotation ids. detectron2 drops polygons with fewer than 3 points without
-  naming them, and keeps an annotation with ``"segmentation": []`` as a box without mask,
-  which later fails in ``annotations_to_instances`` when other instances of the image have
-  masks;
-* the category mapping can be given (e.g. LIS names onto COCO's 80 classes).
+* an empty dataset, a missing or corrupt JSON, a JSON without ``images`` or ``categories``,
+  or an annotation naming an unknown category is a clear error that names the file;
+* an image listed in the JSON but missing on disk is an error when the dataset is loaded
+  (count and first missing path), not a crash in a data-loader worker much later;
+* a box with zero or negative width or height (or a non-finite coordinate) is dropped, and
+  the drop is counted and logged with the annotation ids: detectron2 keeps it, training
+  filters it out later, but COCOEvaluator scores against it;
+* invalid polygons (fewer than 3 points, an odd number of coordinates, zero area) are
+  dropped from their annotation, and an annotation left with no usable mask (or with
+  ``"segmentation": []``, or an empty RLE) is dropped; both are counted and logged. detectron2
+  drops short polygons silently in training only, while pycocotools, reading the same JSON
+  for evaluation, fails on them after the whole inference has run. Datasets loaded here
+  are therefore evaluated from the cleaned dicts (see :func:`load_coco_instances`'s
+  ``report`` and :mod:`.coco_lowlight`);
+* the category mapping and the file-name resolution can be given (e.g. LIS names onto
+  COCO's 80 classes, LIS's ``./JPEGImages/`` prefixes).
 
-Datasets without any segmentation (boxes only) are loaded as boxes, nothing skipped.
+Datasets without any segmentation (boxes only) are loaded as boxes, no mask required.
 """
 
 import json
 import logging
+import math
 import os
 
 import pycocotools.mask as mask_util
 from detectron2.structures import BoxMode
 
-from .paths import require_dir, require_file
+from .paths import require_dir, require_file, require_images
 
 __all__ = [
     "read_coco_json",
@@ -31,6 +39,7 @@ __all__ = [
     "clean_segmentation",
     "polygon_area",
     "sorted_id_mapper",
+    "valid_box",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,7 +60,8 @@ def read_coco_json(json_file, what="COCO annotation file"):
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not valid JSON, is not a COCO dict, or lists no images.
+        ValueError: the file is not valid JSON, is not a COCO dict, lacks ``images`` or
+            ``categories``, or lists no images.
     """
     require_file(json_file, what)
     try:
@@ -66,11 +76,26 @@ def read_coco_json(json_file, what="COCO annotation file"):
             f"{what} {json_file} holds a JSON {type(data).__name__}; expected a COCO-format "
             "object with 'images', 'annotations' and 'categories'."
         )
-    images = data.get("images")
-    if not isinstance(images, list):
-        raise ValueError(f"{what} {json_file} has no 'images' list; expected COCO format.")
-    if len(images) == 0:
+    missing = [k for k in ("images", "categories") if k not in data]
+    if missing:
+        raise ValueError(
+            f"{what} {json_file} lacks the key(s) {missing}; expected a COCO-format object with "
+            "'images', 'annotations' and 'categories'."
+        )
+    for key in ("images", "categories", "annotations"):
+        if key in data and not isinstance(data[key], list):
+            raise ValueError(
+                f"{what} {json_file}: '{key}' is a {type(data[key]).__name__}; expected a list "
+                "(COCO format)."
+            )
+    if len(data["images"]) == 0:
         raise ValueError(f"{what} {json_file} lists no images (empty dataset).")
+    for c in data["categories"]:
+        if not isinstance(c, dict) or "id" not in c or "name" not in c:
+            raise ValueError(
+                f"{what} {json_file}: category entry {c!r} lacks 'id' or 'name'; expected "
+                "{'id': <int>, 'name': <str>, ...}."
+            )
     return data
 
 
@@ -124,7 +149,33 @@ def sorted_id_mapper(categories, json_file):
     return {c["id"]: i for i, c in enumerate(sorted(categories, key=lambda c: c["id"]))}
 
 
-def load_coco_instances(json_file, image_root, category_mapper=None, what="COCO annotation file"):
+def valid_box(bbox):
+    """Whether an XYWH box has finite coordinates and a positive width and height.
+
+    Args:
+        bbox (list[float]): ``[x, y, w, h]``.
+
+    Returns:
+        bool
+    """
+    return all(math.isfinite(v) for v in bbox) and bbox[2] > 0 and bbox[3] > 0
+
+
+def _log_ids(message, ids):
+    shown = ", ".join(str(i) for i in ids[:_MAX_IDS_LOGGED])
+    more = " ..." if len(ids) > _MAX_IDS_LOGGED else ""
+    logger.warning(f"{message}. Annotation ids: {shown}{more}")
+
+
+def load_coco_instances(
+    json_file,
+    image_root,
+    category_mapper=None,
+    what="COCO annotation file",
+    file_name_fn=None,
+    check_images=True,
+    report=None,
+):
     """Load a COCO-format instances JSON into detectron2's standard dataset dicts.
 
     Args:
@@ -134,6 +185,14 @@ def load_coco_instances(json_file, image_root, category_mapper=None, what="COCO 
             id: contiguous class index}``; default :func:`sorted_id_mapper`. Annotations of
             a category the mapping leaves out are an error.
         what (str): what the JSON is, for error messages.
+        file_name_fn (callable or None): ``f(file_name) -> path relative to image_root``
+            (e.g. LIS's ``./JPEGImages/4.JPG``); default: the name as it is.
+        check_images (bool): check that every image exists (one listing per folder).
+        report (dict or None): if given, filled with what was dropped: ``"bad_boxes"``,
+            ``"bad_polygons"`` (polygons removed from annotations that kept a mask),
+            ``"no_mask"`` (annotations dropped for want of a usable mask). A dataset whose
+            report is all zeros can be evaluated against ``json_file`` itself; otherwise
+            the evaluator must see the cleaned dicts.
 
     Returns:
         list[dict]: one record per image (sorted by image id) with ``file_name``,
@@ -142,19 +201,21 @@ def load_coco_instances(json_file, image_root, category_mapper=None, what="COCO 
         dataset has masks).
 
     Raises:
-        FileNotFoundError: the JSON or the image folder does not exist.
-        ValueError: the JSON is corrupt or empty, an image entry lacks a field, annotation
-            ids repeat, or an annotation names an unknown category.
+        FileNotFoundError: the JSON, the image folder or an image does not exist.
+        ValueError: the JSON is corrupt, empty or not COCO, an image entry lacks a field,
+            annotation ids repeat, a bbox is not 4 numbers, or an annotation names an
+            unknown category.
     """
     data = read_coco_json(json_file, what)
     require_dir(image_root, f"Image folder of {os.path.basename(json_file)}")
-    categories = data.get("categories") or []
-    id_map = (category_mapper or sorted_id_mapper)(categories, json_file)
+    id_map = (category_mapper or sorted_id_mapper)(data["categories"], json_file)
     annotations = data.get("annotations") or []
 
     anns_per_image = {}
     seen_ids = set()
     for ann in annotations:
+        if not isinstance(ann, dict):
+            raise ValueError(f"{json_file}: annotation entry {ann!r} is not an object; expected COCO format.")
         ann_id = ann.get("id")
         if ann_id is not None:
             if ann_id in seen_ids:
@@ -167,7 +228,8 @@ def load_coco_instances(json_file, image_root, category_mapper=None, what="COCO 
     has_masks = any(ann.get("segmentation") for ann in annotations)
 
     dataset_dicts = []
-    skipped_ids = []
+    bad_boxes, no_mask, trimmed = [], [], []
+    bad_polygons = 0
     matched = 0
     for img in sorted(data["images"], key=lambda im: im.get("id", 0)):
         missing = [k for k in ("id", "file_name", "height", "width") if k not in img]
@@ -183,7 +245,11 @@ def load_coco_instances(json_file, image_root, category_mapper=None, what="COCO 
             if ann.get("ignore", 0):
                 raise ValueError(f"{json_file}: annotation {ann.get('id')} has 'ignore', unsupported.")
             bbox = ann.get("bbox")
-            if not isinstance(bbox, list) or len(bbox) != 4:
+            if (
+                not isinstance(bbox, list)
+                or len(bbox) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+            ):
                 raise ValueError(
                     f"{json_file}: annotation {ann.get('id')} has bbox {bbox!r}; expected [x, y, w, h]."
                 )
@@ -193,22 +259,35 @@ def load_coco_instances(json_file, image_root, category_mapper=None, what="COCO 
                     f"{json_file}: annotation {ann.get('id')} has category_id {cat!r}, which is not "
                     f"among the mapped categories {sorted(id_map)}."
                 )
+            bbox = [float(v) for v in bbox]
+            # Dropped, not kept: training would filter it, but the evaluator would score
+            # predictions against a box that covers nothing.
+            if not valid_box(bbox):
+                bad_boxes.append(ann.get("id"))
+                continue
             obj = {
                 "iscrowd": int(ann.get("iscrowd", 0)),
-                "bbox": [float(v) for v in bbox],
+                "bbox": bbox,
                 "bbox_mode": BoxMode.XYWH_ABS,
                 "category_id": id_map[cat],
             }
             if has_masks:
-                segm = clean_segmentation(ann.get("segmentation"))
+                raw = ann.get("segmentation")
+                segm = clean_segmentation(raw)
                 if segm is None:
-                    skipped_ids.append(ann.get("id"))
+                    no_mask.append(ann.get("id"))
                     continue
+                if isinstance(raw, list) and len(segm) < len(raw):
+                    bad_polygons += len(raw) - len(segm)
+                    trimmed.append(ann.get("id"))
                 obj["segmentation"] = segm
             objs.append(obj)
+        name = img["file_name"]
+        if file_name_fn is not None:
+            name = file_name_fn(name)
         dataset_dicts.append(
             {
-                "file_name": os.path.join(image_root, img["file_name"]),
+                "file_name": os.path.join(image_root, name),
                 "height": int(img["height"]),
                 "width": int(img["width"]),
                 "image_id": image_id,
@@ -221,13 +300,29 @@ def load_coco_instances(json_file, image_root, category_mapper=None, what="COCO 
             f"{json_file} has {len(annotations)} annotations, but only {matched} belong to an "
             "image listed in the file; the others are ignored."
         )
-    if skipped_ids:
-        shown = ", ".join(str(i) for i in skipped_ids[:_MAX_IDS_LOGGED])
-        more = " ..." if len(skipped_ids) > _MAX_IDS_LOGGED else ""
-        logger.warning(
-            f"{json_file}: skipped {len(skipped_ids)} of {len(annotations)} annotations whose "
-            "segmentation is empty or degenerate (polygons with fewer than 3 points or zero "
-            f"area, or an empty mask). Annotation ids: {shown}{more}"
+    if bad_boxes:
+        _log_ids(
+            f"{json_file}: dropped {len(bad_boxes)} of {len(annotations)} annotations whose box "
+            "has zero or negative width or height (or a non-finite coordinate)",
+            bad_boxes,
         )
+    if no_mask:
+        _log_ids(
+            f"{json_file}: skipped {len(no_mask)} of {len(annotations)} annotations whose "
+            "segmentation is empty or degenerate (polygons with fewer than 3 points or zero "
+            "area, or an empty mask)",
+            no_mask,
+        )
+    if trimmed:
+        _log_ids(
+            f"{json_file}: dropped {bad_polygons} invalid polygons (fewer than 3 points, an odd "
+            f"number of coordinates or zero area) from {len(trimmed)} annotations, which keep "
+            "their other polygons",
+            trimmed,
+        )
+    if report is not None:
+        report.update(bad_boxes=len(bad_boxes), bad_polygons=bad_polygons, no_mask=len(no_mask))
+    if check_images:
+        require_images(dataset_dicts, f"Images of {json_file} (under {image_root})")
     logger.info(f"Loaded {len(dataset_dicts)} images from {json_file}")
     return dataset_dicts

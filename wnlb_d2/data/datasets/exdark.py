@@ -15,7 +15,9 @@ The annotations are converted on the fly. Boxes only (no masks), 12 classes, eac
 COCO's class of the same meaning so a COCO-trained model is evaluated on ExDark as it is
 (metadata ``evaluation_tasks = ("bbox",)``: give it to COCOEvaluator as ``tasks``):
 People -> person, Motorbike -> motorcycle, Table -> dining table, the 9 others by their own
-name (bicycle, boat, bottle, bus, car, cat, chair, cup, dog). COCOEvaluator writes the ground
+name (bicycle, boat, bottle, bus, car, cat, chair, cup, dog). A box whose class is not one of
+these 12 (case-insensitive; e.g. ``Horse``, a COCO class but not an ExDark one) is skipped and
+counted in a warning. COCOEvaluator writes the ground
 truth JSON itself (``convert_to_coco_json``, cached in its output folder).
 
 Images that carry an EXIF orientation: the boxes were drawn with MATLAB's ``imread``, which
@@ -183,14 +185,17 @@ def load_exdark(root, split):
 
     Returns:
         list[dict]: records with ``file_name``, ``height``, ``width`` (as detectron2 reads
-        the image, EXIF applied), ``image_id`` (the image's line number in
-        ``imageclasslist.txt``, so ids agree across splits) and ``annotations`` (XYXY_ABS
-        boxes, COCO contiguous ``category_id``, ``iscrowd`` 0).
+        the image, EXIF applied), ``image_id`` (the image's 1-based index among the entries
+        of ``imageclasslist.txt``, header and blank lines not counted, so ids agree across
+        splits) and ``annotations`` (XYXY_ABS
+        boxes, COCO contiguous ``category_id``, ``iscrowd`` 0). Boxes whose class is not
+        one of ExDark's 12 (case-insensitive) are skipped, counted and logged.
 
     Raises:
-        FileNotFoundError: a folder or the split file is missing.
-        ValueError: unknown split, a file cannot be parsed, a box names an unknown class,
-            or no image of the split could be loaded.
+        FileNotFoundError: a folder or the split file is missing, or a class folder of
+            images or annotations that the split needs is missing (an incomplete unzip).
+        ValueError: unknown split, a file cannot be parsed, or no image of the split could
+            be loaded.
     """
     if split not in SPLITS:
         raise ValueError(f"ExDark split {split!r} is unknown; expected one of {tuple(SPLITS)}.")
@@ -212,9 +217,24 @@ def load_exdark(root, split):
         actual = listings[folder].get(name.lower())
         return os.path.join(folder, actual) if actual else None
 
-    missing, unreadable, rotated, degenerate, clipped = [], [], [], [], []
-    dataset_dicts = []
     wanted = SPLITS[split]
+    # A whole class folder missing means an incomplete unzip, not a stray file: an error,
+    # rather than a split silently loaded without one of its classes.
+    per_class = {}
+    for e in entries:
+        if wanted is None or e.split == wanted:
+            per_class[e.class_label] = per_class.get(e.class_label, 0) + 1
+    for folder_root, what in ((image_dir, "image"), (anno_dir, "annotation")):
+        for label, count in sorted(per_class.items()):
+            cls = EXDARK_CLASSES[label - 1]
+            require_dir(
+                os.path.join(folder_root, cls),
+                f"ExDark {what} folder of class {cls} ({count} images of split {split!r} listed)",
+            )
+
+    missing, unreadable, rotated, degenerate, clipped, unknown = [], [], [], [], [], []
+    dataset_dicts = []
+    exdark_names = {c.lower() for c in EXDARK_CLASSES}
     for image_id, entry in enumerate(entries, 1):
         if wanted is not None and entry.split != wanted:
             continue
@@ -238,12 +258,12 @@ def load_exdark(root, split):
 
         annotations = []
         for cls_name, l, t, w, h, lineno in read_bbgt(anno_path):
+            # Checked against ExDark's own 12 names, not COCO's 80: a COCO name such as
+            # "Horse" is not an ExDark label and would otherwise load silently.
+            if cls_name.lower() not in exdark_names:
+                unknown.append(f"{anno_path}:{lineno} ({cls_name!r})")
+                continue
             category = coco_contiguous_id(cls_name, EXDARK_TO_COCO)
-            if category is None:
-                raise ValueError(
-                    f"{anno_path}:{lineno}: class {cls_name!r} is not an ExDark class; expected "
-                    f"one of {list(EXDARK_CLASSES)}."
-                )
             box = [l, t, w, h]
             if orientation != 1:
                 box = _exif_box(box, orientation, width, height)
@@ -265,6 +285,7 @@ def load_exdark(root, split):
 
     _log_some("images or annotation files listed in imageclasslist.txt but missing, skipped", missing)
     _log_some("unreadable images, skipped", unreadable)
+    _log_some(f"boxes whose class is not one of ExDark's 12 {list(EXDARK_CLASSES)}, skipped", unknown)
     _log_some("boxes with zero area (after clipping to the image), skipped", degenerate)
     _log_some("boxes reaching outside the image, clipped to it", clipped)
     _log_some("images with an EXIF orientation; their boxes were rotated with the image", rotated)
