@@ -26,12 +26,14 @@ from detectron2.data import detection_utils
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
+from ..utils.params import CHANNEL_ORDERS
+
 __all__ = ["read_image", "ImageReadError", "READ_FORMATS"]
 
 logger = logging.getLogger(__name__)
 
 #: Channel orders :func:`read_image` returns.
-READ_FORMATS = ("BGR", "RGB")
+READ_FORMATS = CHANNEL_ORDERS
 
 # Pillow modes converted to RGB without losing anything but alpha.
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}

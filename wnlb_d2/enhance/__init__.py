@@ -7,8 +7,8 @@ low-light images alone (``tools/train_zero_dce.py``) that also loads the authors
 """
 
 from .base import ENHANCER_FORMATS, Enhancer, EnhancerChain
-from .build import (ENHANCERS, build_enhancer, build_enhancer_from_config, enhancer_arguments, enhancer_enabled,
-                    parse_enhancer_name)
+from .build import (ENHANCER_REGISTRY, ENHANCERS, build_enhancer, build_enhancer_from_config, enhancer_arguments, enhancer_enabled,
+                    enhancer_names, parse_enhancer_name)
 from .classical import Clahe, GammaCorrection, HistogramEqualization, NonLocalMeans
 from .mapper import DegradeThenEnhance, EnhancedDatasetMapper, build_low_light_mapper
 from .zero_dce import (ZERO_DCE_KEYS, ZeroDCEEnhancer, ZeroDCEPP, ZeroDCEWeightsError, apply_le_curve,
@@ -18,7 +18,7 @@ from .zero_dce_losses import (DEFAULT_LOSS_WEIGHTS, color_constancy_loss, exposu
 from .zero_dce_train import load_training_images, save_zero_dce_weights, train_zero_dce
 
 __all__ = [
-    "Enhancer", "EnhancerChain", "ENHANCER_FORMATS", "ENHANCERS", "build_enhancer", "build_enhancer_from_config",
+    "Enhancer", "EnhancerChain", "ENHANCER_FORMATS", "ENHANCER_REGISTRY", "ENHANCERS", "enhancer_names", "build_enhancer", "build_enhancer_from_config",
     "enhancer_arguments", "enhancer_enabled", "parse_enhancer_name", "GammaCorrection", "Clahe",
     "HistogramEqualization", "NonLocalMeans", "ZeroDCEEnhancer", "ZeroDCEPP", "ZeroDCEWeightsError",
     "ZERO_DCE_KEYS", "apply_le_curve", "load_zero_dce_weights", "DEFAULT_LOSS_WEIGHTS", "color_constancy_loss",

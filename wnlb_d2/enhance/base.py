@@ -4,10 +4,12 @@ import abc
 
 import numpy as np
 
+from ..utils.params import CHANNEL_ORDERS, check_channel_order
+
 __all__ = ["Enhancer", "EnhancerChain", "ENHANCER_FORMATS", "check_image"]
 
 #: Channel orders an enhancer accepts (detectron2's ``INPUT.FORMAT`` values for colour).
-ENHANCER_FORMATS = ("BGR", "RGB")
+ENHANCER_FORMATS = CHANNEL_ORDERS
 
 
 def check_image(image, who):
@@ -43,9 +45,7 @@ class Enhancer(abc.ABC):
             np.ndarray: uint8 array of shape (H, W, 3), contiguous.
         """
         check_image(image, f"enhancer {self.name!r}")
-        if input_format not in ENHANCER_FORMATS:
-            raise ValueError(f"enhancer {self.name!r}: input_format must be one of {ENHANCER_FORMATS}, "
-                             f"got {input_format!r}")
+        check_channel_order(f"enhancer {self.name!r}", input_format)
         bgr = np.ascontiguousarray(image[:, :, ::-1]) if input_format == "RGB" else image
         out = self._enhance(bgr)
         if out.shape != image.shape or out.dtype != np.uint8:

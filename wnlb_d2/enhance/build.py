@@ -1,22 +1,38 @@
 """Building enhancers by name (``"nlm+clahe"``) or from ``INPUT.ENHANCER``."""
 
-import inspect
 import logging
 
-from ..data.synthesis.common import ParameterError
+from detectron2.utils.registry import Registry
+
+from ..utils.registry import build_from_section, build_named, constructor_arguments, lookup, registered_names
 from .base import EnhancerChain
 from .classical import Clahe, GammaCorrection, HistogramEqualization, NonLocalMeans
 from .zero_dce import ZeroDCEEnhancer
 
-__all__ = ["ENHANCERS", "build_enhancer", "build_enhancer_from_config", "parse_enhancer_name",
-           "enhancer_arguments", "enhancer_enabled"]
+__all__ = ["ENHANCER_REGISTRY", "ENHANCERS", "enhancer_names", "build_enhancer", "build_enhancer_from_config",
+           "parse_enhancer_name", "enhancer_arguments", "enhancer_enabled"]
 
 logger = logging.getLogger(__name__)
 
-_CLASSES = {cls.name: cls for cls in (GammaCorrection, Clahe, HistogramEqualization, NonLocalMeans, ZeroDCEEnhancer)}
+ENHANCER_REGISTRY = Registry("ENHANCER")
+ENHANCER_REGISTRY.__doc__ = """
+Registry of image enhancers: :class:`~wnlb_d2.enhance.base.Enhancer` subclasses, selected by
+their ``name`` in ``INPUT.ENHANCER.NAME`` (alone or chained with "+"); their constructor's
+keyword arguments are the keys of ``INPUT.ENHANCER.<NAME>`` upper-cased (a section that is
+absent keeps the defaults). Register your own with ``@ENHANCER_REGISTRY.register()``.
+"""
+for _cls in (GammaCorrection, Clahe, HistogramEqualization, NonLocalMeans, ZeroDCEEnhancer):
+    ENHANCER_REGISTRY.register(_cls)
 
-#: Single enhancers; ``INPUT.ENHANCER.NAME`` is "none", one of these, or several joined by "+".
-ENHANCERS = tuple(_CLASSES)
+#: The built-in single enhancers; :func:`enhancer_names` also lists those registered by users.
+ENHANCERS = ("gamma", "clahe", "histeq", "nlm", "zero_dce")
+
+_KIND = "enhancer"
+
+
+def enhancer_names():
+    """Names of every registered enhancer (built-in first)."""
+    return registered_names(ENHANCER_REGISTRY)
 
 
 def parse_enhancer_name(name, where="enhancer name"):
@@ -30,24 +46,29 @@ def parse_enhancer_name(name, where="enhancer name"):
     if name.strip().lower() == "none" or not name.strip():
         return []
     parts = [p.strip().lower() for p in name.split("+")]
-    unknown = [p for p in parts if p not in _CLASSES]
+    names = enhancer_names()
+    unknown = [p for p in parts if p not in names]
     if unknown:
         raise ValueError(f"{where} = {name!r}: unknown enhancer(s) {unknown}; expected 'none', one of "
-                         f"{list(ENHANCERS)}, or several joined by '+' (applied left to right), e.g. 'nlm+clahe'")
+                         f"{list(names)}, or several joined by '+' (applied left to right), e.g. 'nlm+clahe'")
     return parts
 
 
 def enhancer_arguments(name):
     """Constructor arguments of single enhancer ``name``; ``INPUT.ENHANCER.<NAME>`` has them upper-cased."""
     parse_enhancer_name(name)
-    return tuple(p for p in inspect.signature(_CLASSES[name].__init__).parameters if p != "self")
+    return constructor_arguments(lookup(ENHANCER_REGISTRY, name, _KIND, "enhancer_arguments"))
+
+
+def _chain(built):
+    return None if not built else built[0] if len(built) == 1 else EnhancerChain(built)
 
 
 def build_enhancer(name, params=None):
     """Build an enhancer (or a chain of them) by name.
 
     Args:
-        name (str): "none", one of :data:`ENHANCERS`, or a chain such as "nlm+clahe".
+        name (str): "none", a registered name (:func:`enhancer_names`), or a chain such as "nlm+clahe".
         params (dict or None): single enhancer name -> keyword arguments, e.g.
             ``{"clahe": {"clip_limit": 3.0}, "zero_dce": {"weights": "Epoch99.pth"}}``.
 
@@ -59,17 +80,8 @@ def build_enhancer(name, params=None):
     """
     params = params or {}
     parts = parse_enhancer_name(name)
-    if not parts:
-        return None
-    built = []
-    for part in parts:
-        kwargs = dict(params.get(part, {}))
-        unknown = sorted(set(kwargs) - set(enhancer_arguments(part)))
-        if unknown:
-            raise ValueError(f"enhancer {part!r}: unknown parameter(s) {unknown}, expected some of "
-                             f"{list(enhancer_arguments(part))}")
-        built.append(_CLASSES[part](**kwargs))
-    return built[0] if len(built) == 1 else EnhancerChain(built)
+    return _chain([build_named(ENHANCER_REGISTRY, part, dict(params.get(part, {})), _KIND, "build_enhancer")
+                   for part in parts])
 
 
 def enhancer_enabled(cfg, is_train):
@@ -95,19 +107,9 @@ def build_enhancer_from_config(cfg):
     """
     node = cfg.INPUT.ENHANCER
     parts = parse_enhancer_name(node.NAME, "INPUT.ENHANCER.NAME")
-    built = []
-    for part in parts:
-        section = part.upper()
-        values = node.get(section, {})
-        expected = {a.upper(): a for a in enhancer_arguments(part)}
-        unknown = sorted(set(values) - set(expected))
-        if unknown:
-            raise ValueError(f"INPUT.ENHANCER.{section}: unknown key(s) {unknown}, expected some of {sorted(expected)}")
-        try:
-            built.append(build_enhancer(part, {part: {expected[k]: v for k, v in values.items()}}))
-        except ParameterError as e:
-            raise ValueError(f"INPUT.ENHANCER.{section}.{e.key.upper()}: {e.detail}") from e
-    enhancer = None if not built else built[0] if len(built) == 1 else EnhancerChain(built)
+    enhancer = _chain([build_from_section(ENHANCER_REGISTRY, part, node.get(part.upper()),
+                                          f"INPUT.ENHANCER.{part.upper()}", _KIND, "INPUT.ENHANCER.NAME")
+                       for part in parts])
     if enhancer is not None:
         logger.info(f"Enhancer: {enhancer!r}")
     return enhancer

@@ -4,7 +4,7 @@ All work on uint8 BGR images with OpenCV and change brightness/contrast on a lum
 only (CLAHE on L of CIELAB, equalisation on Y of YCrCb), so colours keep their hue; gamma acts
 on every channel, as a camera's tone curve does.
 
-Invalid parameters raise :class:`~wnlb_d2.data.synthesis.common.ParameterError` naming the
+Invalid parameters raise :class:`~wnlb_d2.utils.params.ParameterError` naming the
 constructor argument; :func:`~wnlb_d2.enhance.build.build_enhancer_from_config` re-raises it
 with the config key (``INPUT.ENHANCER.CLAHE.CLIP_LIMIT`` ...).
 """
@@ -15,7 +15,7 @@ import numbers
 import cv2
 import numpy as np
 
-from ..data.synthesis.common import ParameterError, check_number
+from ..utils.params import ParameterError, check_number
 from .base import Enhancer
 
 __all__ = ["GammaCorrection", "Clahe", "HistogramEqualization", "NonLocalMeans", "check_int"]

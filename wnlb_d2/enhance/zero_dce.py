@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.synthesis.common import ParameterError
+from ..utils.params import ParameterError
 from .base import Enhancer
 from .classical import check_int
 

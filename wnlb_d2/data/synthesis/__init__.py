@@ -10,28 +10,39 @@ Every draw comes from an explicit ``numpy.random.Generator``; :func:`eval_rng` g
 for an evaluation image, the same in every run, process and rank.
 """
 
-import inspect
 import logging
 
-from .common import LowLightPipeline, ParameterError, eval_rng
+from detectron2.utils.registry import Registry
+
+from ...utils.registry import build_from_section, build_named, constructor_arguments, lookup, registered_names
+from .common import LowLightPipeline, eval_rng
 from .lv2021 import Lv2021Pipeline
 from .unprocess import UnprocessPipeline
 
-__all__ = ["PIPELINES", "LowLightPipeline", "Lv2021Pipeline", "UnprocessPipeline", "build_pipeline",
-           "build_pipeline_from_config", "eval_rng", "pipeline_arguments"]
+__all__ = ["LOW_LIGHT_PIPELINE_REGISTRY", "PIPELINES", "pipeline_names", "LowLightPipeline", "Lv2021Pipeline",
+           "UnprocessPipeline", "build_pipeline", "build_pipeline_from_config", "eval_rng", "pipeline_arguments"]
 
 logger = logging.getLogger(__name__)
 
-_CLASSES = {cls.name: cls for cls in (Lv2021Pipeline, UnprocessPipeline)}
+LOW_LIGHT_PIPELINE_REGISTRY = Registry("LOW_LIGHT_PIPELINE")
+LOW_LIGHT_PIPELINE_REGISTRY.__doc__ = """
+Registry of low-light synthesis pipelines: :class:`LowLightPipeline` subclasses, selected by
+their ``name`` in ``INPUT.LOW_LIGHT.PIPELINE``; their constructor's keyword arguments are the
+keys of ``INPUT.LOW_LIGHT.<NAME>`` upper-cased (a section that is absent keeps the defaults).
+Register your own with ``@LOW_LIGHT_PIPELINE_REGISTRY.register()``.
+"""
+LOW_LIGHT_PIPELINE_REGISTRY.register(Lv2021Pipeline)
+LOW_LIGHT_PIPELINE_REGISTRY.register(UnprocessPipeline)
 
-#: Names accepted by :func:`build_pipeline` and ``INPUT.LOW_LIGHT.PIPELINE``.
-PIPELINES = tuple(_CLASSES)
+#: The built-in pipelines' names; :func:`pipeline_names` also lists those registered by users.
+PIPELINES = ("lv2021", "unprocess")
+
+_KIND = "low-light pipeline"
 
 
-def _check_name(name, where):
-    if name not in _CLASSES:
-        raise ValueError(f"{where}: unknown low-light pipeline {name!r}, expected one of {PIPELINES}")
-    return _CLASSES[name]
+def pipeline_names():
+    """Names of every registered pipeline (built-in first)."""
+    return registered_names(LOW_LIGHT_PIPELINE_REGISTRY)
 
 
 def pipeline_arguments(name):
@@ -40,15 +51,14 @@ def pipeline_arguments(name):
     Returns:
         tuple[str]: in constructor order; ``INPUT.LOW_LIGHT.<NAME>`` has the same keys upper-cased.
     """
-    cls = _check_name(name, "pipeline_arguments")
-    return tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")
+    return constructor_arguments(lookup(LOW_LIGHT_PIPELINE_REGISTRY, name, _KIND, "pipeline_arguments"))
 
 
 def build_pipeline(name, **overrides):
     """Build a pipeline by name, with default ranges except those given.
 
     Args:
-        name (str): one of :data:`PIPELINES`.
+        name (str): a registered name (:func:`pipeline_names`).
         **overrides: constructor arguments, e.g. ``gamma=(2.0, 3.0)``.
 
     Returns:
@@ -58,13 +68,7 @@ def build_pipeline(name, **overrides):
         ValueError: unknown name or argument (the message lists the allowed ones), or a bad
             value (the message names the argument).
     """
-    cls = _check_name(name, "build_pipeline")
-    allowed = pipeline_arguments(name)
-    unknown = sorted(set(overrides) - set(allowed))
-    if unknown:
-        raise ValueError(f"build_pipeline({name!r}): unknown parameter(s) {unknown}, "
-                         f"expected some of {list(allowed)}")
-    return cls(**overrides)
+    return build_named(LOW_LIGHT_PIPELINE_REGISTRY, name, overrides, _KIND, "build_pipeline")
 
 
 def build_pipeline_from_config(cfg):
@@ -83,19 +87,9 @@ def build_pipeline_from_config(cfg):
     """
     node = cfg.INPUT.LOW_LIGHT
     name = node.PIPELINE
-    _check_name(name, "INPUT.LOW_LIGHT.PIPELINE")
-    section = name.upper()
-    values = node[section]
-    expected = {a.upper(): a for a in pipeline_arguments(name)}
-    unknown = sorted(set(values) - set(expected))
-    if unknown:
-        raise ValueError(f"INPUT.LOW_LIGHT.{section}: unknown key(s) {unknown}, "
-                         f"expected some of {sorted(expected)}")
+    section = str(name).upper()
     # YAML gives lists where the defaults are tuples; the checks accept both.
-    kwargs = {expected[k]: v for k, v in values.items()}
-    try:
-        pipeline = build_pipeline(name, **kwargs)
-    except ParameterError as e:
-        raise ValueError(f"INPUT.LOW_LIGHT.{section}.{e.key.upper()}: {e.detail}") from e
+    pipeline = build_from_section(LOW_LIGHT_PIPELINE_REGISTRY, name, node.get(section), f"INPUT.LOW_LIGHT.{section}",
+                                  _KIND, "INPUT.LOW_LIGHT.PIPELINE")
     logger.info(f"Low-light pipeline: {pipeline!r}")
     return pipeline

@@ -13,6 +13,9 @@ import numbers
 
 import numpy as np
 
+from ...utils.params import (CHANNEL_ORDERS, ParameterError, check_channel_order, check_choice, check_number,
+                             check_range)
+
 __all__ = ["LowLightPipeline", "ParameterError", "eval_rng", "check_range", "check_number",
            "check_choice", "check_truncated_normal", "uniform", "truncated_normal", "log_uniform",
            "INPUT_FORMATS"]
@@ -20,69 +23,7 @@ __all__ = ["LowLightPipeline", "ParameterError", "eval_rng", "check_range", "che
 logger = logging.getLogger(__name__)
 
 #: Channel orders accepted by the pipelines (detectron2's ``INPUT.FORMAT`` values for colour).
-INPUT_FORMATS = ("BGR", "RGB")
-
-
-class ParameterError(ValueError):
-    """A bad pipeline parameter; ``key`` is the constructor argument it came from.
-
-    :func:`~wnlb_d2.data.synthesis.build_pipeline_from_config` re-raises it with the config key.
-    """
-
-    def __init__(self, key, detail):
-        self.key = key
-        self.detail = detail
-        super().__init__(f"{key}: {detail}")
-
-
-def _is_number(x):
-    # bool is an int subclass, but True/False as a range end is always a typo.
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
-def check_range(key, value, lower=-math.inf, upper=math.inf, lower_open=False):
-    """Validate a ``(low, high)`` range of a uniformly drawn parameter.
-
-    Args:
-        key (str): the parameter's name, used in the error message.
-        value: a pair of numbers (tuple or list, as YAML gives it).
-        lower, upper (float): physical limits the range must lie inside.
-        lower_open (bool): whether ``lower`` itself is excluded (e.g. a gamma must be > 0).
-
-    Returns:
-        tuple[float, float]: ``(low, high)`` as floats.
-
-    Raises:
-        ParameterError: not a pair of finite numbers, ``low > high`` or outside the limits.
-    """
-    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(_is_number(v) for v in value):
-        raise ParameterError(key, f"expected a pair of numbers (low, high), got {value!r}")
-    low, high = float(value[0]), float(value[1])
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise ParameterError(key, f"expected finite numbers, got {value!r}")
-    if low > high:
-        raise ParameterError(key, f"expected low <= high, got {value!r}")
-    bad_low = low <= lower if lower_open else low < lower
-    if bad_low or high > upper:
-        bracket = "(" if lower_open else "["
-        raise ParameterError(key, f"expected a range inside {bracket}{lower}, {upper}], got {value!r}")
-    return low, high
-
-
-def check_number(key, value, lower=-math.inf, upper=math.inf):
-    """Validate one finite number inside ``[lower, upper]``; returns it as a float."""
-    if not _is_number(value) or not math.isfinite(float(value)):
-        raise ParameterError(key, f"expected a finite number, got {value!r}")
-    if not lower <= float(value) <= upper:
-        raise ParameterError(key, f"expected a number in [{lower}, {upper}], got {value!r}")
-    return float(value)
-
-
-def check_choice(key, value, choices):
-    """Validate that ``value`` is one of ``choices``; returns it."""
-    if value not in choices:
-        raise ParameterError(key, f"expected one of {list(choices)}, got {value!r}")
-    return value
+INPUT_FORMATS = CHANNEL_ORDERS
 
 
 def _normal_cdf(z):
@@ -199,7 +140,7 @@ class LowLightPipeline(abc.ABC):
     input, converts the channel order and quantises the result to 8 bit.
 
     Attributes:
-        name (str): the pipeline's name in :data:`~wnlb_d2.data.synthesis.PIPELINES`.
+        name (str): the pipeline's name in ``INPUT.LOW_LIGHT.PIPELINE`` (its registry key).
     """
 
     name = ""
@@ -228,8 +169,7 @@ class LowLightPipeline(abc.ABC):
             raise ValueError(f"{self.name}: image must be at least 2x2 pixels, got shape {image.shape}")
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"{self.name}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
-        if input_format not in INPUT_FORMATS:
-            raise ValueError(f"{self.name}: input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
+        check_channel_order(self.name, input_format)
         rgb = image[:, :, ::-1] if input_format == "BGR" else image
         x = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
         out, params = self._degrade(x, rng)
