@@ -80,3 +80,42 @@ def test_bad_spec():
                        pretrain_data="c", rows=["wnlb", "nlb2"]).validate()
     with pytest.raises(ValueError, match="either weights"):
         ExperimentSpec(config_file=DEMO_CONFIG, output_dir="x", test_data="a", finetune_data="b").validate()
+
+
+def _run_tool(argv):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "run_experiment.py")
+    spec = importlib.util.spec_from_file_location("run_experiment_tool", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(SystemExit) as e:
+        mod.main(argv)
+    return str(e.value.code)
+
+
+def test_bad_names_and_paths_fail_before_any_training(tmp_path, monkeypatch):
+    register_tiny_demo(str(tmp_path / "demo"))
+    from wnlb_d2.engine import experiment as experiment_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before validating")
+
+    monkeypatch.setattr(experiment_module, "_train_row", no_training)
+    base = ["--config-file", DEMO_CONFIG, "--pretrain-data", "tiny_demo_train",
+            "--finetune-data", "tiny_demo_train_lowlight", "--test-data", "tiny_demo_val_lowlight"]
+    out = tmp_path / "out"
+    cases = [
+        (["--test-data", "nope_val"], "--test-data) 'nope_val' is not a registered dataset"),
+        (["--finetune-data", "tiny_demo_trian_lowlight"], "did you mean tiny_demo_train_lowlight"),
+        (["--normal-test-data", "nope"], "--normal-test-data) 'nope'"),
+        (["--pretrain-data", "nope"], "--pretrain-data) 'nope'"),
+        (["--weights", str(tmp_path / "none.pth")], "--weights) " + repr(str(tmp_path / "none.pth"))),
+        (["--enhancers", "clahe", "bogus"], "bogus"),
+    ]
+    for extra, expected in cases:
+        msg = _run_tool(base + extra + ["--output", str(out)])
+        assert msg.startswith("run_experiment.py: error:") and expected in msg and "\n" not in msg, (extra, msg)
+    assert not out.exists()  # nothing written for a bad command line
+    msg = _run_tool(["--config-file", DEMO_CONFIG, "--test-data", "a", "--finetune-data", "b"])
+    assert "missing --output " in msg and "--output-dir" not in msg

@@ -1,6 +1,7 @@
 """LowLightDatasetMapper: image-only degradation, before augmentation, reproducible evaluation,
 fresh training draws in every worker and epoch, and exact DatasetMapper behaviour when off."""
 
+import logging
 import os
 import pickle
 
@@ -224,3 +225,64 @@ def test_unreadable_image_names_the_file(tmp_path, dataset):
     mapper = LowLightDatasetMapper(small_cfg(), is_train=True)
     with pytest.raises(ImageReadError, match="broken.png"):
         mapper(dict(dataset[0], file_name=str(broken)))
+
+
+def _with_broken(tmp_path, dataset):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(open(dataset[0]["file_name"], "rb").read()[:100])  # truncated PNG
+    return [dataset[0], dict(dataset[1], file_name=str(broken)), dataset[2]]
+
+
+def test_skip_unreadable_is_off_by_default_and_the_worker_error_is_one_line(tmp_path, dataset):
+    assert small_cfg().DATALOADER.SKIP_UNREADABLE_IMAGES is False
+    dicts = _with_broken(tmp_path, dataset)
+    loader = build_detection_test_loader(dicts, mapper=LowLightDatasetMapper(small_cfg(), is_train=False),
+                                         num_workers=1)
+    with pytest.raises(ImageReadError) as err:
+        list(loader)
+    assert "Traceback" in str(err.value)  # what PyTorch makes of a worker's error ...
+    line = mapper_module.worker_error_message(err.value)  # ... and the line the tools print
+    assert "broken.png" in line and "\n" not in line and "Traceback" not in line
+    assert line.startswith("Cannot read image")
+    assert mapper_module.worker_error_message(ValueError("plain")) == "plain"
+
+
+def test_skip_unreadable_in_training_maps_another_image(tmp_path, dataset, caplog):
+    from detectron2.data import build_detection_train_loader
+
+    cfg = small_cfg()
+    cfg.DATALOADER.SKIP_UNREADABLE_IMAGES = True
+    dicts = _with_broken(tmp_path, dataset)
+    first = LowLightDatasetMapper(cfg, is_train=True)
+    with caplog.at_level(logging.WARNING, logger="wnlb_d2.data.mapper"):
+        blank = first(dicts[1])  # nothing read well yet: a blank without objects
+        assert int(blank["image"].max()) == 0 and len(blank["instances"]) == 0
+        assert len(first(dicts[0])["instances"]) == 2
+        out = first(dicts[1])  # now: an image read well before, with its objects
+    assert out["file_name"] == dicts[0]["file_name"] and len(out["instances"]) == 2
+    assert "unreadable" not in out and "low_light_params" in out
+    assert "skipping unreadable image" in caplog.text and "broken.png" in caplog.text
+    assert "2 skipped by this process" in caplog.text and first.skipped == 2
+    # Through detectron2's loader (its own retry of a None would fail on Python >= 3.11).
+    loader = build_detection_train_loader(dicts, mapper=LowLightDatasetMapper(cfg, is_train=True),
+                                          total_batch_size=2, num_workers=0)
+    seen = [d for _, batch in zip(range(4), loader) for d in batch]
+    assert len(seen) == 8
+    # Only a very first image can be the blank stand-in; later the broken one is replaced.
+    stand_ins = [i for i, d in enumerate(seen) if d["file_name"] == str(tmp_path / "broken.png")]
+    assert stand_ins in ([], [0]) and all(len(seen[i]["instances"]) == 0 for i in stand_ins)
+
+
+def test_skip_unreadable_in_evaluation_keeps_every_image(tmp_path, dataset, caplog):
+    cfg = small_cfg()
+    cfg.DATALOADER.SKIP_UNREADABLE_IMAGES = True
+    dicts = _with_broken(tmp_path, dataset)
+    with caplog.at_level(logging.WARNING, logger="wnlb_d2.data.mapper"):
+        outs = [b[0] for b in build_detection_test_loader(dicts, mapper=LowLightDatasetMapper(cfg, is_train=False),
+                                                          num_workers=0)]
+    # The same images in the same order (no random substitute evaluated twice).
+    assert [o["image_id"] for o in outs] == [d["image_id"] for d in dicts]
+    assert "broken.png" in outs[1]["unreadable"] and "unreadable" not in outs[0]
+    assert outs[1]["image"].shape == outs[0]["image"].shape and int(outs[1]["image"].max()) == 0
+    assert "low_light_params" not in outs[1] and "low_light_params" in outs[0]
+    assert "broken.png" in caplog.text and "its objects count as missed" in caplog.text

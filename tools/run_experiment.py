@@ -77,27 +77,37 @@ def main(argv=None):
         if k not in ("preset", "pictures", "opts") and v is not None:  # given on the command line
             values[k] = v
     values["opts"] = args.opts
-    missing = [k for k in ("config_file", "output_dir", "test_data", "finetune_data") if not values.get(k)]
+    # Spec field -> the flag that sets it (output_dir is --output).
+    flags = {"config_file": "--config-file", "output_dir": "--output", "test_data": "--test-data",
+             "finetune_data": "--finetune-data"}
+    missing = [k for k in flags if not values.get(k)]
     if missing:
-        sys.exit(f"run_experiment.py: error: missing {', '.join('--' + m.replace('_', '-') for m in missing)} "
+        sys.exit(f"run_experiment.py: error: missing {', '.join(flags[m] for m in missing)} "
                  "(or use --preset demo)")
 
     from detectron2.utils.logger import setup_logger
 
     import wnlb_d2  # noqa: F401  (registers backbones and datasets)
+    from wnlb_d2.data.mapper import worker_error_message
     from wnlb_d2.engine.experiment import ExperimentSpec, ROWS, results_markdown, run_experiment
     from wnlb_d2.engine.report import plot_results, save_side_by_side
     from wnlb_d2.enhance.experiment import enhancer_rows
 
+    spec = ExperimentSpec(**values)
+    try:
+        # Every dataset name, weights path and enhancer name, before anything trains or is written.
+        spec.validate()
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"run_experiment.py: error: {type(e).__name__}: {e}")
     os.makedirs(values["output_dir"], exist_ok=True)
     setup_logger(output=os.path.join(values["output_dir"], "log.txt"), name="detectron2", abbrev_name="d2")
     setup_logger(output=os.path.join(values["output_dir"], "log.txt"), name="wnlb_d2")
     t0 = time.perf_counter()
-    spec = ExperimentSpec(**values)
     try:
         results, models = run_experiment(spec)
     except (FileNotFoundError, KeyError, ValueError, PermissionError, FloatingPointError) as e:
-        sys.exit(f"run_experiment.py: error: {type(e).__name__}: {e}")
+        # An unreadable image raised in a data-loader worker: its message, not the worker's traceback.
+        sys.exit(f"run_experiment.py: error: {type(e).__name__}: {worker_error_message(e)}")
     plot_results(results, [ROWS[0]] + enhancer_rows(results) + list(ROWS[1:]), os.path.join(spec.output_dir, "ap.png"))
     if args.pictures > 0:
         cfg_test = models["pretrained"][0]

@@ -94,6 +94,9 @@ def add_low_light_input_config(cfg):
     # Pre-scale alpha of I_out = beta * (alpha * I) ** gamma (Lv et al. 2021).
     _C.INPUT.LOW_LIGHT.LV2021.ALPHA = (0.9, 1.0)
     # Post-scale beta of the darkening (Lv et al. 2021).
+    # Unreadable images: False stops with an error naming the file; True warns and skips it
+    # (training: another image; evaluation: a blank one, its objects count as missed).
+    _C.DATALOADER.SKIP_UNREADABLE_IMAGES = False
     _C.INPUT.LOW_LIGHT.LV2021.BETA = (0.5, 1.0)
     # Exponent gamma of the darkening (Lv et al. 2021).
     _C.INPUT.LOW_LIGHT.LV2021.GAMMA = (1.5, 5.0)

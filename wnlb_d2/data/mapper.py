@@ -1,5 +1,6 @@
 """A detectron2 dataset mapper that turns images into synthetic low-light ones on the fly."""
 
+import collections
 import copy
 import logging
 import os
@@ -12,10 +13,10 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.utils import comm
 
-from .image_io import READ_FORMATS, read_image
+from .image_io import READ_FORMATS, ImageReadError, read_image
 from .synthesis import build_pipeline_from_config, eval_rng
 
-__all__ = ["LowLightDatasetMapper"]
+__all__ = ["LowLightDatasetMapper", "worker_error_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +48,28 @@ class LowLightDatasetMapper(DatasetMapper):
 
     Images are read with :func:`wnlb_d2.data.image_io.read_image` (clear errors for bad files,
     logged conversions of grey/16-bit/alpha/CMYK images).
+
+    Unreadable images (``DATALOADER.SKIP_UNREADABLE_IMAGES``, default False):
+
+    - False: :class:`~wnlb_d2.data.image_io.ImageReadError` naming the file stops the run
+      (:func:`worker_error_message` makes it one line when a data-loader worker raised it);
+    - True, training: a warning naming the file and the count skipped so far (per process),
+      and one of the last 16 images this process read well is mapped instead (a fresh
+      degradation of it), so the batch stays full; before any image was read well, a blank
+      image without objects. (Returning ``None`` would ask detectron2's ``MapDataset`` to
+      retry another index, but in v0.6 and main that calls ``random.sample`` on a set, a
+      TypeError on Python >= 3.11.)
+    - True, evaluation: ``None`` would make the same ``MapDataset`` evaluate a random other
+      image twice in its place (duplicate predictions, a silently wrong AP), so the image is
+      replaced by a blank (black) one of its annotated size, marked
+      ``dataset_dict["unreadable"]`` (the error), with the same warning. COCOEvaluator keeps
+      the image: its objects count as missed (and any prediction on the blank as a false
+      positive), so the AP is a lower bound over the same images and ground truth as every
+      other run, never an evaluation on fewer images.
     """
 
     @configurable
-    def __init__(self, is_train, *, pipeline=None, eval_seed=0, train_seed=-1, **kwargs):
+    def __init__(self, is_train, *, pipeline=None, eval_seed=0, train_seed=-1, skip_unreadable=False, **kwargs):
         """
         Args:
             is_train (bool): training (random draws) or evaluation (seeded per image).
@@ -58,6 +77,8 @@ class LowLightDatasetMapper(DatasetMapper):
                 exactly like ``DatasetMapper``.
             eval_seed (int): seed of the evaluation degradation (``INPUT.LOW_LIGHT.SEED``), >= 0.
             train_seed (int): seed of the training draws; -1 draws OS entropy once here.
+            skip_unreadable (bool): skip unreadable images with a warning instead of raising
+                (``DATALOADER.SKIP_UNREADABLE_IMAGES``; see the class docstring).
             **kwargs: the arguments of :class:`detectron2.data.DatasetMapper` (augmentations,
                 image_format, use_instance_mask, ...).
         """
@@ -71,6 +92,9 @@ class LowLightDatasetMapper(DatasetMapper):
             raise ValueError("LowLightDatasetMapper: INPUT.LOW_LIGHT.TRAIN_SEED must be an int >= 0 "
                              f"or -1 (OS entropy), got {train_seed!r}")
         self.pipeline = pipeline
+        self.skip_unreadable = bool(skip_unreadable)
+        self.skipped = 0  # unreadable images skipped by this process (each worker counts its own)
+        self._recent = collections.deque(maxlen=16)  # training dicts read well: stand-ins for bad ones
         self.eval_seed = eval_seed
         self.train_seed = train_seed
         # Drawn here, in the main process, and pickled into the workers: with -1 each run
@@ -93,6 +117,8 @@ class LowLightDatasetMapper(DatasetMapper):
         ret["pipeline"] = build_pipeline_from_config(cfg) if apply else None
         ret["eval_seed"] = node.SEED
         ret["train_seed"] = node.TRAIN_SEED
+        # Older configs (made without add_low_light_input_config) lack the key: off.
+        ret["skip_unreadable"] = cfg.DATALOADER.get("SKIP_UNREADABLE_IMAGES", False)
         return ret
 
     def _train_rng(self):
@@ -124,6 +150,31 @@ class LowLightDatasetMapper(DatasetMapper):
         # __init__); detectron2's reader supports them.
         return utils.read_image(file_name, format=self.image_format)
 
+    def _skip(self, dataset_dict, error):
+        """Warn about an unreadable image; return None to map a recent image, else a blank one."""
+        self.skipped += 1
+        if self.is_train and self._recent:
+            # A random one of the recent images: the same one every time would be over-sampled.
+            self._recent.rotate(int(self._train_rng().integers(len(self._recent))))
+            what = f"{self._recent[-1]['file_name']} is used instead"
+        elif self.is_train:
+            what = "a blank image without objects is used instead (no image read well yet)"
+        else:
+            what = "a blank image stands in (its objects count as missed)"
+        logger.warning(f"[LowLightDatasetMapper] skipping unreadable image {dataset_dict['file_name']}: "
+                       f"{error} -- {what}; {self.skipped} skipped by this process "
+                       "(DATALOADER.SKIP_UNREADABLE_IMAGES)")
+        if self.is_train and self._recent:
+            return None
+        if self.is_train:
+            # No objects (the real boxes on a blank would teach noise), but an empty "instances":
+            # detectron2's models expect the key on every training input.
+            dataset_dict["annotations"] = []
+        dataset_dict["unreadable"] = str(error)
+        # The annotated size keeps predictions and ground truth in one frame; 32 px otherwise.
+        h, w = dataset_dict.get("height", 32), dataset_dict.get("width", 32)
+        return np.zeros((h, w, 1 if self.image_format == "L" else 3), np.uint8)
+
     def __call__(self, dataset_dict):
         """
         Args:
@@ -131,14 +182,25 @@ class LowLightDatasetMapper(DatasetMapper):
 
         Returns:
             dict: what ``DatasetMapper`` returns, plus ``"low_light_params"`` (the sampled
-            parameters, a dict) when a pipeline is set.
+            parameters, a dict) when a pipeline is set; for an unreadable image with
+            ``skip_unreadable``, a stand-in (see the class docstring).
         """
         # This follows DatasetMapper.__call__ of detectron2 (v0.6 and later), which offers no
         # hook between reading and augmenting; only the two marked steps differ.
-        dataset_dict = copy.deepcopy(dataset_dict)
-        image = self._read(dataset_dict["file_name"])  # differs: wnlb_d2's reader
+        original, dataset_dict = dataset_dict, copy.deepcopy(dataset_dict)
+        try:
+            image = self._read(dataset_dict["file_name"])  # differs: wnlb_d2's reader
+        except (ImageReadError, OSError) as e:  # differs: DATALOADER.SKIP_UNREADABLE_IMAGES
+            if not self.skip_unreadable:
+                raise
+            image = self._skip(dataset_dict, e)
+            if image is None:  # training: map an image read well before instead
+                return self(self._recent.pop())
+        else:
+            if self.is_train and self.skip_unreadable:
+                self._recent.appendleft(original)  # not the copy: the steps below change it
         utils.check_image_size(dataset_dict, image)
-        if self.pipeline is not None:  # differs: degrade at native resolution
+        if self.pipeline is not None and "unreadable" not in dataset_dict:  # differs: degrade at native resolution
             image, params = self.pipeline(image, self.rng_for(dataset_dict), self.image_format)
             dataset_dict["low_light_params"] = params
 
@@ -168,3 +230,26 @@ class LowLightDatasetMapper(DatasetMapper):
         if "annotations" in dataset_dict:
             self._transform_annotations(dataset_dict, transforms, image_shape)
         return dataset_dict
+
+
+def worker_error_message(error):
+    """The one-line message of an error, without the traceback of a data-loader worker.
+
+    PyTorch re-raises an exception of a worker process in the main process with the worker's
+    whole traceback in its message ("Caught ImageReadError in DataLoader worker process 0.
+    Original Traceback ..."); the last line of that traceback is the original message, which
+    names the file.
+
+    Args:
+        error (BaseException or str): the exception (or its message).
+
+    Returns:
+        str: the original message for a worker's error, else ``str(error)``.
+    """
+    text = str(error)
+    if "DataLoader worker process" not in text or "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    # "wnlb_d2.data.image_io.ImageReadError: Cannot read image ...": drop the qualified class.
+    head, sep, rest = last.partition(": ")
+    return rest if sep and " " not in head else last

@@ -16,6 +16,7 @@ same learning rate with the same seed, and trains what ``finetune_policy`` says 
 only the backbone).
 """
 
+import difflib
 import json
 import logging
 import os
@@ -89,6 +90,13 @@ class ExperimentSpec:
     zero_dce_iters: int = 300
 
     def validate(self):
+        """Check everything that can be checked before any training, so a bad name or path
+        fails in seconds, not after the pre-trained row has trained.
+
+        Raises:
+            ValueError: unknown rows, enhancers or dataset names; non-positive settings.
+            FileNotFoundError: ``weights`` or ``zero_dce_weights`` names a missing local file.
+        """
         unknown = [r for r in self.rows if r not in ROWS]
         if unknown:
             raise ValueError(f"Unknown experiment rows {unknown}; expected a subset of {ROWS}")
@@ -106,6 +114,31 @@ class ExperimentSpec:
         check_enhancer_names(self.enhancers)
         if self.zero_dce_iters <= 0:
             raise ValueError(f"zero_dce_iters must be positive, got {self.zero_dce_iters}")
+        self._check_datasets()
+        for name in ("weights", "zero_dce_weights"):
+            path = getattr(self, name)
+            # URLs (detectron2://, https://, ...) are fetched when used; local files must exist now.
+            if path and "://" not in path and not os.path.isfile(path):
+                raise FileNotFoundError(f"{name} (--{name.replace('_', '-')}) {path!r}: no such file; "
+                                        "expected a checkpoint file or a URL")
+
+    def _check_datasets(self):
+        from detectron2.data import DatasetCatalog
+
+        used = [("test_data", self.test_data), ("finetune_data", self.finetune_data)]
+        if not self.weights:
+            used.append(("pretrain_data", self.pretrain_data))
+        if self.normal_test_data:
+            used.append(("normal_test_data", self.normal_test_data))
+        registered = DatasetCatalog.list()
+        for field_name, name in used:
+            if name not in registered:
+                close = difflib.get_close_matches(str(name), registered, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise ValueError(
+                    f"{field_name} (--{field_name.replace('_', '-')}) {name!r} is not a registered dataset; "
+                    f"expected a name of detectron2's DatasetCatalog ({len(registered)} registered){hint}"
+                )
 
 
 def _row_opts(spec, row, weights):
