@@ -1,0 +1,176 @@
+"""The study runner with a stand-in detector family: seeds, summaries, paired intervals, severity,
+results layout, bad input. (The real Mask R-CNN family is trained in tests/test_experiment.py.)"""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from detectron2.config import get_cfg
+
+from wnlb_d2.config import add_wnlb_config
+from wnlb_d2.experiment import DETECTOR_FAMILY_REGISTRY, DetectorFamily, ExperimentSpec, TrainedRow, run_experiment
+from wnlb_d2.experiment.report import plot_results, plot_severity, plot_w_trajectory, results_markdown
+from wnlb_d2.experiment.stats import paired_difference
+
+# A row's "AP" in the stand-in family: a base per row, a per-seed offset shared by the rows of one
+# seed (what pairing removes), a per-(row, seed) wiggle, and a fall with the severity level.
+BASE = {"pretrained": 12.0, "finetuned": 22.0, "nlb": 22.5, "wnlb": 25.0}
+SEED_OFFSET = {0: 0.0, 1: 1.5, 2: -1.0, 3: 0.7}
+WIGGLE = {("finetuned", 0): 0.1, ("finetuned", 1): -0.2, ("finetuned", 2): 0.3,
+          ("nlb", 0): 0.8, ("nlb", 1): -0.9, ("nlb", 2): 0.2,
+          ("wnlb", 0): 0.2, ("wnlb", 1): 0.1, ("wnlb", 2): -0.1}
+
+
+def expected_ap(row, seed, t=None):
+    ap = BASE[row] + (SEED_OFFSET[seed] + WIGGLE[(row, seed)] if seed is not None else 0.0)
+    return ap - (10.0 * t if t is not None else 0.0)
+
+
+class StandInFamily(DetectorFamily):
+    """Deterministic metrics without training, recording what the runner asked for."""
+
+    name = "test_stand_in"
+    calls = []
+
+    def low_light_config(self):
+        cfg = get_cfg()
+        add_wnlb_config(cfg)
+        return cfg
+
+    def pretrain(self, output_dir):
+        StandInFamily.calls.append(("pretrain", output_dir))
+        return TrainedRow("pretrained", None, os.path.join(output_dir, "model_final.pth"), output_dir)
+
+    def load(self, weights, output_dir):
+        StandInFamily.calls.append(("load", weights))
+        return TrainedRow("pretrained", None, weights, output_dir)
+
+    def finetune(self, row, pretrained, seed, output_dir):
+        StandInFamily.calls.append(("finetune", row, seed, pretrained.weights))
+        traj = [{"iteration": i, "res3": 0.01 * i} for i in (19, 39)] if row == "wnlb" else []
+        return TrainedRow(row, seed, os.path.join(output_dir, "model_final.pth"), output_dir, w_trajectory=traj)
+
+    def evaluate(self, trained, dataset, *, low_light, output_dir, overrides=None):
+        StandInFamily.calls.append(("evaluate", trained.row, trained.seed, dataset, bool(overrides)))
+        t = None
+        if overrides and "INPUT.LOW_LIGHT.LV2021.GAMMA" in overrides:
+            gamma = overrides["INPUT.LOW_LIGHT.LV2021.GAMMA"][0]
+            t = (gamma - 1.5) / 3.5
+        ap = expected_ap(trained.row, trained.seed, t)
+        metrics = {m: ap + k for k, m in enumerate(("AP", "AP50", "AP75", "APs", "APm", "APl"))}
+        return {"segm": dict(metrics), "bbox": {m: v + 1.0 for m, v in metrics.items()}}
+
+    def block_weights(self, trained):
+        return {"res3": 0.39} if trained.row == "wnlb" else {}
+
+
+if "StandInFamily" not in DETECTOR_FAMILY_REGISTRY:
+    DETECTOR_FAMILY_REGISTRY.register()(StandInFamily)
+
+
+def _spec(tmp_path, **kw):
+    base = dict(config_file="unused.yaml", output_dir=str(tmp_path / "study"), test_data="wnlb_demo_val_lowlight",
+                finetune_data="wnlb_demo_train_lowlight", pretrain_data="wnlb_demo_train",
+                normal_test_data="wnlb_demo_val", detector="test_stand_in", seeds=[0, 1, 2])
+    base.update(kw)
+    return ExperimentSpec(**base)
+
+
+def test_every_row_once_per_seed_from_the_same_weights(tmp_path):
+    StandInFamily.calls = []
+    results, _ = run_experiment(_spec(tmp_path))
+    finetunes = [c for c in StandInFamily.calls if c[0] == "finetune"]
+    assert [(c[1], c[2]) for c in finetunes] == [(r, s) for s in (0, 1, 2) for r in ("finetuned", "nlb", "wnlb")]
+    assert len({c[3] for c in finetunes}) == 1  # all from the one pre-trained checkpoint
+    assert sum(c[0] == "pretrain" for c in StandInFamily.calls) == 1
+    assert [(r["row"], r["seed"]) for r in results["runs"]] == [(c[1], c[2]) for c in finetunes]
+    for run in results["runs"]:
+        assert run["segm"]["AP"] == pytest.approx(expected_ap(run["row"], run["seed"]))
+
+
+def test_summary_and_paired_intervals_match_hand_computation(tmp_path):
+    results, _ = run_experiment(_spec(tmp_path))
+    wnlb = [expected_ap("wnlb", s) for s in (0, 1, 2)]
+    fin = [expected_ap("finetuned", s) for s in (0, 1, 2)]
+    s = results["summary"]["wnlb"]["segm"]["AP"]
+    assert s["n"] == 3
+    assert s["mean"] == pytest.approx(np.mean(wnlb))
+    assert s["std"] == pytest.approx(np.std(wnlb, ddof=1))
+    # per-row entries keep COCOEvaluator's layout, with the mean over seeds
+    assert results["wnlb"]["segm"]["AP"] == pytest.approx(np.mean(wnlb))
+    p = results["paired"]["wnlb-vs-finetuned"]["segm"]["AP"]
+    d = np.array(wnlb) - np.array(fin)
+    half = 4.302652729911275 * d.std(ddof=1) / math.sqrt(3)
+    assert p["n"] == 3 and p["mean_diff"] == pytest.approx(d.mean())
+    assert p["ci95"] == pytest.approx([d.mean() - half, d.mean() + half], abs=1e-6)
+    assert set(results["paired"]) == {"wnlb-vs-finetuned", "nlb-vs-finetuned", "wnlb-vs-nlb"}
+    md = results_markdown(results)
+    # wnlb - finetuned ~ +3 with a tight interval; nlb - finetuned ~ +0.5 with a wide one
+    assert "wnlb-vs-finetuned, segm AP: +3.0" in md and "larger than the run-to-run noise" in md
+    nlb = paired_difference([expected_ap("nlb", s) for s in (0, 1, 2)], fin)
+    assert nlb["ci95"][0] < 0 < nlb["ci95"][1]
+    assert "nlb-vs-finetuned, segm AP: +0.5" in md and "within the run-to-run noise" in md
+    assert f"{np.mean(wnlb):.1f} ± {np.std(wnlb, ddof=1):.1f}" in md
+    on_disk = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert on_disk["paired"]["wnlb-vs-finetuned"]["segm"]["AP"]["ci95"] == pytest.approx(p["ci95"])
+    assert on_disk["meta"]["wnlb_weights"] == {"seed0": {"res3": 0.39}, "seed1": {"res3": 0.39}, "seed2": {"res3": 0.39}}
+
+
+def test_severity_curves_every_row_and_plots(tmp_path):
+    results, _ = run_experiment(_spec(tmp_path, seeds=[0, 1], severities=[0.0, 0.5, 1.0, 1.25, 1.5]))
+    levels = list(results["severity_levels"])
+    assert levels == ["t=0.00", "t=0.50", "t=1.00", "t=1.25", "t=1.50"]
+    assert set(results["severity"]) == {"pretrained", "finetuned", "nlb", "wnlb"}
+    for row in ("finetuned", "wnlb"):
+        for level, t in zip(levels, (0.0, 0.5, 1.0, 1.25, 1.5)):
+            want = np.mean([expected_ap(row, s, t) for s in (0, 1)])
+            assert results["severity"][row][level]["segm"]["AP"] == pytest.approx(want)
+    assert results["severity"]["pretrained"]["t=1.00"]["bbox"]["AP"] == pytest.approx(expected_ap("pretrained", None, 1.0) + 1)
+    for plot, name in ((plot_severity, "severity.png"), (plot_results, "ap.png"), (plot_w_trajectory, "w.png")):
+        plot(results, str(tmp_path / name))
+        assert (tmp_path / name).stat().st_size > 1000
+    assert "AP against darkness" in results_markdown(results)
+
+
+def test_bad_seeds_and_severities_fail_before_anything_runs(tmp_path):
+    StandInFamily.calls = []
+    with pytest.raises(ValueError, match="seeds .* is empty"):
+        run_experiment(_spec(tmp_path, seeds=[]))
+    with pytest.raises(ValueError, match=r"repeat \[1\]"):
+        run_experiment(_spec(tmp_path, seeds=[0, 1, 1]))
+    with pytest.raises(ValueError, match="non-negative integers"):
+        run_experiment(_spec(tmp_path, seeds=[-1]))
+    with pytest.raises(ValueError, match="outside the pipeline's valid range"):
+        run_experiment(_spec(tmp_path, severities=[0.0, 3.0]))
+    with pytest.raises(ValueError, match="normal_test_data"):
+        run_experiment(_spec(tmp_path, severities=[0.5], normal_test_data=""))
+    with pytest.raises(ValueError, match="unknown detector family"):
+        run_experiment(_spec(tmp_path, detector="nope"))
+    assert StandInFamily.calls == []
+    assert not (tmp_path / "study").exists()
+
+
+def test_results_of_another_experiment_are_never_replaced(tmp_path):
+    run_experiment(_spec(tmp_path, seeds=[0], preset="quick"))
+    first = (tmp_path / "study" / "results.json").read_text()
+    with pytest.raises(FileExistsError, match="another experiment.*--overwrite"):
+        run_experiment(_spec(tmp_path, seeds=[0], preset="demo"))
+    assert (tmp_path / "study" / "results.json").read_text() == first
+    run_experiment(_spec(tmp_path, seeds=[0, 1], preset="quick"))  # the same experiment may be re-run
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "results.json").write_text(json.dumps({"pretrained": {"segm": {"AP": 1.0}}, "meta": {"spec": {}}}))
+    with pytest.raises(FileExistsError, match="older results layout"):
+        run_experiment(_spec(tmp_path, seeds=[0], output_dir=str(old)))
+    run_experiment(_spec(tmp_path, seeds=[0], output_dir=str(old)), overwrite=True)
+    assert json.loads((old / "results.json").read_text())["version"] == 2
+
+
+def test_single_seed_says_no_interval(tmp_path):
+    results, _ = run_experiment(_spec(tmp_path, seeds=[0]))
+    p = results["paired"]["wnlb-vs-finetuned"]["segm"]["AP"]
+    assert p["n"] == 1 and all(math.isnan(x) for x in p["ci95"])
+    assert "from one seed: no interval" in results_markdown(results)
+    assert results["wnlb"]["segm"]["AP"] == pytest.approx(expected_ap("wnlb", 0))

@@ -1,0 +1,117 @@
+"""Writing files so that a killed process never leaves a half-written one, and cleaning up after it.
+
+Every file the package writes (checkpoints, images, tables, manifests, pictures) goes through
+:func:`atomic_write`: the data goes to a temporary name in the same folder, which is renamed
+over the final name (``os.replace``, atomic on POSIX) only once it is complete. A temporary
+left by a process that was killed is recognised by its name, which carries the writer's pid,
+and :func:`remove_stale_temporaries` deletes those whose process is gone.
+"""
+
+import contextlib
+import json
+import logging
+import os
+import re
+
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "temporary_name", "is_temporary",
+           "remove_stale_temporaries", "pid_alive"]
+
+logger = logging.getLogger(__name__)
+
+# ".<final name>.tmp.<pid><extension of the final name>": hidden, names its writer, and keeps the
+# extension last so writers that choose the format by extension (cv2.imwrite, savefig) still work.
+_TEMPORARY = re.compile(r"^\.(?P<final>.+)\.tmp\.(?P<pid>\d+)(?P<ext>\.[^.]*)?$")
+
+
+def temporary_name(path, pid=None):
+    """The temporary path :func:`atomic_write` uses for ``path`` in process ``pid`` (default: this one)."""
+    folder, base = os.path.split(path)
+    ext = os.path.splitext(base)[1]
+    return os.path.join(folder, f".{base}.tmp.{os.getpid() if pid is None else pid}{ext}")
+
+
+def is_temporary(name):
+    """Whether a file name is one of :func:`atomic_write`'s temporaries; returns its pid or None."""
+    m = _TEMPORARY.match(os.path.basename(name))
+    return int(m.group("pid")) if m else None
+
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """Context manager yielding a temporary path to write; renamed to ``path`` on success.
+
+    On an exception the temporary is removed and ``path`` is left as it was (the old file, or
+    none), so a reader never sees a partial file.
+
+    Example::
+
+        with atomic_write("model.pth") as tmp:
+            torch.save(state, tmp)
+
+    Args:
+        path (str): the final path; its folder must exist.
+
+    Yields:
+        str: the temporary path, in the same folder (same file system, so the rename is atomic).
+    """
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    with atomic_write(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def atomic_write_json(path, obj, **kwargs):
+    """Write ``obj`` as JSON to ``path`` atomically (``kwargs`` go to ``json.dumps``)."""
+    atomic_write_text(path, json.dumps(obj, **kwargs))
+
+
+def pid_alive(pid):
+    """Whether a process with this pid exists (on this machine)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder, recursive=False):
+    """Delete the temporaries of :func:`atomic_write` whose writing process is gone.
+
+    Args:
+        folder (str): where to look (missing folders are fine).
+        recursive (bool): also look in every sub-folder.
+
+    Returns:
+        list[str]: the paths removed (each is logged).
+    """
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    walker = os.walk(folder) if recursive else [(folder, [], os.listdir(folder))]
+    for root, _, files in walker:
+        for name in files:
+            pid = is_temporary(name)
+            if pid is None or pid_alive(pid):
+                continue
+            path = os.path.join(root, name)
+            with contextlib.suppress(FileNotFoundError):
+                size = os.path.getsize(path)
+                os.remove(path)
+                removed.append(path)
+                logger.info(f"Removed {path} ({size} bytes), left by process {pid} that is gone")
+    return removed
