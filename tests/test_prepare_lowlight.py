@@ -196,7 +196,8 @@ def test_bad_input_gives_clear_errors(tiny, tmp_path, caplog):
     code, text = _run_main(["--images", images_dir, "--annotations", str(empty), "--output", out], caplog)
     assert code == 2 and "empty.json lists no images (empty dataset)" in text
     escaping = tmp_path / "escaping.json"
-    escaping.write_text(json.dumps({"images": [{"id": 1, "file_name": "../x.png"}]}))
+    escaping.write_text(json.dumps({"images": [{"id": 1, "file_name": "../x.png"}], "annotations": [],
+                                    "categories": []}))
     code, text = _run_main(["--images", images_dir, "--annotations", str(escaping),
                             "--output", out], caplog)
     assert code == 2 and "'../x.png'" in text
@@ -282,3 +283,13 @@ def test_offline_copy_equals_the_on_the_fly_evaluation_degradation(tiny, tmp_pat
         assert on_the_fly(a)["image"].numpy().tobytes() == plain(b)["image"].numpy().tobytes(), a["file_name"]
         compared += 1
     assert compared >= 3
+
+
+def test_an_image_id_that_cannot_seed_is_refused(tiny, tmp_path, caplog):
+    images_dir, _, _ = tiny
+    bad = tmp_path / "float_id.json"
+    bad.write_text(json.dumps({"images": [{"id": 1.5, "file_name": "a.png"}], "annotations": [],
+                               "categories": []}))
+    code, text = _run_main(["--images", images_dir, "--annotations", str(bad), "--output", str(tmp_path / "o")],
+                           caplog)
+    assert code == 2 and "has id 1.5; expected an int or a str" in text
