@@ -63,6 +63,8 @@ def add_wnlb_config(cfg):
 
     add_low_light_input_config(cfg)
     add_enhancer_config(cfg)
+    from .modeling.meta_arch.config import add_solov2_config  # MODEL.SOLOV2 (the SOLOv2 meta-architecture)
+    add_solov2_config(cfg)
 
 
 def add_low_light_input_config(cfg):

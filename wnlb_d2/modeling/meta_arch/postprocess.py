@@ -1,0 +1,145 @@
+"""SOLOv2 inference: from grid-cell scores and kernels to instances at the original image size."""
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from detectron2.structures import Boxes, Instances
+
+from .matrix_nms import matrix_nms
+
+__all__ = ["masks_to_boxes", "point_nms", "solov2_inference_single_image"]
+
+logger = logging.getLogger(__name__)
+
+# Candidate masks are scored in chunks of this many, so memory stays bounded when many cells
+# pass the score threshold (up to sum(S^2) = 3872 cells at COCO sizes).
+_CHUNK = 256
+
+
+def masks_to_boxes(masks):
+    """Tight XYXY boxes around binary masks (pixel edges: a single pixel (x, y) -> (x, y, x+1, y+1)).
+
+    Args:
+        masks (Tensor): bool, shape ``(N, H, W)``.
+
+    Returns:
+        Tensor: ``(N, 4)`` float boxes on the masks' device; all zero for an empty mask.
+    """
+    n, h, w = masks.shape
+    if n == 0:
+        return torch.zeros((0, 4), dtype=torch.float32, device=masks.device)
+    cols, rows = masks.any(dim=1), masks.any(dim=2)  # (N, W), (N, H)
+    xs = torch.arange(w, device=masks.device)
+    ys = torch.arange(h, device=masks.device)
+    x0 = torch.where(cols, xs, w).min(dim=1).values
+    x1 = torch.where(cols, xs, -1).max(dim=1).values + 1
+    y0 = torch.where(rows, ys, h).min(dim=1).values
+    y1 = torch.where(rows, ys, -1).max(dim=1).values + 1
+    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
+    return boxes * cols.any(dim=1, keepdim=True)
+
+
+def point_nms(heat):
+    """Keep only category scores that are local maxima of their 2 x 2 neighbourhood.
+
+    Neighbouring cells often fire for the same instance; this removes the cheap duplicates
+    before masks are computed (as the SOLO reference implementation does).
+
+    Args:
+        heat (Tensor): sigmoid scores, shape ``(B, C, S, S)``.
+
+    Returns:
+        Tensor: same shape, zero where a cell is not a local maximum.
+    """
+    hmax = F.max_pool2d(heat, kernel_size=2, stride=1, padding=1)[..., :-1, :-1]
+    return heat * (hmax == heat)
+
+
+def _empty(out_size, device):
+    res = Instances(out_size)
+    res.pred_masks = torch.zeros((0,) + tuple(out_size), dtype=torch.bool, device=device)
+    res.pred_boxes = Boxes(torch.zeros((0, 4), device=device))
+    res.scores = torch.zeros(0, device=device)
+    res.pred_classes = torch.zeros(0, dtype=torch.long, device=device)
+    return res
+
+
+def solov2_inference_single_image(
+    cate_scores, kernels, cell_strides, mask_features, image_size, out_size, *,
+    mask_stride=4, score_thresh=0.1, mask_thresh=0.5, nms_pre=500, nms_kernel="gaussian", nms_sigma=2.0,
+    update_thresh=0.05, max_per_image=100,
+):
+    """SOLOv2 inference for one image.
+
+    Candidates are cells (and classes) scoring above ``score_thresh``; their masks are the
+    kernels applied to the mask features; a mask no larger than its level's stride is
+    dropped; scores are multiplied by the maskness (the mean probability inside the binary
+    mask); the top ``nms_pre`` go through Matrix NMS; survivors above ``update_thresh``, at
+    most ``max_per_image``, are returned with their masks resized to the original image size.
+
+    Args:
+        cate_scores (Tensor): ``(M, C)`` sigmoid category scores of all cells (after point NMS).
+        kernels (Tensor): ``(M, E)`` dynamic kernels of all cells.
+        cell_strides (Tensor): ``(M,)`` stride of each cell's level.
+        mask_features (Tensor): ``(E, h, w)`` mask features of the padded image.
+        image_size (tuple[int, int]): ``(H, W)`` of the input image before padding.
+        out_size (tuple[int, int]): ``(height, width)`` of the requested output (the original
+            image size, as in ``detector_postprocess``).
+        mask_stride (int): stride of the mask features in the padded image (P2: 4).
+        score_thresh, mask_thresh, nms_pre, nms_kernel, nms_sigma, update_thresh,
+            max_per_image: the ``MODEL.SOLOV2`` inference keys.
+
+    Returns:
+        Instances: at ``out_size``, with ``pred_masks`` (bool ``(N, height, width)``),
+        ``pred_boxes`` (from the masks), ``scores`` and ``pred_classes``.
+    """
+    device = mask_features.device
+    e, h, w = mask_features.shape
+    cells, classes = (cate_scores > score_thresh).nonzero(as_tuple=True)
+    if cells.numel() == 0:
+        return _empty(out_size, device)
+    scores = cate_scores[cells, classes]
+    feats = mask_features.reshape(e, h * w)
+
+    # Pass 1: area and maskness of each candidate cell's mask, chunk by chunk.
+    uniq, inverse = torch.unique(cells, return_inverse=True)
+    area = torch.empty(uniq.numel(), device=device)
+    maskness = torch.empty(uniq.numel(), device=device)
+    for i in range(0, uniq.numel(), _CHUNK):
+        prob = (kernels[uniq[i:i + _CHUNK]] @ feats).sigmoid()
+        binary = prob > mask_thresh
+        area[i:i + _CHUNK] = binary.sum(dim=1).float()
+        maskness[i:i + _CHUNK] = (prob * binary).sum(dim=1) / area[i:i + _CHUNK].clamp(min=1.0)
+    area, maskness = area[inverse], maskness[inverse]
+    keep = area > cell_strides[cells].float()
+    if not keep.any():
+        return _empty(out_size, device)
+    cells, classes, area = cells[keep], classes[keep], area[keep]
+    scores = scores[keep] * maskness[keep]
+
+    order = torch.argsort(scores, descending=True)[:nms_pre]
+    cells, classes, area, scores = cells[order], classes[order], area[order], scores[order]
+    # Pass 2: the masks of the (at most nms_pre) candidates left.
+    prob = (kernels[cells] @ feats).sigmoid().reshape(-1, h, w)
+    scores = matrix_nms(prob > mask_thresh, classes, scores, kernel=nms_kernel, sigma=nms_sigma, areas=area)
+    keep = scores >= update_thresh
+    prob, classes, scores = prob[keep], classes[keep], scores[keep]
+    order = torch.argsort(scores, descending=True)[:max_per_image]
+    prob, classes, scores = prob[order], classes[order], scores[order]
+    if scores.numel() == 0:
+        return _empty(out_size, device)
+
+    # Up-sample to the padded image, drop the padding, then resize to the original image
+    # (bilinear on probabilities, then threshold, so edges are not blocky).
+    prob = F.interpolate(prob[:, None], size=(mask_stride * h, mask_stride * w), mode="bilinear", align_corners=False)
+    prob = prob[:, :, : image_size[0], : image_size[1]]
+    prob = F.interpolate(prob, size=tuple(out_size), mode="bilinear", align_corners=False)[:, 0]
+    masks = prob > mask_thresh
+
+    res = Instances(tuple(out_size))
+    res.pred_masks = masks
+    res.pred_boxes = Boxes(masks_to_boxes(masks))
+    res.scores = scores
+    res.pred_classes = classes
+    return res
