@@ -1,4 +1,5 @@
-"""The Table I runner: four rows trained and evaluated, results.json/results.md/pictures written."""
+"""The Table I runner with the real Mask R-CNN family: four rows trained and evaluated,
+results.json/results.md/plots/pictures written."""
 
 import json
 import os
@@ -7,8 +8,9 @@ import pytest
 
 from engine_helpers import DEMO_CONFIG, register_tiny_demo
 
-from wnlb_d2.engine.experiment import METRICS, ROWS, ExperimentSpec, results_markdown, run_experiment
-from wnlb_d2.engine.report import plot_results, save_side_by_side
+from wnlb_d2.experiment import METRICS, ROWS, ExperimentSpec, run_experiment
+from wnlb_d2.experiment.report import plot_results, plot_severity, results_markdown
+from wnlb_d2.visualization import save_side_by_side
 
 SMALL = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
          "INPUT.MAX_SIZE_TEST", "64", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
@@ -23,8 +25,9 @@ def experiment(tmp_path_factory):
     spec = ExperimentSpec(config_file=DEMO_CONFIG, output_dir=out, pretrain_data="tiny_demo_train",
                           finetune_data="tiny_demo_train_lowlight", test_data="tiny_demo_val_lowlight",
                           normal_test_data="tiny_demo_val", pretrain_iters=3, finetune_iters=2, finetune_lr=0.001,
-                          opts=SMALL)
-    results, models = run_experiment(spec)
+                          opts=SMALL, severities=[0.0, 1.0], bootstrap_samples=20)
+    results, trained = run_experiment(spec)
+    models = {row: t.handle for row, t in trained.items()}
     return spec, results, models
 
 
@@ -36,7 +39,16 @@ def test_every_row_has_coco_results(experiment):
     on_disk = json.load(open(os.path.join(spec.output_dir, "results.json")))
     assert set(on_disk) >= set(ROWS) | {"pretrained_normal_light", "meta"}
     assert on_disk["wnlb"]["segm"]["AP"] == pytest.approx(results["wnlb"]["segm"]["AP"], nan_ok=True)
-    assert set(on_disk["meta"]["wnlb_weights"]) == {"res2", "res3", "res4", "res5"}
+    assert set(on_disk["meta"]["wnlb_weights"]["seed0"]) == {"res2", "res3", "res4", "res5"}
+    # one run per fine-tuning row (one seed), each with its image-level bootstrap interval
+    assert [(r["row"], r["seed"]) for r in on_disk["runs"]] == [("finetuned", 0), ("nlb", 0), ("wnlb", 0)]
+    for run in on_disk["runs"]:
+        lo, hi = run["bootstrap"]["segm"]["ci95"]
+        assert lo <= hi
+    assert set(on_disk["severity"]) == set(ROWS)
+    assert list(on_disk["severity_levels"]) == ["t=0.00", "t=1.00"]
+    wnlb_run = on_disk["runs"][-1]
+    assert wnlb_run["w_trajectory"] and set(wnlb_run["w_trajectory"][-1]) == {"iteration", "res2", "res3", "res4", "res5"}
 
 
 def test_rows_are_the_architectures_they_claim(experiment):
@@ -62,10 +74,13 @@ def test_markdown_plot_and_pictures(experiment, tmp_path):
     spec, results, models = experiment
     md = open(os.path.join(spec.output_dir, "results.md")).read()
     assert md == results_markdown(results)
-    assert md.count("\n") == 2 + 5 and "| wnlb |" in md and "segm AP50" in md
+    table = md.split("\n\n")[0].splitlines()
+    assert len(table) == 2 + 5 and "| wnlb | 1 |" in md and "segm AP50" in md
     png = str(tmp_path / "ap.png")
-    plot_results(results, ROWS, png)
+    plot_results(results, png)
     assert os.path.getsize(png) > 5000
+    plot_severity(results, str(tmp_path / "severity.png"))
+    assert os.path.getsize(str(tmp_path / "severity.png")) > 5000
     paths = save_side_by_side(models, models["pretrained"][0], spec.test_data, str(tmp_path / "pics"), num_images=2)
     import cv2
 
@@ -96,12 +111,12 @@ def _run_tool(argv):
 
 def test_bad_names_and_paths_fail_before_any_training(tmp_path, monkeypatch):
     register_tiny_demo(str(tmp_path / "demo"))
-    from wnlb_d2.engine import experiment as experiment_module
+    from wnlb_d2.experiment import detectron2_family
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained before validating")
 
-    monkeypatch.setattr(experiment_module, "_train_row", no_training)
+    monkeypatch.setattr(detectron2_family.Detectron2Family, "_train", no_training)
     base = ["--config-file", DEMO_CONFIG, "--pretrain-data", "tiny_demo_train",
             "--finetune-data", "tiny_demo_train_lowlight", "--test-data", "tiny_demo_val_lowlight"]
     out = tmp_path / "out"
@@ -112,6 +127,10 @@ def test_bad_names_and_paths_fail_before_any_training(tmp_path, monkeypatch):
         (["--pretrain-data", "nope"], "--pretrain-data) 'nope'"),
         (["--weights", str(tmp_path / "none.pth")], "--weights) " + repr(str(tmp_path / "none.pth"))),
         (["--enhancers", "clahe", "bogus"], "bogus"),
+        (["--seeds"], "seeds (--seeds) is empty"),
+        (["--seeds", "0", "1", "0"], "repeat [0]"),
+        (["--severities", "0", "3", "--normal-test-data", "tiny_demo_val"], "outside the pipeline's valid range"),
+        (["--detector", "nope"], "unknown detector family"),
     ]
     for extra, expected in cases:
         msg = _run_tool(base + extra + ["--output", str(out)])

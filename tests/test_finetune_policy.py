@@ -132,3 +132,32 @@ def test_wnlb_lr_factor_must_be_positive():
     cfg.SOLVER.WNLB_LR_FACTOR = 0.0
     with pytest.raises(ValueError, match="SOLVER.WNLB_LR_FACTOR = 0.0 is invalid"):
         check_config(cfg)
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "AdamW"])
+def test_wnlb_weight_lr_factor_scales_only_w_on_top_of_the_block_factor(optimizer):
+    from wnlb_d2.engine import LowLightTrainer
+    from wnlb_d2.naming import is_fusion_weight_key
+
+    cfg = make_cfg(backbone="build_resnet_wnlb_fpn_backbone", STAGES=["res3", "res5"])
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.SOLVER.OPTIMIZER = optimizer
+    cfg.SOLVER.BASE_LR = 0.01
+    cfg.SOLVER.WNLB_LR_FACTOR = 2.0
+    cfg.SOLVER.WNLB_WEIGHT_LR_FACTOR = 50.0
+    model = LowLightTrainer.build_model(cfg)
+    opt = LowLightTrainer.build_optimizer(cfg, model)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    names = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    ws = [n for n in names if is_fusion_weight_key(n)]
+    assert sorted(ws) == ["backbone.bottom_up.wnlb.res3.fusion_weight", "backbone.bottom_up.wnlb.res5.fusion_weight"]
+    for name, p in names.items():
+        factor = 100.0 if name in ws else 2.0 if is_wnlb_key(name) else 1.0
+        expected = 0.01 * factor * (cfg.SOLVER.BIAS_LR_FACTOR if name.endswith(".bias") else 1.0)
+        assert lr_of[id(p)] == pytest.approx(expected), name
+    from wnlb_d2.engine.setup import check_config
+
+    cfg.SOLVER.WNLB_WEIGHT_LR_FACTOR = -1.0
+    with pytest.raises(ValueError, match="SOLVER.WNLB_WEIGHT_LR_FACTOR = -1.0 is invalid"):
+        check_config(cfg)

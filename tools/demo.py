@@ -72,7 +72,7 @@ def _compose(stages, drawn, side_by_side):
     import cv2
     import numpy as np
 
-    from wnlb_d2.engine.predictor import label_panel
+    from wnlb_d2.visualization import label_panel
 
     if not side_by_side:
         return drawn
@@ -174,7 +174,7 @@ def run_images(predictor, files, args, failures):
     from tqdm import tqdm
 
     from wnlb_d2.data.image_io import ImageReadError, read_image
-    from wnlb_d2.engine.predictor import draw_predictions
+    from wnlb_d2.visualization import draw_predictions
 
     outputs = _image_outputs(files, args.output)
     written = []
@@ -207,7 +207,7 @@ def run_video(predictor, path, args, failures):
     import cv2
     from tqdm import tqdm
 
-    from wnlb_d2.engine.predictor import draw_predictions
+    from wnlb_d2.visualization import draw_predictions
 
     if not os.path.isfile(path):
         failures.append((path, "no such video file"))

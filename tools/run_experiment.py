@@ -1,19 +1,24 @@
 #!/usr/bin/env python
-"""Run the paper's Table I experiment (pre-trained / fine-tuned / NLB / wNLB) on any datasets.
+"""Run the paper's Table I study (pre-trained / fine-tuned / NLB / wNLB) for a detector, on any datasets.
 
-Presets:
+Presets (each writes its own folder, output/<preset>[-<detector>], and never replaces the
+results of another preset there):
 
-* ``--preset demo``: the embedded demo dataset (no download): pre-trains a lean R18-FPN Mask
-  R-CNN on normal-light shapes, fine-tunes the three low-light rows, evaluates on the low-light
-  val set, writes ``output/demo/results.{json,md}``, ``ap.png`` and side-by-side pictures.
+* ``--preset demo``: the embedded demo dataset (no download): pre-trains a lean model on
+  normal-light shapes, fine-tunes the three low-light rows (one seed), evaluates them on the
+  low-light val set and at six fixed severities; writes results.{json,md}, ap.png,
+  severity.png, w_trajectory.png and side-by-side pictures.
+* ``--preset study``: the same with three seeds per fine-tuning row (mean, spread, paired 95 %
+  intervals); ``make study``.
 * ``--preset quick``: the same, far shorter (a smoke test, AP not meaningful).
 
-Or name everything yourself, e.g. with COCO and a model-zoo checkpoint::
+``--detector`` selects the family: ``maskrcnn`` (default), ``solov2`` or ``yolov8`` (needs the
+``yolo`` extra). Or name everything yourself, e.g. with COCO and a model-zoo checkpoint::
 
     python tools/run_experiment.py --config-file model_zoo://COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml \\
         --weights detectron2://COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x/137849600/model_final_f10217.pkl \\
         --finetune-data coco_2017_train_lowlight --test-data coco_2017_val_lowlight \\
-        --normal-test-data coco_2017_val --finetune-iters 90000 --output output/coco_table1
+        --normal-test-data coco_2017_val --finetune-iters 90000 --seeds 0 1 2 --output output/coco_table1
 
 Two-stage baselines (the paper's Table II): ``--enhancers nlm clahe nlm+clahe zero_dce`` adds a
 row "<enhancer>+pretrained" per name: the pre-trained model on enhanced low-light test images
@@ -27,37 +32,67 @@ import os
 import sys
 import time
 
-PRESETS = {
-    "demo": dict(config_file="configs/demo/Base-Demo-R18-FPN.yaml", pretrain_data="wnlb_demo_train",
-                 finetune_data="wnlb_demo_train_lowlight", test_data="wnlb_demo_val_lowlight",
-                 normal_test_data="wnlb_demo_val", pretrain_iters=800, finetune_iters=80,
-                 finetune_lr=2e-4, output_dir="output/demo"),
-    "quick": dict(config_file="configs/demo/Base-Demo-R18-FPN.yaml", pretrain_data="wnlb_demo_train",
-                  finetune_data="wnlb_demo_train_lowlight", test_data="wnlb_demo_val_lowlight",
-                  normal_test_data="wnlb_demo_val", pretrain_iters=20, finetune_iters=5,
-                  finetune_lr=2e-4, output_dir="output/demo"),
+DEMO_DATA = dict(pretrain_data="wnlb_demo_train", finetune_data="wnlb_demo_train_lowlight",
+                 test_data="wnlb_demo_val_lowlight", normal_test_data="wnlb_demo_val")
+SEVERITIES = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25]
+
+#: Per detector, the demo model and its training lengths; the presets scale them.
+DETECTOR_DEMOS = {
+    "maskrcnn": dict(config_file="configs/demo/Base-Demo-R18-FPN.yaml", pretrain_iters=800, finetune_iters=80,
+                     finetune_lr=2e-4),
+    "solov2": dict(config_file="configs/demo/SOLOv2-Demo-R18-FPN.yaml", pretrain_iters=800, finetune_iters=80,
+                   finetune_lr=2e-4),
+    "yolov8": dict(config_file="yolov8n-seg.yaml", pretrain_iters=800, finetune_iters=80, finetune_lr=2e-4),
 }
+
+
+def preset_values(preset, detector):
+    """The ExperimentSpec fields of a preset for a detector family."""
+    demo = dict(DETECTOR_DEMOS[detector])
+    out = f"output/{preset}" + ("" if detector == "maskrcnn" else f"-{detector}")
+    values = dict(DEMO_DATA, **demo, output_dir=out, detector=detector, preset=preset, seeds=[0],
+                  severities=list(SEVERITIES))
+    if preset == "quick":
+        values.update(pretrain_iters=20, finetune_iters=5, severities=[0.0, 1.0], bootstrap_samples=50)
+    elif preset == "study":
+        values.update(seeds=[0, 1, 2])
+    return values
+
+
+PRESETS = ("quick", "demo", "study")
 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), help="fill every option below from a preset")
+    p.add_argument("--preset", choices=PRESETS, help="fill every option below from a preset")
+    p.add_argument("--detector", default=None, help="detector family: maskrcnn (default), solov2, yolov8")
     p.add_argument("--config-file", help="detector config with the stock backbone (YAML or model_zoo://NAME)")
-    p.add_argument("--output", dest="output_dir", help="output folder (results.json, results.md, ap.png, runs)")
+    p.add_argument("--output", dest="output_dir", help="output folder (results.json, results.md, plots, runs)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of another experiment in --output")
     p.add_argument("--weights", default=None, help="normal-light weights (file or URL); default: pre-train here")
     p.add_argument("--pretrain-data", help="normal-light training dataset (used when no --weights)")
     p.add_argument("--finetune-data", help="low-light training dataset of the fine-tuning rows")
     p.add_argument("--test-data", help="low-light test dataset")
-    p.add_argument("--normal-test-data", help="normal-light test dataset for the pre-trained row (optional)")
+    p.add_argument("--normal-test-data", help="normal-light test dataset (pre-trained row; severity levels)")
     p.add_argument("--pretrain-iters", type=int)
     p.add_argument("--finetune-iters", type=int)
     p.add_argument("--finetune-lr", type=float, help="learning rate of the fine-tuning rows (paper: 5e-4)")
+    p.add_argument("--finetune-optimizer", choices=["SGD", "AdamW"], help="optimizer of the fine-tuning rows "
+                   "(default: the config's SOLVER.OPTIMIZER)")
     p.add_argument("--finetune-policy", choices=["all", "backbone", "wnlb"],
                    help="what learns in the fine-tuning rows (paper: backbone)")
     p.add_argument("--wnlb-lr-factor", type=float,
-                   help="learning-rate factor of the blocks in the fine-tuning rows (SOLVER.WNLB_LR_FACTOR; paper: 1)")
+                   help="learning-rate factor of every block parameter (SOLVER.WNLB_LR_FACTOR; paper: 1)")
+    p.add_argument("--wnlb-weight-lr-factor", type=float,
+                   help="learning-rate factor of the blocks' fusion weights w alone (SOLVER.WNLB_WEIGHT_LR_FACTOR)")
+    p.add_argument("--wnlb-weight-init", type=float, help="initial w of the wNLB row (MODEL.WNLB.WEIGHT_INIT; 0)")
     p.add_argument("--rows", nargs="+", help="rows to run (default: pretrained finetuned nlb wnlb)")
+    p.add_argument("--seeds", nargs="*", type=int, help="one fine-tuning run per row and seed (default: 0)")
+    p.add_argument("--severities", nargs="*", type=float, metavar="T",
+                   help="evaluate every row at these fixed severities (0: mildest end of the training range, "
+                        "1: harshest, > 1 beyond); needs --normal-test-data; none: no severity curves")
+    p.add_argument("--bootstrap-samples", type=int, help="image-level bootstrap samples per evaluation (0: off)")
     p.add_argument("--low-light-train", action="store_const", const=True,
                    help="degrade --finetune-data on the fly (INPUT.LOW_LIGHT); off for low-light datasets")
     p.add_argument("--low-light-test", action="store_const", const=True, help="degrade --test-data on the fly")
@@ -70,11 +105,15 @@ def build_parser():
     return p
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    values = dict(PRESETS[args.preset]) if args.preset else {}
+def spec_values(args):
+    """ExperimentSpec fields: the preset's, then what the command line gives."""
+    detector = args.detector or "maskrcnn"
+    if args.preset and detector not in DETECTOR_DEMOS:
+        sys.exit(f"run_experiment.py: error: --preset needs a detector with a demo model "
+                 f"({', '.join(DETECTOR_DEMOS)}), got --detector {detector!r}")
+    values = preset_values(args.preset, detector) if args.preset else {"detector": detector}
     for k, v in vars(args).items():
-        if k not in ("preset", "pictures", "opts") and v is not None:  # given on the command line
+        if k not in ("preset", "pictures", "opts", "overwrite") and v is not None:  # given on the command line
             values[k] = v
     values["opts"] = args.opts
     # Spec field -> the flag that sets it (output_dir is --output).
@@ -84,37 +123,58 @@ def main(argv=None):
     if missing:
         sys.exit(f"run_experiment.py: error: missing {', '.join(flags[m] for m in missing)} "
                  "(or use --preset demo)")
+    return values
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    values = spec_values(args)
 
     from detectron2.utils.logger import setup_logger
 
     import wnlb_d2  # noqa: F401  (registers backbones and datasets)
     from wnlb_d2.data.mapper import worker_error_message
-    from wnlb_d2.engine.experiment import ExperimentSpec, ROWS, results_markdown, run_experiment
-    from wnlb_d2.engine.report import plot_results, save_side_by_side
-    from wnlb_d2.enhance.experiment import enhancer_rows
+    from wnlb_d2.experiment import ExperimentSpec, build_detector_family, run_experiment
+    from wnlb_d2.experiment.report import plot_results, plot_severity, plot_w_trajectory, results_markdown
+    from wnlb_d2.experiment.runner import check_output_folder
+    from wnlb_d2.experiment.severity import severity_levels
 
     spec = ExperimentSpec(**values)
     try:
-        # Every dataset name, weights path and enhancer name, before anything trains or is written.
+        # Every dataset name, weights path, seed, severity and enhancer name, before anything
+        # trains or is written.
         spec.validate()
-    except (FileNotFoundError, ValueError) as e:
+        family = build_detector_family(spec)
+        family.validate()
+        if spec.severities:
+            severity_levels(family.low_light_config(), spec.severities)
+        check_output_folder(spec, args.overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
         sys.exit(f"run_experiment.py: error: {type(e).__name__}: {e}")
-    os.makedirs(values["output_dir"], exist_ok=True)
-    setup_logger(output=os.path.join(values["output_dir"], "log.txt"), name="detectron2", abbrev_name="d2")
-    setup_logger(output=os.path.join(values["output_dir"], "log.txt"), name="wnlb_d2")
+    os.makedirs(spec.output_dir, exist_ok=True)
+    log = os.path.join(spec.output_dir, "log.txt")
+    setup_logger(output=log, name="detectron2", abbrev_name="d2")
+    setup_logger(output=log, name="wnlb_d2")
     t0 = time.perf_counter()
     try:
-        results, models = run_experiment(spec)
+        results, trained = run_experiment(spec, overwrite=args.overwrite)
     except (FileNotFoundError, KeyError, ValueError, PermissionError, FloatingPointError) as e:
         # An unreadable image raised in a data-loader worker: its message, not the worker's traceback.
         sys.exit(f"run_experiment.py: error: {type(e).__name__}: {worker_error_message(e)}")
-    plot_results(results, [ROWS[0]] + enhancer_rows(results) + list(ROWS[1:]), os.path.join(spec.output_dir, "ap.png"))
+    out = spec.output_dir
+    plot_results(results, os.path.join(out, "ap.png"))
+    if results.get("severity"):
+        plot_severity(results, os.path.join(out, "severity.png"))
+    if any(r.get("w_trajectory") for r in results["runs"]):
+        plot_w_trajectory(results, os.path.join(out, "w_trajectory.png"))
     if args.pictures > 0:
-        cfg_test = models["pretrained"][0]
-        save_side_by_side(models, cfg_test, spec.test_data, os.path.join(spec.output_dir, "pictures"),
-                          num_images=args.pictures, low_light=spec.low_light_test)
+        try:
+            family.save_pictures(trained, spec.test_data, os.path.join(out, "pictures"), num_images=args.pictures,
+                                 low_light=spec.low_light_test)
+        except NotImplementedError as e:
+            logging.getLogger("wnlb_d2").info(f"No side-by-side pictures: {e}")
     print()
-    print(f"Low-light test set: {spec.test_data}; results in {spec.output_dir}/results.json "
+    print(f"Low-light test set: {spec.test_data}; results in {out}/results.json "
           f"({time.perf_counter() - t0:.0f} s)")
     print(results_markdown(results))
     return 0

@@ -7,7 +7,7 @@ those keys (checkpoint loading, fine-tuning policies, feature plots, the study r
 benchmarks) asks this module instead of parsing key strings itself.
 """
 
-__all__ = ["WNLB_MODULE", "WNLB_BACKBONES", "is_wnlb_key", "block_name", "block_names", "wnlb_stages",
+__all__ = ["WNLB_MODULE", "WNLB_BACKBONES", "FUSION_WEIGHT", "is_wnlb_key", "is_fusion_weight_key", "block_name", "block_names", "wnlb_stages",
            "wnlb_mode_from_keys", "wnlb_backbone_name"]
 
 #: Attribute of the wNLB ResNet that holds the blocks (a ``ModuleDict`` keyed by stage name).
@@ -20,12 +20,20 @@ WNLB_BACKBONES = {
     "build_resnet_backbone": "build_resnet_wnlb_backbone",
 }
 
+#: Name of a block's fusion weight w (a parameter, or a buffer when w is fixed).
+FUSION_WEIGHT = "fusion_weight"
+
 _MARK = f".{WNLB_MODULE}."
 
 
 def is_wnlb_key(key):
     """Whether a state-dict or parameter name belongs to a non-local block added by wnlb_d2."""
     return _MARK in f".{key}"
+
+
+def is_fusion_weight_key(key):
+    """Whether a name is the fusion weight w of a block (``...wnlb.res3.fusion_weight``)."""
+    return is_wnlb_key(key) and key.rsplit(".", 1)[-1] == FUSION_WEIGHT
 
 
 def block_name(key):

@@ -8,27 +8,24 @@ this project, applied to each image before the model sees it:
    name, or ``"<video name>:<frame index>"``), so a re-run gives the same pictures;
 2. ``INPUT.ENHANCER``: an image enhancer (the two-stage baselines).
 
-:func:`draw_predictions` draws the result with detectron2's ``Visualizer``;
-:func:`expand_inputs` turns files, folders and globs into a list of image files.
+:func:`expand_inputs` turns files, folders and globs into a list of image files; the pictures
+are drawn by :mod:`wnlb_d2.visualization`.
 """
 
 import glob
 import logging
 import os
 
-import cv2
 import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
-from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from ..checkpoint import WNLBCheckpointer
 from ..data.synthesis import build_pipeline_from_config, eval_rng
 
-__all__ = ["LowLightPredictor", "draw_predictions", "expand_inputs", "IMAGE_EXTENSIONS", "label_panel",
-           "metadata_of", "backbone_opts_for_checkpoint"]
+__all__ = ["LowLightPredictor", "expand_inputs", "IMAGE_EXTENSIONS", "metadata_of", "backbone_opts_for_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -193,43 +190,3 @@ class LowLightPredictor:
         """
         stages = self.prepare(image_bgr, key)
         return stages, self.predict(list(stages.values())[-1])
-
-
-def draw_predictions(image_bgr, outputs, metadata, score_threshold=0.5, scale=1.0):
-    """Masks, boxes and labels drawn by detectron2's ``Visualizer`` on the image the model saw.
-
-    Args:
-        image_bgr (np.ndarray): uint8 (H, W, 3) BGR image.
-        outputs (dict): the model's output, with ``"instances"``.
-        metadata: detectron2 metadata (class names).
-        score_threshold (float): instances below it are not drawn.
-        scale (float): drawing scale (> 1 for small images).
-
-    Returns:
-        np.ndarray: uint8 BGR image of size ``(round(H * scale), round(W * scale))``.
-    """
-    vis = Visualizer(image_bgr[:, :, ::-1], metadata=metadata, scale=scale, instance_mode=ColorMode.IMAGE)
-    # The Visualizer draws instance colours from NumPy's global generator; a fixed seed makes
-    # the same predictions look the same in every run (and keeps colours steady across video
-    # frames), and the caller's generator state is restored afterwards.
-    state = np.random.get_state()
-    np.random.seed(0)
-    try:
-        if "instances" in outputs:
-            inst = outputs["instances"]
-            vis = vis.draw_instance_predictions(inst[inst.scores >= score_threshold])
-        else:
-            vis = vis.get_output()
-    finally:
-        np.random.set_state(state)
-    return np.ascontiguousarray(vis.get_image()[:, :, ::-1])
-
-
-def label_panel(image_bgr, text, height=None):
-    """The image with a white title bar of ``text`` above it (for side-by-side pictures)."""
-    h, w = image_bgr.shape[:2]
-    bar_h = height or max(16, min(28, w // 12))
-    bar = np.full((bar_h, w, 3), 255, np.uint8)
-    font_scale = bar_h / 40.0
-    cv2.putText(bar, text, (4, int(bar_h * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([bar, image_bgr], axis=0)

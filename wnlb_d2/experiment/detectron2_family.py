@@ -129,6 +129,13 @@ class Detectron2Family(DetectorFamily):
     def block_weights(self, trained):
         return wnlb_weights(trained.handle[1]) if trained.handle else {}
 
+    def save_pictures(self, trained_rows, dataset, output_dir, *, num_images=3, low_light=False):
+        from ..visualization import save_side_by_side
+
+        models = {row: t.handle for row, t in trained_rows.items() if t.handle is not None}
+        cfg_test = trained_rows["pretrained"].handle[0]
+        return save_side_by_side(models, cfg_test, dataset, output_dir, num_images=num_images, low_light=low_light)
+
 
 @DETECTOR_FAMILY_REGISTRY.register()
 class MaskRCNNFamily(Detectron2Family):

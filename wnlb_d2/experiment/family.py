@@ -128,6 +128,24 @@ class DetectorFamily(abc.ABC):
         """The learned w per stage of the weighted blocks of ``trained`` (empty without blocks)."""
         return {}
 
+    def save_pictures(self, trained_rows, dataset, output_dir, *, num_images=3, low_light=False):
+        """Side-by-side pictures of every row's predictions on the first test images.
+
+        Args:
+            trained_rows (dict[str, TrainedRow]): row -> its (last-seed) model.
+            dataset (str): the test dataset.
+            output_dir (str): folder for the PNGs.
+            num_images (int): how many images.
+            low_light (bool): degrade the test images first (the evaluation degradation).
+
+        Returns:
+            list[str]: paths written.
+
+        Raises:
+            NotImplementedError: the family draws no pictures.
+        """
+        raise NotImplementedError(f"detector family {self.name!r} draws no side-by-side pictures")
+
     def release(self, trained):
         """Free what ``trained.handle`` holds once the runner no longer needs it (default: drop it)."""
         trained.handle = None
