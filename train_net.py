@@ -20,8 +20,10 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 import wnlb_d2  # noqa: F401  (registers backbones and datasets)
-from wnlb_d2.checkpoint import CheckpointMismatchError
+from wnlb_d2.checkpoint import CheckpointMismatchError, CheckpointReadError, check_checkpoint_path, checkpoint_read_error
+from wnlb_d2.data.mapper import worker_error_message
 from wnlb_d2.engine import LowLightTrainer, launch, setup_cfg
+from wnlb_d2.engine.predictor import backbone_opts_for_checkpoint
 
 logger = logging.getLogger("wnlb_d2.train_net")
 
@@ -31,7 +33,25 @@ class Trainer(LowLightTrainer):
 
 
 def setup(args):
-    return setup_cfg(args.config_file, args.opts, args=args)
+    """The config of a run; a stock backbone gets the non-local blocks that MODEL.WEIGHTS holds.
+
+    Without that, a wNLB checkpoint evaluated (or fine-tuned) with a stock config would lose
+    its blocks: tools/demo.py does the same.
+    """
+    cfg = setup_cfg(args.config_file, args.opts)
+    weights = cfg.MODEL.WEIGHTS
+    check_checkpoint_path(weights)
+    try:
+        extra = backbone_opts_for_checkpoint(cfg, weights)
+    except Exception as e:  # unreadable file: name it, in one line
+        raise checkpoint_read_error(weights, e.__cause__ or e) from e
+    if not extra:
+        return setup_cfg(args.config_file, args.opts, args=args)
+    # Before args.opts: what the user set wins (and is then checked by the checkpointer).
+    cfg = setup_cfg(args.config_file, extra + list(args.opts), args=args)
+    logger.warning(f"{weights} holds non-local blocks that the config's backbone lacks: "
+                   f"using {' '.join(extra)} (fusion: MODEL.WNLB.FUSION = {cfg.MODEL.WNLB.FUSION})")
+    return cfg
 
 
 def main(args):
@@ -55,8 +75,10 @@ def invoke_main():
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
-    except (FileNotFoundError, KeyError, ValueError, PermissionError, CheckpointMismatchError, FloatingPointError) as e:
+    except (FileNotFoundError, KeyError, ValueError, PermissionError, CheckpointMismatchError, CheckpointReadError,
+            FloatingPointError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        msg = worker_error_message(msg)  # a data-loader worker's error: its message, not its traceback
         logging.getLogger("wnlb_d2").error(f"{type(e).__name__}: {msg}")
         sys.exit(f"train_net.py: error: {type(e).__name__}: {msg}")
 

@@ -113,3 +113,133 @@ def test_wnlb_checkpoint_round_trip(stock, tmp_path):
     assert incompatible is not None
     for k, v in a.state_dict().items():
         assert torch.equal(b.state_dict()[k], v), k
+
+
+# --- unreadable, non-finite and mismatched checkpoints (issue 10) -------------------------------
+
+import os  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+
+import numpy as np  # noqa: E402
+from torch import nn  # noqa: E402
+
+from wnlb_d2.checkpoint import CheckpointMismatchError, CheckpointReadError, remove_stale_temporaries  # noqa: E402
+
+
+class _Tiny(nn.Module):
+    """Keys laid out as in a detectron2 model: a bottom-up stage, optional wNLB block, a head."""
+
+    def __init__(self, block=False):
+        super().__init__()
+        self.backbone = nn.Module()
+        self.backbone.bottom_up = nn.Module()
+        self.backbone.bottom_up.res2 = nn.Conv2d(3, 4, 1)
+        if block:
+            self.backbone.bottom_up.wnlb = nn.ModuleDict({"res2": nn.Conv2d(4, 4, 1)})
+        self.head = nn.Linear(4, 2)
+
+
+def _unreadable_files(folder):
+    good = folder / "good.pth"
+    torch.save({"model": _Tiny().state_dict()}, good)
+    data = good.read_bytes()
+    files = {
+        "missing": (folder / "nope.pth", "does not exist"),
+        "empty": (folder / "empty.pth", "is empty"),
+        "folder": (folder / "adir.pth", "is a folder"),
+        "truncated": (folder / "truncated.pth", "not a complete torch checkpoint"),
+        "text": (folder / "notes.pth", "it is not a torch or pickle checkpoint"),
+        "random": (folder / "random.pth", "it is not a torch or pickle checkpoint"),
+        "random pkl": (folder / "random.pkl", "it is not a torch or pickle checkpoint"),
+        "not a state dict": (folder / "list.pth", "holds no state dict"),
+    }
+    files["empty"][0].write_bytes(b"")
+    files["folder"][0].mkdir()
+    files["truncated"][0].write_bytes(data[: len(data) // 2])
+    files["text"][0].write_text("these are not weights\n")
+    rng = np.random.default_rng(0)
+    files["random"][0].write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    files["random pkl"][0].write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    torch.save({"model": [1, 2, 3]}, files["not a state dict"][0])
+    return files
+
+
+CASES = ["missing", "empty", "folder", "truncated", "text", "random", "random pkl", "not a state dict"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_unreadable_checkpoint_is_one_clear_error(tmp_path, case):
+    path, words = _unreadable_files(tmp_path)[case]
+    model = _Tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointReadError) as info:
+        WNLBCheckpointer(model).load(str(path))
+    msg = str(info.value)
+    assert repr(str(path)) in msg and words in msg and "\n" not in msg, msg
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), "nothing may be loaded from a broken file"
+
+
+def test_url_without_network_names_the_url(tmp_path, monkeypatch):
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))  # nothing cached
+    url = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+    with pytest.raises(CheckpointReadError, match=re.escape(repr(url)) + ".*could not be downloaded"):
+        WNLBCheckpointer(_Tiny()).load(url)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("fmt", ["pth", "pkl"])
+def test_non_finite_weights_are_refused(tmp_path, bad, fmt):
+    state = _Tiny().state_dict()
+    state["head.weight"][0, 1] = bad
+    path = tmp_path / f"nan.{fmt}"
+    if fmt == "pth":
+        torch.save({"model": state}, path)
+    else:  # model-zoo layout: numpy arrays in a latin1 pickle
+        with open(path, "wb") as f:
+            pickle.dump({"model": {k: v.numpy() for k, v in state.items()}, "__author__": "test"}, f)
+    model = _Tiny()
+    before = model.state_dict()["head.weight"].clone()
+    with pytest.raises(CheckpointReadError, match=r"holds NaN/Inf in 1 tensors \(first: \['head.weight'\]\)"):
+        WNLBCheckpointer(model).load(str(path))
+    assert torch.equal(model.state_dict()["head.weight"], before)
+
+
+def test_wnlb_tensors_the_model_cannot_take_are_an_error(tmp_path):
+    path = tmp_path / "wnlb.pth"
+    torch.save({"model": _Tiny(block=True).state_dict()}, path)
+    # Not strict (library use): loads with the warning, as before.
+    WNLBCheckpointer(_Tiny()).load(str(path))
+    with pytest.raises(CheckpointMismatchError, match="holds non-local blocks the model cannot take.*backbone.bottom_up.wnlb.res2"):
+        WNLBCheckpointer(_Tiny(), strict_backbone=True).load(str(path))
+    # A stock checkpoint into a wNLB model stays fine under strict_backbone.
+    stock = tmp_path / "stock.pth"
+    torch.save({"model": _Tiny().state_dict()}, stock)
+    WNLBCheckpointer(_Tiny(block=True), strict_backbone=True).load(str(stock))
+
+
+def test_stale_temporaries_of_dead_processes_are_removed(tmp_path, caplog):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"model_0000009.pth.tmp.{dead.pid}"
+    stale.write_bytes(b"x" * 1000)
+    stale_tag = tmp_path / f"last_checkpoint.tmp.{dead.pid}"
+    stale_tag.write_text("model_0000009.pth")
+    live = tmp_path / f"model_0000010.pth.tmp.{os.getpid()}"  # a live process may be saving it now
+    live.write_bytes(b"y")
+    other = tmp_path / f"notes.txt.tmp.{dead.pid}"  # not ours: never touched
+    other.write_text("z")
+    with caplog.at_level(logging.INFO, logger="wnlb_d2.checkpoint"):
+        removed = remove_stale_temporaries(str(tmp_path))
+    assert sorted(removed) == sorted([stale.name, stale_tag.name])
+    assert not stale.exists() and not stale_tag.exists() and live.exists() and other.exists()
+    assert any("Removed 2 stale checkpoint temporaries" in r.getMessage() for r in caplog.records)
+    assert remove_stale_temporaries(str(tmp_path)) == []

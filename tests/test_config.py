@@ -1,7 +1,9 @@
 """Configs: one key turns a stock config into a wNLB config; shipped YAMLs; loader errors."""
 
 import glob
+import logging
 import os
+import re
 
 import pytest
 from detectron2 import model_zoo
@@ -93,3 +95,85 @@ def test_not_a_mapping(tmp_path):
     (tmp_path / "a.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="must hold a mapping"):
         wnlb_d2.merge_from_file(get_cfg(), str(tmp_path / "a.yaml"))
+
+
+# --- issue 10: WEIGHT_INIT as a list, MODEL.WNLB checked with any backbone, YAML errors ------------
+
+from wnlb_d2.engine import setup_cfg  # noqa: E402
+
+DEMO = os.path.join(REPO, "configs", "demo", "Base-Demo-R18-FPN.yaml")
+WNLB = ["MODEL.BACKBONE.NAME", "build_resnet_wnlb_fpn_backbone", "MODEL.DEVICE", "cpu"]
+
+
+def _yaml(tmp_path, body, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(f'_BASE_: "{DEMO}"\n' + body)
+    return str(path)
+
+
+def test_weight_init_list_from_yaml_and_opts(tmp_path):
+    out = ["OUTPUT_DIR", str(tmp_path / "out")]
+    listed = _yaml(tmp_path, "MODEL:\n  WNLB:\n    WEIGHT_INIT: [0.1, 0.2, 0.3, 0.4]\n")
+    cfg = setup_cfg(listed, out + WNLB)
+    assert cfg.MODEL.WNLB.WEIGHT_INIT == [0.1, 0.2, 0.3, 0.4]
+    ws = {s: b.fusion_weight.item() for s, b in build_model(cfg).backbone.bottom_up.wnlb.items()}
+    assert ws == pytest.approx({"res2": 0.1, "res3": 0.2, "res4": 0.3, "res5": 0.4})
+    # The command line overrides the file either way: a number over a list, a list over a number.
+    assert setup_cfg(listed, out + WNLB + ["MODEL.WNLB.WEIGHT_INIT", "0.5"]).MODEL.WNLB.WEIGHT_INIT == 0.5
+    cfg = setup_cfg(DEMO, out + WNLB + ["MODEL.WNLB.WEIGHT_INIT", "[0.4, 0.3, 0.2, 0.1]"])
+    assert build_model(cfg).backbone.bottom_up.wnlb["res2"].fusion_weight.item() == pytest.approx(0.4)
+    scalar = _yaml(tmp_path, "MODEL:\n  WNLB:\n    WEIGHT_INIT: 0.25\n", name="scalar.yaml")
+    assert setup_cfg(scalar, out + WNLB).MODEL.WNLB.WEIGHT_INIT == 0.25
+    # The list survives the config.yaml round trip that detectron2 writes for every run.
+    dumped = tmp_path / "dumped.yaml"
+    dumped.write_text(setup_cfg(listed, out + WNLB).dump())
+    assert setup_cfg(str(dumped), out).MODEL.WNLB.WEIGHT_INIT == [0.1, 0.2, 0.3, 0.4]
+
+
+@pytest.mark.parametrize("opts, message", [
+    (["MODEL.WNLB.WEIGHT_INIT", "abc"], "MODEL.WNLB.WEIGHT_INIT = 'abc' (in the command-line overrides) is invalid"),
+    (["MODEL.WNLB.WEIGHT_INIT", "[0.1, 0.2]"], "MODEL.WNLB.WEIGHT_INIT has 2 values [0.1, 0.2] but MODEL.WNLB.STAGES has 4"),
+    (["MODEL.WNLB.WEIGHT_INIT", "[True]"], "expected a number or a list of numbers"),
+])
+def test_bad_weight_init(tmp_path, opts, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        setup_cfg(DEMO, ["OUTPUT_DIR", str(tmp_path)] + opts)
+
+
+@pytest.mark.parametrize("opts, message", [
+    (["MODEL.WNLB.STAGES", "['res6']"], "MODEL.WNLB.STAGES entry = 'res6' is invalid; expected one of ('res2'"),
+    (["MODEL.WNLB.STAGES", "['res3', 'res3']"], "MODEL.WNLB.STAGES lists a stage twice"),
+    (["MODEL.WNLB.MODE", "foo"], "MODEL.WNLB.MODE = 'foo' is invalid; expected one of ('embedded'"),
+    (["MODEL.WNLB.FUSION", "sum"], "MODEL.WNLB.FUSION = 'sum' is invalid"),
+    (["MODEL.WNLB.NORM", "LN"], "MODEL.WNLB.NORM = 'LN' is invalid"),
+    (["MODEL.WNLB.IMPL", "fast"], "MODEL.WNLB.IMPL = 'fast' is invalid"),
+    (["MODEL.WNLB.INTER_CHANNELS_RATIO", "-0.5"], "MODEL.WNLB.INTER_CHANNELS_RATIO = -0.5 is invalid"),
+])
+@pytest.mark.parametrize("backbone", ["build_resnet_fpn_backbone", "build_resnet_wnlb_fpn_backbone"])
+def test_wnlb_values_are_checked_whatever_the_backbone(tmp_path, opts, message, backbone):
+    # The demo config names the stock backbone, which never reads MODEL.WNLB.
+    with pytest.raises(ValueError, match=re.escape(message)):
+        setup_cfg(DEMO, ["OUTPUT_DIR", str(tmp_path), "MODEL.BACKBONE.NAME", backbone] + opts)
+
+
+def test_unused_wnlb_keys_are_logged(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="wnlb_d2"):
+        setup_cfg(DEMO, ["OUTPUT_DIR", str(tmp_path), "MODEL.WNLB.MODE", "dot"])
+    lines = [r.getMessage() for r in caplog.records if "builds no non-local blocks" in r.getMessage()]
+    assert len(lines) == 1 and "MODE" in lines[0] and "'build_resnet_wnlb_fpn_backbone'" in lines[0]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "is empty; expected a mapping"),
+    ("\n# only a comment\n", "is empty; expected a mapping"),
+    ("MODEL:\n  WEIGHTS: [\n", "is not valid YAML: expected the node content, but found '<stream end>' at line 3"),
+    ("MODEL:\n\tDEVICE: cpu\n", "is not valid YAML:"),
+    ("MODEL: {DEVICE: cpu\n", "is not valid YAML:"),
+])
+def test_yaml_errors_name_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as info:
+        wnlb_d2.merge_from_file(get_cfg(), str(path))
+    msg = str(info.value)
+    assert msg.startswith(f"Config file {path} ") and message in msg and "\n" not in msg, msg

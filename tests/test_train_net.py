@@ -189,3 +189,140 @@ def test_nan_loss_stops_without_saving_broken_weights(demo_root, tmp_path):
         if f.endswith(".pth"):
             state = torch.load(os.path.join(out, f), weights_only=False)["model"]
             assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), f
+
+
+# --- issue 10: bad-input probe -------------------------------------------------------------------
+
+def _invoke(monkeypatch, *argv):
+    """train_net.py's command line in this process: the exit message (None on success)."""
+    monkeypatch.setattr(sys, "argv", ["train_net.py", *argv])
+    try:
+        train_net.invoke_main()
+    except SystemExit as e:
+        return str(e.code)
+    return None
+
+
+@pytest.fixture(scope="module")
+def wnlb_checkpoint(demo_root, tmp_path_factory):
+    """A wNLB R18 checkpoint (blocks after res2-5, w = 0.3) and a stock one of the same model."""
+    from detectron2.modeling import build_model
+
+    from wnlb_d2 import WNLBCheckpointer
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    cfg = setup_cfg(DEMO_CONFIG, tiny_opts(str(folder), **{"MODEL.BACKBONE.NAME": "build_resnet_wnlb_fpn_backbone"}))
+    model = build_model(cfg)
+    with torch.no_grad():
+        for block in model.backbone.bottom_up.wnlb.values():
+            block.fusion_weight.fill_(0.3)
+    WNLBCheckpointer(model, save_dir=str(folder)).save("wnlb")
+    stock = {k: v for k, v in model.state_dict().items() if ".wnlb." not in k}
+    torch.save({"model": stock}, folder / "stock.pth")
+    return str(folder / "wnlb.pth"), str(folder / "stock.pth")
+
+
+@pytest.mark.parametrize("backbone", ["build_resnet_fpn_backbone", "build_resnet_wnlb_fpn_backbone"])
+@pytest.mark.parametrize("case", ["missing", "empty", "truncated", "text", "random bytes", "nan", "url offline"])
+def test_unreadable_weights_exit_with_one_line_naming_the_file(demo_root, wnlb_checkpoint, tmp_path, monkeypatch,
+                                                               case, backbone):
+    good = wnlb_checkpoint[1]
+    path = str(tmp_path / "w.pth")
+    if case == "empty":
+        open(path, "wb").close()
+    elif case == "truncated":
+        data = open(good, "rb").read()
+        open(path, "wb").write(data[: len(data) // 3])
+    elif case == "text":
+        open(path, "w").write("MODEL:\n  WEIGHTS: oops\n")
+    elif case == "random bytes":
+        open(path, "wb").write(os.urandom(5000))
+    elif case == "nan":
+        state = torch.load(good, weights_only=False)
+        state["model"]["roi_heads.box_predictor.cls_score.weight"][0, 0] = float("nan")
+        torch.save(state, path)
+    elif case == "url offline":
+        import urllib.error
+        import urllib.request
+
+        def offline(url, *args, **kwargs):
+            raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+        monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+        monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+        path = "detectron2://ImageNetPretrained/MSRA/R-18.pkl"
+    out = str(tmp_path / "run")
+    msg = _invoke(monkeypatch, "--config-file", DEMO_CONFIG,
+                  *tiny_opts(out, iters=1, **{"MODEL.BACKBONE.NAME": backbone}), "MODEL.WEIGHTS", path)
+    assert msg is not None and msg.startswith("train_net.py: error: CheckpointReadError: "), msg
+    assert f"Checkpoint {path!r} " in msg and "\n" not in msg, msg
+    words = {"missing": "does not exist", "empty": "is empty", "nan": "holds NaN/Inf in 1 tensors",
+             "url offline": "could not be downloaded", "truncated": "torch checkpoint"}
+    assert words.get(case, "not a torch or pickle checkpoint") in msg, msg
+    assert not os.path.exists(os.path.join(out, "model_final.pth"))
+
+
+def test_eval_only_adds_the_blocks_a_checkpoint_holds(demo_root, wnlb_checkpoint, tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_test(cfg, model, evaluators=None):
+        seen["model"] = model
+        return {}
+
+    monkeypatch.setattr(train_net.Trainer, "test", staticmethod(fake_test))
+    # The config names the stock backbone; the checkpoint has blocks after res2-5.
+    train_net.main(_args("--config-file", DEMO_CONFIG, "--eval-only", *tiny_opts(str(tmp_path / "run")),
+                         "MODEL.WEIGHTS", wnlb_checkpoint[0]))
+    blocks = seen["model"].backbone.bottom_up.wnlb
+    assert sorted(blocks) == ["res2", "res3", "res4", "res5"]
+    assert all(b.fusion_weight.item() == pytest.approx(0.3) for b in blocks.values()), "the blocks' weights are loaded"
+    log = open(os.path.join(str(tmp_path / "run"), "log.txt")).read()
+    assert "holds non-local blocks that the config's backbone lacks" in log
+    assert "Checkpoint loaded" in log and "every checkpoint tensor was used" in log
+
+
+def test_checkpoint_blocks_the_model_cannot_take_are_an_error(demo_root, wnlb_checkpoint, tmp_path, monkeypatch):
+    msg = _invoke(monkeypatch, "--config-file", DEMO_CONFIG, "--eval-only", *tiny_opts(str(tmp_path / "run")),
+                  "MODEL.WEIGHTS", wnlb_checkpoint[0], "MODEL.BACKBONE.NAME", "build_resnet_wnlb_fpn_backbone",
+                  "MODEL.WNLB.STAGES", "['res3', 'res4', 'res5']")
+    assert msg and "holds non-local blocks the model cannot take" in msg and "backbone.bottom_up.wnlb.res2" in msg, msg
+
+
+@pytest.mark.parametrize("what, message", [
+    ("no annotations field", "images of 'tiny_noann_train' have no 'annotations'"),
+    ("no objects", "no image has an annotated (non-crowd) object, and DATALOADER.FILTER_EMPTY_ANNOTATIONS True"),
+])
+def test_images_without_annotations(demo_root, tmp_path, monkeypatch, what, message):
+    from detectron2.data import DatasetCatalog
+
+    if "tiny_noann_train" not in DatasetCatalog.list():
+        def strip(keep):
+            return [{**{k: v for k, v in d.items() if k != "annotations"}, **keep} for d in DatasetCatalog.get("tiny_demo_train")]
+
+        DatasetCatalog.register("tiny_noann_train", lambda: strip({}))
+        DatasetCatalog.register("tiny_noobj_train", lambda: strip({"annotations": []}))
+    name = "tiny_noann_train" if what == "no annotations field" else "tiny_noobj_train"
+    msg = _invoke(monkeypatch, "--config-file", DEMO_CONFIG,
+                  *tiny_opts(str(tmp_path / "run"), iters=1, **{"DATASETS.TRAIN": f"('{name}',)"}))
+    assert msg and msg.startswith("train_net.py: error: ValueError: DATASETS.TRAIN") and message in msg, msg
+
+
+def test_wnlb_log_lines_reach_log_txt_once_and_stale_temporaries_go(demo_root, wnlb_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = out / f"model_0000005.pth.tmp.{dead.pid}"  # what a kill during a save leaves
+    stale.write_bytes(b"\0" * 4096)
+    res = _run_cli(demo_root, "--config-file", DEMO_CONFIG, "--resume",
+                   *tiny_opts(str(out), iters=1, **{"MODEL.BACKBONE.NAME": "build_resnet_wnlb_fpn_backbone"}),
+                   "MODEL.WEIGHTS", wnlb_checkpoint[1])
+    assert res.returncode == 0, res.stderr[-2000:]
+    log = open(out / "log.txt").read()
+    for text in (log, res.stdout):
+        lines = [line for line in text.splitlines() if "Checkpoint loaded" in line]
+        assert len(lines) == 1, lines
+        assert "wNLB tensors are new and keep their initialisation" in lines[0]
+    assert not stale.exists()
+    assert f"Removed 1 stale checkpoint temporaries of dead processes from {out}" in log
+    assert os.path.isfile(out / "model_final.pth")

@@ -2,11 +2,15 @@
 
 import logging
 import os
+import re
+import zipfile
 
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-__all__ = ["WNLBCheckpointer", "CheckpointMismatchError", "is_wnlb_key"]
+__all__ = ["WNLBCheckpointer", "CheckpointMismatchError", "CheckpointReadError", "is_wnlb_key",
+           "check_checkpoint_path", "checkpoint_read_error", "remove_stale_temporaries"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +33,101 @@ def _block_names(keys):
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the model's backbone (another depth, or not a detection model)."""
+
+
+class CheckpointReadError(ValueError):
+    """A checkpoint cannot be read (missing, empty, truncated, not a checkpoint, not downloadable)
+    or holds weights that are not finite."""
+
+
+def check_checkpoint_path(path):
+    """Raise :class:`CheckpointReadError` when a local checkpoint path names no usable file.
+
+    URLs (``detectron2://``, ``https://`` ...) are left to the download.
+
+    Args:
+        path (str): ``MODEL.WEIGHTS`` or a checkpoint path.
+    """
+    if not path or "://" in path:
+        return
+    if os.path.isdir(path):
+        raise CheckpointReadError(f"Checkpoint {path!r} is a folder; expected a .pth or .pkl file")
+    if not os.path.exists(path):
+        raise CheckpointReadError(f"Checkpoint {path!r} does not exist")
+    if os.path.getsize(path) == 0:
+        raise CheckpointReadError(f"Checkpoint {path!r} is empty (0 bytes): a failed copy or download?")
+
+
+def _reason(e):
+    # What went wrong, in words and on one line; the exception's own text as the detail.
+    detail = (str(e).strip().splitlines() or [""])[0][:200]
+    from urllib.error import URLError
+
+    if isinstance(e, URLError):
+        return f"could not be downloaded (no network, or a wrong URL?): {detail}"
+    if isinstance(e, EOFError) or "Ran out of input" in detail:
+        return "the file ends early (truncated?)"
+    if "zip archive" in detail or "central directory" in detail or isinstance(e, zipfile.BadZipFile):
+        return f"not a complete torch checkpoint (truncated or corrupt: {detail})"
+    # torch's and pickle's unpicklers fail on other bytes in many ways (UnpicklingError,
+    # IndexError, KeyError ...): they all mean the same to the user.
+    return f"it is not a torch or pickle checkpoint ({type(e).__name__}: {detail})"
+
+
+def checkpoint_read_error(path, e):
+    """:class:`CheckpointReadError` that names ``path`` and says in one line what ``e`` means."""
+    return CheckpointReadError(f"Checkpoint {path!r} cannot be loaded: {_reason(e)}")
+
+
+_TEMPORARY = re.compile(r"^(?:.+\.pth|last_checkpoint)\.tmp\.(\d+)$")
+
+
+def _process_alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder):
+    """Remove the half-written checkpoints (``*.pth.tmp.<pid>``) of processes that are gone.
+
+    A run killed during :meth:`WNLBCheckpointer.save` leaves its temporary file (up to a whole
+    checkpoint) beside the real ones; nothing else ever removes it. Files of live processes on
+    this machine are kept (they may be saving right now).
+
+    Args:
+        folder (str): the checkpoint folder (``OUTPUT_DIR``).
+
+    Returns:
+        list[str]: the names removed.
+    """
+    if not folder or not os.path.isdir(folder):
+        return []
+    removed, size = [], 0
+    for name in sorted(os.listdir(folder)):
+        m = _TEMPORARY.match(name)
+        path = os.path.join(folder, name)
+        if not m or not os.path.isfile(path) or _process_alive(int(m.group(1))):
+            continue
+        try:
+            size += os.path.getsize(path)
+            os.remove(path)
+        except OSError as e:
+            logger.warning(f"Could not remove stale checkpoint temporary {path}: {e}")
+            continue
+        removed.append(name)
+    if removed:
+        logger.info(
+            f"Removed {len(removed)} stale checkpoint temporaries of dead processes from {folder} "
+            f"({size / 2**20:.1f} MiB): {', '.join(removed)}"
+        )
+    return removed
 
 
 def _atomic_write(path, write):
@@ -68,9 +167,23 @@ class WNLBCheckpointer(DetectionCheckpointer):
         self._loading = None
 
     def load(self, path, *args, **kwargs):
+        """Same as :meth:`DetectionCheckpointer.load`, with one-line errors that name the file.
+
+        Raises:
+            CheckpointReadError: the file is missing, empty, truncated, not a checkpoint, cannot
+                be downloaded, or holds NaN/Inf weights (nothing is loaded into the model).
+            CheckpointMismatchError: with ``strict_backbone``, the checkpoint does not fit.
+        """
+        if not path:
+            return super().load(path, *args, **kwargs)  # fvcore: "initializing from scratch"
+        check_checkpoint_path(path)
         self._loading = path
         try:
             return super().load(path, *args, **kwargs)
+        except (CheckpointReadError, CheckpointMismatchError):
+            raise
+        except Exception as e:  # fvcore/torch/pickle/urllib errors do not say which file
+            raise checkpoint_read_error(path, e) from e
         finally:
             self._loading = None
 
@@ -119,7 +232,32 @@ class WNLBCheckpointer(DetectionCheckpointer):
                 "the config the checkpoint was trained with."
             )
 
+    def _check_finite(self, checkpoint):
+        state = checkpoint.get("model")
+        if not isinstance(state, dict):
+            raise CheckpointReadError(
+                f"Checkpoint {self._loading!r} holds no state dict of tensors (its 'model' is a "
+                f"{type(state).__name__})"
+            )
+        bad = []
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor) and v.is_floating_point():
+                finite = bool(torch.isfinite(v).all())
+            elif isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.floating):
+                finite = bool(np.isfinite(v).all())
+            else:
+                continue
+            if not finite:
+                bad.append(k)
+        if bad:
+            # Loaded, such weights give NaN scores and every AP is nan: refuse them up front.
+            raise CheckpointReadError(
+                f"Checkpoint {self._loading!r} holds NaN/Inf in {len(bad)} tensors (first: {bad[:3]}); "
+                "refusing to load it"
+            )
+
     def _load_model(self, checkpoint):
+        self._check_finite(checkpoint)
         incompatible = super()._load_model(checkpoint)
         # BatchNorm's num_batches_tracked counters are bookkeeping, not weights, and torch fills
         # them in silently when a checkpoint lacks them: leave them out of every count.
@@ -132,6 +270,16 @@ class WNLBCheckpointer(DetectionCheckpointer):
         unused = list(incompatible.unexpected_keys) + sorted(wrong_shape)
         if self.strict_backbone:
             self._check_backbone(model_keys, missing, wrong_shape)
+            dropped = [k for k in unused if is_wnlb_key(k)]
+            if dropped:
+                # The model lacks (or has other) blocks: loading would silently evaluate or
+                # fine-tune a different model than the checkpoint's.
+                raise CheckpointMismatchError(
+                    f"Checkpoint {self._loading!r} holds non-local blocks the model cannot take "
+                    f"({len(dropped)} wNLB tensors unused or of the wrong shape: {', '.join(_block_names(dropped))}). "
+                    "Set MODEL.BACKBONE.NAME to a wNLB backbone and MODEL.WNLB.STAGES / MODE to "
+                    "those the checkpoint was trained with."
+                )
         msg = f"Checkpoint loaded {loaded}/{len(model_keys)} model tensors; "
         msg += "every checkpoint tensor was used; " if not unused else f"{len(unused)} checkpoint tensors unused; "
         if new_wnlb:

@@ -1,5 +1,6 @@
 """Config keys of wnlb_d2, added to a detectron2 config by :func:`add_wnlb_config`."""
 
+import ast
 import logging
 import os
 
@@ -7,7 +8,7 @@ import yaml
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_wnlb_config", "add_low_light_input_config", "add_enhancer_config", "merge_from_file",
-           "MODEL_ZOO_PREFIX"]
+           "merge_from_list", "MODEL_ZOO_PREFIX"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,9 @@ def add_wnlb_config(cfg):
     # Whether the weight w of the weighted fusion is learned (else kept at WEIGHT_INIT).
     _C.MODEL.WNLB.LEARNABLE_WEIGHT = True
     # Initial w: one float for all stages, or a list with one float per entry of STAGES.
-    # 0.0 makes every block the identity at initialisation.
+    # 0.0 makes every block the identity at initialisation. yacs would refuse a list here (its
+    # type check keeps the default's float): merge_from_file / merge_from_list of this module
+    # accept both forms (NUMBER_OR_LIST_KEYS).
     _C.MODEL.WNLB.WEIGHT_INIT = 0.0
     # Channels of theta/phi/g as a fraction of the stage's channels (0.5 as in Wang et al.).
     _C.MODEL.WNLB.INTER_CHANNELS_RATIO = 0.5
@@ -60,6 +63,12 @@ def add_wnlb_config(cfg):
     # step) a factor > 1 lets w move further. Measured on the demo (80 iterations): factor 10
     # took w from ~0.005 to 0.03-0.06 without an AP gain, so the demo keeps 1.0.
     _C.SOLVER.WNLB_LR_FACTOR = 1.0
+    # Extra learning-rate factor of the blocks' fusion weights w alone, on top of
+    # WNLB_LR_FACTOR (1.0: like the other block parameters). See the README's "blocks that learn".
+    _C.SOLVER.WNLB_WEIGHT_LR_FACTOR = 1.0
+    # Image-level bootstrap samples of each COCOEvaluator AP (an interval for the evaluation
+    # noise of one run, from the matches COCOeval computed: no re-inference); 0: off.
+    _C.TEST.BOOTSTRAP_SAMPLES = 0
 
     add_low_light_input_config(cfg)
     add_enhancer_config(cfg)
@@ -91,14 +100,14 @@ def add_low_light_input_config(cfg):
     _C.INPUT.LOW_LIGHT.SEED = 0
     # Seed of the training draws; -1 takes fresh entropy from the OS in every run.
     _C.INPUT.LOW_LIGHT.TRAIN_SEED = -1
+    # Unreadable images: False stops with an error naming the file; True warns and skips it
+    # (training: another image; evaluation: a blank one, its objects count as missed).
+    _C.DATALOADER.SKIP_UNREADABLE_IMAGES = False
 
     _C.INPUT.LOW_LIGHT.LV2021 = CN()
     # Pre-scale alpha of I_out = beta * (alpha * I) ** gamma (Lv et al. 2021).
     _C.INPUT.LOW_LIGHT.LV2021.ALPHA = (0.9, 1.0)
     # Post-scale beta of the darkening (Lv et al. 2021).
-    # Unreadable images: False stops with an error naming the file; True warns and skips it
-    # (training: another image; evaluation: a blank one, its objects count as missed).
-    _C.DATALOADER.SKIP_UNREADABLE_IMAGES = False
     _C.INPUT.LOW_LIGHT.LV2021.BETA = (0.5, 1.0)
     # Exponent gamma of the darkening (Lv et al. 2021).
     _C.INPUT.LOW_LIGHT.LV2021.GAMMA = (1.5, 5.0)
@@ -197,27 +206,59 @@ def add_enhancer_config(cfg):
 def _read_yaml(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Config file not found: {path}")
-    with open(path, "r") as f:
-        text = f.read()
+    try:
+        with open(path, "r") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"Config file {path} cannot be read as text: {e}") from e
     try:
         data = yaml.safe_load(text)
     except yaml.constructor.ConstructorError:
         # Stock configs such as Base-RetinaNet.yaml compute values with !!python/object tags;
         # detectron2's own merge_from_file loads them the same way (allow_unsafe=True).
         logger.warning(f"Loading config {path} with yaml.unsafe_load (it has Python tags).")
-        data = yaml.unsafe_load(text)
+        data = _parse_yaml(path, text, yaml.unsafe_load)
+    except yaml.YAMLError as e:
+        raise ValueError(f"Config file {path} is not valid YAML: {_yaml_problem(e)}") from e
     if data is None:
-        data = {}
+        # yacs would merge nothing (or assert with an empty message): an empty file is a mistake.
+        raise ValueError(f"Config file {path} is empty; expected a mapping of config keys (or _BASE_)")
     if not isinstance(data, dict):
         raise ValueError(f"Config file {path} must hold a mapping of keys, got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(e):
+    # One line: the parser's problem and where it is (1-based, as editors count).
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    return f"{problem}{where}" + (f" ({context})" if context else "")
+
+
+def _parse_yaml(path, text, load):
+    try:
+        return load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"Config file {path} is not valid YAML: {_yaml_problem(e)}") from e
 
 
 def resolve_config_path(path, relative_to=None):
     """The file a config path names: ``model_zoo://NAME`` resolved, ``~`` expanded, relative to
     ``relative_to``'s folder when given."""
     if path.startswith(MODEL_ZOO_PREFIX):
-        from detectron2 import model_zoo
+        try:
+            from detectron2 import model_zoo
+        except ModuleNotFoundError as e:
+            # detectron2 (v0.6 and main) imports pkg_resources there, which setuptools >= 81 no
+            # longer ships (detectron2 issue #5494): say so instead of a bare traceback.
+            if e.name != "pkg_resources":
+                raise
+            raise ImportError(
+                f"Cannot resolve {path!r}: detectron2's model zoo needs pkg_resources, which "
+                "setuptools >= 81 removed; run: pip install 'setuptools<81'"
+            ) from e
 
         name = path[len(MODEL_ZOO_PREFIX):]
         try:
@@ -265,5 +306,81 @@ def merge_from_file(cfg, path):
     """
     resolved = resolve_config_path(path)
     data = _load_with_bases(resolved)
+    direct = []
+    for full_key in NUMBER_OR_LIST_KEYS:
+        *parents, leaf = full_key.split(".")
+        node, holder = data, cfg
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+            holder = holder.get(p) if holder is not None else None
+        if isinstance(node, dict) and leaf in node and holder is not None and leaf in holder:
+            direct.append((full_key, _number_or_list(full_key, node.pop(leaf), f"config file {path}")))
     cfg.merge_from_other_cfg(type(cfg)(data))
+    _set_keys(cfg, direct)
     return cfg
+
+
+#: Keys that take one number or a list of numbers. yacs type-checks every merged value against
+#: the default's type (float here), so these are validated here and assigned directly.
+NUMBER_OR_LIST_KEYS = ("MODEL.WNLB.WEIGHT_INIT",)
+
+
+def _number_or_list(full_key, value, where):
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if number(value):
+        return float(value)
+    if isinstance(value, (list, tuple)) and value and all(number(v) for v in value):
+        return [float(v) for v in value]
+    raise ValueError(f"{full_key} = {value!r} (in {where}) is invalid; expected a number or a list of numbers")
+
+
+def _set_keys(cfg, pairs):
+    for full_key, value in pairs:
+        *parents, leaf = full_key.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+
+
+def merge_from_list(cfg, opts):
+    """``cfg.merge_from_list(opts)`` that also takes a list for the keys of ``NUMBER_OR_LIST_KEYS``.
+
+    Args:
+        cfg (CfgNode): target config, modified in place.
+        opts (list[str]): ``KEY VALUE`` pairs, as on detectron2's command lines, e.g.
+            ``["MODEL.WNLB.WEIGHT_INIT", "[0.1, 0.2, 0.3]"]``.
+
+    Raises:
+        ValueError: such a key's value is not a number or a list of numbers.
+        AssertionError: yacs's own errors for the other keys (unknown key, odd length, type).
+    """
+    opts = list(opts)
+    rest, direct = [], []
+    for i in range(0, len(opts) - 1, 2):
+        key, value = opts[i], opts[i + 1]
+        if key in NUMBER_OR_LIST_KEYS and _has_key(cfg, key):
+            if isinstance(value, str):
+                try:
+                    value = ast.literal_eval(value)
+                except (ValueError, SyntaxError):
+                    pass  # left a string: _number_or_list names it
+            direct.append((key, _number_or_list(key, value, "the command-line overrides")))
+        else:
+            rest += [key, value]
+    if len(opts) % 2:
+        rest.append(opts[-1])  # yacs reports the odd length
+    cfg.merge_from_list(rest)
+    _set_keys(cfg, direct)
+    return cfg
+
+
+def _has_key(cfg, full_key):
+    node = cfg
+    for p in full_key.split("."):
+        if not hasattr(node, "keys") or p not in node:
+            return False
+        node = node[p]
+    return True

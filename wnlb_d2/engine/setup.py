@@ -8,13 +8,62 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.engine import default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
-from ..config import add_wnlb_config, merge_from_file, resolve_config_path
+from ..config import add_wnlb_config, merge_from_file, merge_from_list, resolve_config_path
+from ..layers import NONLOCAL_FUSIONS, NONLOCAL_IMPLS, NONLOCAL_MODES, NONLOCAL_NORMS
+from ..modeling.backbone.wnlb_resnet import _STAGE_NAMES, _choice, _weights_per_stage
 from .finetune import FINETUNE_POLICIES
 
-__all__ = ["setup_cfg", "check_config"]
+__all__ = ["setup_cfg", "check_config", "check_wnlb_config"]
 
 logger = logging.getLogger(__name__)
+
+
+def check_wnlb_config(cfg):
+    """Check every ``MODEL.WNLB`` value, whatever ``MODEL.BACKBONE.NAME`` is.
+
+    The wNLB backbones check these when they are built; a stock backbone never reads them, so
+    without this check a typo (``STAGES ['res6']``, ``MODE foo``) would train a stock model with
+    exit 0. Which stages a backbone computes (C4: up to res4) is still checked when it is built.
+
+    Raises:
+        ValueError: a value is not allowed; the message names the key, the value and the choices.
+    """
+    if "WNLB" not in cfg.MODEL:
+        return
+    w = cfg.MODEL.WNLB
+    if not isinstance(w.STAGES, (list, tuple)):
+        raise ValueError(f"MODEL.WNLB.STAGES = {w.STAGES!r} is invalid; expected a list of {_STAGE_NAMES}")
+    stages = list(w.STAGES)
+    for s in stages:
+        _choice("STAGES entry", s, _STAGE_NAMES)
+    if len(set(stages)) != len(stages):
+        raise ValueError(f"MODEL.WNLB.STAGES lists a stage twice: {stages}")
+    for key, allowed in (("MODE", NONLOCAL_MODES), ("FUSION", NONLOCAL_FUSIONS), ("NORM", NONLOCAL_NORMS),
+                         ("IMPL", NONLOCAL_IMPLS)):
+        _choice(key, w[key], allowed)
+    ratio = w.INTER_CHANNELS_RATIO
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
+        raise ValueError(f"MODEL.WNLB.INTER_CHANNELS_RATIO = {ratio!r} is invalid; expected a positive number")
+    _weights_per_stage(w.WEIGHT_INIT, stages)
+    for key in ("LEARNABLE_WEIGHT", "SUB_SAMPLE"):
+        if key in w and not isinstance(w[key], bool):
+            raise ValueError(f"MODEL.WNLB.{key} = {w[key]!r} is invalid; expected True or False")
+    from .features import WNLB_BACKBONES
+
+    name = cfg.MODEL.BACKBONE.NAME
+    if name in WNLB_BACKBONES:
+        defaults = get_cfg()
+        add_wnlb_config(defaults)
+        changed = sorted(k for k in w if w[k] != defaults.MODEL.WNLB[k])
+        if changed:
+            # Valid, but unused: say so, since nothing else would.
+            logger.info(
+                f"MODEL.WNLB sets {', '.join(changed)}, but MODEL.BACKBONE.NAME = {name!r} builds no "
+                f"non-local blocks (use {WNLB_BACKBONES[name]!r} for them)."
+            )
 
 
 def check_config(cfg):
@@ -22,9 +71,10 @@ def check_config(cfg):
 
     Raises:
         KeyError: a dataset name in DATASETS.TRAIN / DATASETS.TEST is not registered.
-        ValueError: SOLVER.FINETUNE_POLICY is not one of the allowed values.
+        ValueError: SOLVER.FINETUNE_POLICY or a MODEL.WNLB value is not one of the allowed ones.
         PermissionError: OUTPUT_DIR cannot be created or written.
     """
+    check_wnlb_config(cfg)
     registered = set(DatasetCatalog.list())
     for key in ("TRAIN", "TEST"):
         for name in cfg.DATASETS[key]:
@@ -34,9 +84,13 @@ def check_config(cfg):
                     + ", ".join(sorted(n for n in registered if not n.startswith(("keypoints_", "cityscapes_", "lvis_")))[:40])
                     + " ... (see datasets/README.md)"
                 )
-    factor = cfg.SOLVER.get("WNLB_LR_FACTOR", 1.0)
-    if not (isinstance(factor, (int, float)) and factor > 0):
-        raise ValueError(f"SOLVER.WNLB_LR_FACTOR = {factor!r} is invalid; expected a positive number")
+    for key in ("WNLB_LR_FACTOR", "WNLB_WEIGHT_LR_FACTOR"):
+        factor = cfg.SOLVER.get(key, 1.0)
+        if not (isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor > 0):
+            raise ValueError(f"SOLVER.{key} = {factor!r} is invalid; expected a positive number")
+    samples = cfg.TEST.get("BOOTSTRAP_SAMPLES", 0)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0 or samples == 1:
+        raise ValueError(f"TEST.BOOTSTRAP_SAMPLES = {samples!r} is invalid; expected 0 (off) or an integer >= 2")
     if cfg.SOLVER.FINETUNE_POLICY not in FINETUNE_POLICIES:
         raise ValueError(f"SOLVER.FINETUNE_POLICY = {cfg.SOLVER.FINETUNE_POLICY!r} is invalid; expected one of {FINETUNE_POLICIES}")
     out = cfg.OUTPUT_DIR
@@ -59,22 +113,61 @@ def setup_cfg(config_file, opts=(), args=None):
         args: parsed command line; when given, detectron2's ``default_setup`` runs too
             (logging, environment info, config saved to OUTPUT_DIR).
     """
+    if args is None:
+        return _build_cfg(config_file, opts)
+    # Until default_setup has made the log handlers, what the checks log would be lost: keep it
+    # and hand it to the handlers afterwards.
+    buffer = _Buffer()
+    root = logging.getLogger("wnlb_d2")
+    level = root.level
+    if not root.handlers:  # else (set up before in this process) the records are shown already
+        root.addHandler(buffer)
+        root.setLevel(logging.INFO)
+    try:
+        cfg = _build_cfg(config_file, opts)
+        # default_setup reads args.config_file itself: give it the resolved file.
+        args = copy.copy(args)
+        args.config_file = resolve_config_path(config_file)
+        default_setup(cfg, args)
+    finally:
+        root.removeHandler(buffer)
+        root.setLevel(level)
+    # default_setup sets up the "detectron2" and "fvcore" loggers only: without this, every
+    # wnlb_d2 line (the checkpoint summary, warnings) is missing from stdout and log.txt.
+    # setup_logger is cached per arguments, so a second call adds no second handler.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="wnlb_d2")
+    # setup_logger sets DEBUG, which would print a line per image read (data.image_io).
+    root.setLevel(logging.INFO)
+    for record in buffer.records:
+        logging.getLogger(record.name).handle(record)
+    return cfg
+
+
+class _Buffer(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def _build_cfg(config_file, opts):
     cfg = get_cfg()
     add_wnlb_config(cfg)
     merge_from_file(cfg, config_file)
     try:
-        cfg.merge_from_list(list(opts))
+        merge_from_list(cfg, list(opts))
     except AssertionError as e:  # yacs reports bad overrides with bare asserts
         msg = str(e).replace("Non-existent key", "Non-existent config key")
         raise (KeyError if "Non-existent" in msg else ValueError)(f"{msg} (in the command-line overrides)") from e
+    except ValueError as e:  # yacs's type mismatch: say where it came from
+        if "command-line" in str(e):
+            raise
+        raise ValueError(f"{e} (in the command-line overrides)") from e
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning(f"MODEL.DEVICE = {cfg.MODEL.DEVICE!r} but CUDA is not available: using 'cpu'.")
         cfg.MODEL.DEVICE = "cpu"
     check_config(cfg)
     cfg.freeze()
-    if args is not None:
-        # default_setup reads args.config_file itself: give it the resolved file.
-        args = copy.copy(args)
-        args.config_file = resolve_config_path(config_file)
-        default_setup(cfg, args)
     return cfg

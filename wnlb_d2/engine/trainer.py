@@ -4,19 +4,70 @@ import logging
 import weakref
 
 import torch
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    DatasetCatalog,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..checkpoint import WNLBCheckpointer, is_wnlb_key
+from ..checkpoint import WNLBCheckpointer, remove_stale_temporaries
+from ..naming import is_fusion_weight_key, is_wnlb_key
 from ..data.mapper import LowLightDatasetMapper
 from .evaluation import build_coco_evaluator
 from .finetune import apply_finetune_policy
 from .hooks import WNLBWeightLogger
 
-__all__ = ["LowLightTrainer"]
+__all__ = ["LowLightTrainer", "training_dataset_dicts"]
+
+
+def _why_no_training_data(cfg, names):
+    # Only on the failure path: load the datasets again and say what is wrong with them.
+    for name in names:
+        dicts = DatasetCatalog.get(name)
+        if len(dicts) == 0:
+            return f"DATASETS.TRAIN: dataset {name!r} has no images"
+        missing = [d.get("file_name", "?") for d in dicts if "annotations" not in d]
+        if missing:
+            return (f"DATASETS.TRAIN: {len(missing)}/{len(dicts)} images of {name!r} have no 'annotations' "
+                    f"(e.g. {missing[0]}): training needs annotated images (an image without objects "
+                    "has 'annotations': [])")
+    return (f"DATASETS.TRAIN {list(names)}: no image has an annotated (non-crowd) object, and "
+            "DATALOADER.FILTER_EMPTY_ANNOTATIONS True drops the images without one: nothing is left "
+            "to train on")
+
+
+def training_dataset_dicts(cfg):
+    """The training images of ``DATASETS.TRAIN``, as detectron2's train loader reads them.
+
+    detectron2 checks the data with bare asserts (an empty dataset, every image filtered out by
+    ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``) or not at all (images without ``annotations`` reach
+    the model, which asserts "RPN requires gt_instances"); this says what is wrong instead.
+
+    Raises:
+        ValueError: a dataset is empty, has images without ``annotations``, or no image is left
+            after the filtering.
+    """
+    names = list(cfg.DATASETS.TRAIN)
+    if not names:
+        raise ValueError("DATASETS.TRAIN is empty; training needs at least one registered dataset")
+    try:
+        dicts = get_detection_dataset_dicts(
+            names,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0,
+            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+        )
+    except (AssertionError, KeyError) as e:
+        raise ValueError(_why_no_training_data(cfg, names)) from e
+    if isinstance(dicts, list) and any("annotations" not in d for d in dicts):
+        raise ValueError(_why_no_training_data(cfg, names))
+    return dicts
 
 
 def _no_double_darkening(cfg, dataset_name):
@@ -40,7 +91,7 @@ def _no_double_darkening(cfg, dataset_name):
     return cfg
 
 
-def optimizer_param_groups(cfg, model, wnlb_lr_factor=1.0):
+def optimizer_param_groups(cfg, model, wnlb_lr_factor=1.0, wnlb_weight_lr_factor=1.0):
     """detectron2's parameter groups, with the non-local blocks' learning rate scaled.
 
     Args:
@@ -48,6 +99,8 @@ def optimizer_param_groups(cfg, model, wnlb_lr_factor=1.0):
             ``WEIGHT_DECAY_BIAS`` are read.
         model (nn.Module): parameters with ``requires_grad=False`` are left out.
         wnlb_lr_factor (float): multiplies the ``lr`` of every parameter of a non-local block.
+        wnlb_weight_lr_factor (float): multiplies, on top, the ``lr`` of the blocks' fusion
+            weights w alone.
 
     Returns:
         list[dict]: groups for a torch optimizer; each group's ``lr`` is its own, so detectron2's
@@ -60,17 +113,22 @@ def optimizer_param_groups(cfg, model, wnlb_lr_factor=1.0):
         bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
     )
-    if wnlb_lr_factor == 1.0:
+    if wnlb_lr_factor == 1.0 and wnlb_weight_lr_factor == 1.0:
         return groups
-    block_ids = {id(p) for n, p in model.named_parameters() if is_wnlb_key(n)}
+    factors = {}
+    for n, p in model.named_parameters():
+        if is_wnlb_key(n):
+            factors[id(p)] = wnlb_lr_factor * (wnlb_weight_lr_factor if is_fusion_weight_key(n) else 1.0)
     out = []
     for group in groups:
-        blocks = [p for p in group["params"] if id(p) in block_ids]
-        rest = [p for p in group["params"] if id(p) not in block_ids]
-        if rest:
-            out.append({**group, "params": rest})
-        if blocks:
-            out.append({**group, "params": blocks, "lr": group.get("lr", cfg.SOLVER.BASE_LR) * wnlb_lr_factor})
+        by_factor = {}
+        for p in group["params"]:
+            by_factor.setdefault(factors.get(id(p), 1.0), []).append(p)
+        for factor, params in by_factor.items():
+            if factor == 1.0:
+                out.append({**group, "params": params})
+            else:
+                out.append({**group, "params": params, "lr": group.get("lr", cfg.SOLVER.BASE_LR) * factor})
     return out
 
 
@@ -111,6 +169,13 @@ class LowLightTrainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    def resume_or_load(self, resume=True):
+        """:meth:`DefaultTrainer.resume_or_load`, after removing the half-written checkpoints that
+        killed runs left in ``OUTPUT_DIR`` (see :func:`remove_stale_temporaries`)."""
+        if comm.is_main_process():
+            remove_stale_temporaries(self.cfg.OUTPUT_DIR)
+        return super().resume_or_load(resume=resume)
+
     def state_dict(self):
         # detectron2 v0.6's DefaultTrainer leaves the optimizer out of its checkpoints, so a
         # resumed run restarted SGD momentum from zero; later versions save it like this.
@@ -135,9 +200,10 @@ class LowLightTrainer(DefaultTrainer):
         if name.upper() not in ("SGD", "ADAMW"):
             raise ValueError(f"SOLVER.OPTIMIZER = {name!r} is invalid; expected 'SGD' or 'AdamW'")
         factor = float(cfg.SOLVER.get("WNLB_LR_FACTOR", 1.0))
-        if name.upper() == "SGD" and factor == 1.0:
+        w_factor = float(cfg.SOLVER.get("WNLB_WEIGHT_LR_FACTOR", 1.0))
+        if name.upper() == "SGD" and factor == 1.0 and w_factor == 1.0:
             return super().build_optimizer(cfg, model)  # exactly detectron2's
-        params = optimizer_param_groups(cfg, model, factor)
+        params = optimizer_param_groups(cfg, model, factor, w_factor)
         if name.upper() == "SGD":
             return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
                 params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
@@ -163,7 +229,9 @@ class LowLightTrainer(DefaultTrainer):
         # EnhancedDatasetMapper when INPUT.ENHANCER selects an enhancer, else LowLightDatasetMapper.
         from ..enhance.mapper import build_low_light_mapper
 
-        return build_detection_train_loader(cfg, mapper=build_low_light_mapper(cfg, is_train=True))
+        return build_detection_train_loader(
+            cfg, mapper=build_low_light_mapper(cfg, is_train=True), dataset=training_dataset_dicts(cfg)
+        )
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
