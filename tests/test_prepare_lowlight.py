@@ -13,10 +13,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wnlb_d2.data.prepare import default_output_annotations, main, prepare_lowlight
+from wnlb_d2.data.prepare import default_output_annotations, prepare_lowlight
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "datasets", "prepare_lowlight_coco.py")
+
+
+def _load_cli():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("prepare_lowlight_coco_cli", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+main = _load_cli().main
 
 
 def _scene(seed, h=24, w=32):

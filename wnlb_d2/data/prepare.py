@@ -1,4 +1,4 @@
-"""Offline rendering of a COCO-format dataset to a low-light copy (``datasets/prepare_lowlight_coco.py``).
+"""Offline rendering of a COCO-format dataset to a low-light copy (command line: ``datasets/prepare_lowlight_coco.py``).
 
 Every image listed in the annotation JSON is read, degraded by a synthesis pipeline with a
 random generator seeded from ``(seed, image id)`` (:func:`~wnlb_d2.data.synthesis.eval_rng`,
@@ -17,9 +17,9 @@ only sees the absolute path, whose root differs between the two registrations.)
   JPEG at a fixed quality (``jpeg_quality``, default 95), BMP/TIFF stay BMP/TIFF. Images are
   written as 8-bit, 3-channel, EXIF orientation applied (what detectron2 reads), so the bytes
   are the same on every run.
-* Atomic writes: each image is written to ``.<name>.tmp.<pid>`` in its own folder, then
-  renamed over the final name (``os.replace``), so a killed run never leaves a half-written
-  image. Temporary files left by a killed run are removed by the next run.
+* Atomic writes (:func:`wnlb_d2.utils.io.atomic_write`): each image is written to a
+  temporary name in its own folder, then renamed over the final name, so a killed run never
+  leaves a half-written image. Temporaries left by a killed run are removed by the next run.
 * Resumable: an image is skipped when the manifest records it as done and its file still
   has the size and BLAKE2b hash recorded there; a file that was truncated, replaced or
   removed afterwards is rendered again (with a log line naming it).
@@ -35,14 +35,10 @@ only sees the absolute path, whose root differs between the two registrations.)
   its presence marks a complete copy.
 """
 
-import argparse
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
-import re
-import sys
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -50,18 +46,17 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..utils.io import atomic_write_bytes, remove_stale_temporaries
 from .datasets.coco_instances import read_coco_json
 from .datasets.paths import require_dir
 from .image_io import ImageReadError, read_image
-from .synthesis import PIPELINES, build_pipeline, eval_rng
+from .synthesis import build_pipeline, eval_rng, pipeline_names
 
 __all__ = [
     "prepare_lowlight",
     "PrepareResult",
     "list_coco_images",
     "default_output_annotations",
-    "build_parser",
-    "main",
     "SUPPORTED_EXTENSIONS",
     "MANIFEST_VERSION",
 ]
@@ -74,8 +69,6 @@ SUPPORTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: Bumped when the manifest format or the rendering of a given (pipeline, seed) changes.
 MANIFEST_VERSION = 2  # 2: seeded from the image id (1: the file name); size and hash per image
 
-# Temporary names written by _atomic_write: ".<name>.tmp.<pid>".
-_TMP_PATTERN = re.compile(r"^\..+\.tmp\.\d+$")
 
 # Header keys that must agree between an existing manifest and a resumed run.
 _RENDER_KEYS = (
@@ -165,26 +158,6 @@ def _dumps(record):
     return json.dumps(record, sort_keys=True, default=_json_default)
 
 
-def _atomic_write(path, data, durable=True):
-    """Write bytes to ``path`` through a temporary file in the same folder and a rename.
-
-    ``durable`` also flushes the file to disk before the rename, so that even a power cut
-    (not only a killed process) leaves either the old state or the complete file.
-    """
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _encode(image, ext, jpeg_quality, png_compression):
     """Encode a uint8 HxWx3 BGR image in the format of ``ext``, with fixed parameters."""
     if ext == ".png":
@@ -234,7 +207,7 @@ def _render_one(task):
     data = _encode(dark, ext, _WORKER["jpeg_quality"], _WORKER["png_compression"])
     dst = os.path.join(_WORKER["output_dir"], file_name)
     os.makedirs(os.path.dirname(dst), exist_ok=True)
-    _atomic_write(dst, data, _WORKER["durable"])
+    atomic_write_bytes(dst, data, durable=_WORKER["durable"])
     return dict(record, status="ok", size=len(data), blake2b=_digest(data), params=params)
 
 
@@ -326,7 +299,7 @@ class _Manifest:
         self.close()
         lines = [_dumps(self.header)]
         lines += [_dumps(self.records[n]) for n in file_names if n in self.records]
-        _atomic_write(self.path, ("\n".join(lines) + "\n").encode("utf-8"))
+        atomic_write_bytes(self.path, ("\n".join(lines) + "\n").encode("utf-8"), durable=True)
 
 
 def _relpath(path, manifest_path):
@@ -334,17 +307,6 @@ def _relpath(path, manifest_path):
         return os.path.relpath(path, os.path.dirname(os.path.abspath(manifest_path)))
     except ValueError:  # another drive (Windows)
         return os.path.abspath(path)
-
-
-def _remove_stale_temps(output_dir):
-    removed = 0
-    for folder, _, files in os.walk(output_dir):
-        for name in files:
-            if _TMP_PATTERN.match(name):
-                os.remove(os.path.join(folder, name))
-                removed += 1
-    if removed:
-        logger.info(f"Removed {removed} temporary files left in {output_dir} by an interrupted run.")
 
 
 def prepare_lowlight(
@@ -371,7 +333,7 @@ def prepare_lowlight(
         images_dir (str): folder that the JSON's ``file_name`` are relative to.
         annotations (str): the COCO-format JSON.
         output_dir (str): where the low-light images go (same relative names).
-        pipeline (str): a name in :data:`wnlb_d2.data.synthesis.PIPELINES`.
+        pipeline (str): a registered pipeline name (:func:`wnlb_d2.data.synthesis.pipeline_names`).
         seed (int): seed of the per-image generators (``eval_rng(seed, image_id)``).
         workers (int): processes; 1 renders in this process.
         overrides (dict or None): keyword arguments for ``build_pipeline`` (parameter ranges).
@@ -395,8 +357,8 @@ def prepare_lowlight(
             image folder or an existing file, bad settings, or a manifest made with other
             settings.
     """
-    if pipeline not in PIPELINES:
-        raise ValueError(f"Unknown pipeline {pipeline!r}; expected one of {PIPELINES}.")
+    if pipeline not in pipeline_names():
+        raise ValueError(f"Unknown pipeline {pipeline!r}; expected one of {pipeline_names()}.")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}.")
     if not 0 <= jpeg_quality <= 100:
@@ -423,7 +385,7 @@ def prepare_lowlight(
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"The output {output_dir} is a file; expected a folder (new or existing) for --output.")
     os.makedirs(output_dir, exist_ok=True)
-    _remove_stale_temps(output_dir)
+    remove_stale_temporaries(output_dir, recursive=True)
     manifest_path = manifest or os.path.join(output_dir, "manifest.jsonl")
     header = {
         "manifest": "wnlb_d2 low-light rendering",
@@ -481,9 +443,9 @@ def prepare_lowlight(
             _init_worker(settings)
             results = map(_render_one, todo)
         else:
-            # fork on Linux: workers inherit the imported modules instead of re-importing torch.
-            ctx = mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context()
-            pool = ctx.Pool(workers, _init_worker, (settings,))
+            from ..utils.pool import process_pool
+
+            pool = process_pool(workers, _init_worker, (settings,))
             chunksize = max(1, min(16, len(todo) // (workers * 8)))
             results = pool.imap_unordered(_render_one, todo, chunksize=chunksize)
         with tqdm(
@@ -523,7 +485,7 @@ def prepare_lowlight(
         else:
             os.makedirs(os.path.dirname(os.path.abspath(output_annotations)), exist_ok=True)
             with open(annotations, "rb") as f:
-                _atomic_write(output_annotations, f.read())
+                atomic_write_bytes(output_annotations, f.read(), durable=True)
         result.output_annotations = output_annotations
     elif output_annotations:
         logger.info(
@@ -535,103 +497,3 @@ def prepare_lowlight(
         f"{len(result.failed)}; {done}/{len(images)} images done. Manifest: {manifest_path}"
     )
     return result
-
-
-def _parse_override(text):
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--override {text!r}: expected KEY=VALUE")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value  # a plain string, e.g. a file path
-
-
-def build_parser():
-    """The command-line parser of ``datasets/prepare_lowlight_coco.py``."""
-    parser = argparse.ArgumentParser(
-        prog="prepare_lowlight_coco.py",
-        description=(
-            "Render a COCO split (or any COCO-format dataset) to a low-light copy: every image "
-            "of the annotation JSON is degraded with a synthesis pipeline, seeded per image "
-            "from (--seed, image id), and written under --output with the same relative file "
-            "name and format. Resumable; deterministic whatever the worker count."
-        ),
-        epilog=(
-            "Exit status: 0 when every image was rendered; 1 when some images could not be read "
-            "(they are logged and listed as failed in the manifest; the rest is rendered); "
-            "2 for bad input (missing folder or JSON, corrupt or empty JSON, bad options). "
-            "Example: python datasets/prepare_lowlight_coco.py --images datasets/coco/val2017 "
-            "--annotations datasets/coco/annotations/instances_val2017.json "
-            "--output datasets/coco/lowlight/val2017 --pipeline lv2021 --seed 0 --workers 8"
-        ),
-    )
-    parser.add_argument("--images", required=True, metavar="DIR",
-                        help="folder of the original images; the JSON's file_name are relative to it")
-    parser.add_argument("--annotations", required=True, metavar="JSON",
-                        help="COCO-format annotation file listing the images to render")
-    parser.add_argument("--output", required=True, metavar="DIR",
-                        help="folder for the low-light images (same relative file names as the input)")
-    parser.add_argument("--pipeline", default="lv2021", choices=PIPELINES,
-                        help="synthesis pipeline (default: %(default)s, the one the wNLB paper used)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed; each image uses the generator eval_rng(seed, its COCO image id), as the "
-                             "on-the-fly evaluation degradation does "
-                             "(default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), metavar="N",
-                        help="worker processes (default: %(default)s); the output does not depend on it")
-    parser.add_argument("--output-annotations", default=None, metavar="JSON",
-                        help="where to copy the annotation JSON (byte for byte) once every image is "
-                             "rendered (default: <output>/../annotations/<name of --annotations>)")
-    parser.add_argument("--manifest", default=None, metavar="JSONL",
-                        help="manifest of the parameters sampled per image "
-                             "(default: <output>/manifest.jsonl)")
-    parser.add_argument("--override", action="append", default=[], type=_parse_override,
-                        metavar="KEY=VALUE",
-                        help="a pipeline parameter range passed to build_pipeline, VALUE parsed as "
-                             "JSON when it is JSON (e.g. --override 'gamma=[2,4]'); repeatable")
-    parser.add_argument("--jpeg-quality", type=int, default=95, metavar="Q",
-                        help="quality of JPEG outputs, 0-100 (default: %(default)s; fixed, so the "
-                             "bytes are reproducible)")
-    parser.add_argument("--png-compression", type=int, default=3, metavar="L",
-                        help="PNG compression level 0-9, lossless at every level (default: %(default)s)")
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="render only the first N images of the JSON (a trial run; run again "
-                             "without it to finish)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="render every image again instead of resuming (also needed to change "
-                             "pipeline, seed or overrides of an existing output)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return parser
-
-
-def main(argv=None):
-    """Command-line entry point; returns the exit status (0 ok, 1 failed images, 2 bad input)."""
-    args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(levelname)s] %(message)s")
-    output_annotations = args.output_annotations or default_output_annotations(
-        args.output, args.annotations
-    )
-    try:
-        result = prepare_lowlight(
-            args.images,
-            args.annotations,
-            args.output,
-            pipeline=args.pipeline,
-            seed=args.seed,
-            workers=args.workers,
-            overrides=dict(args.override),
-            manifest=args.manifest,
-            output_annotations=output_annotations,
-            jpeg_quality=args.jpeg_quality,
-            png_compression=args.png_compression,
-            limit=args.limit,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
-    except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError) as e:
-        # Bad input (missing or misplaced paths, bad options): one line, no traceback.
-        logger.error(str(e))
-        return 2
-    return 1 if result.failed else 0

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "temporary_name", "is_temporary",
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "temporary_name", "is_temporary",
            "remove_stale_temporaries", "pid_alive"]
 
 logger = logging.getLogger(__name__)
@@ -37,11 +37,13 @@ def is_temporary(name):
 
 
 @contextlib.contextmanager
-def atomic_write(path):
+def atomic_write(path, durable=False):
     """Context manager yielding a temporary path to write; renamed to ``path`` on success.
 
     On an exception the temporary is removed and ``path`` is left as it was (the old file, or
-    none), so a reader never sees a partial file.
+    none), so a reader never sees a partial file. ``durable`` also flushes the file to disk
+    before the rename, so that even a power cut (not only a killed process) leaves either the
+    old state or the complete file.
 
     Example::
 
@@ -57,6 +59,9 @@ def atomic_write(path):
     tmp = temporary_name(path)
     try:
         yield tmp
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -64,11 +69,16 @@ def atomic_write(path):
         raise
 
 
+def atomic_write_bytes(path, data, durable=False):
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write` for ``durable``)."""
+    with atomic_write(path, durable=durable) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
 def atomic_write_text(path, text):
     """Write ``text`` to ``path`` atomically (UTF-8)."""
-    with atomic_write(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path, obj, **kwargs):
