@@ -26,6 +26,7 @@ $(STAMP): setup.py requirements.txt tools/install_detectron2.py tools/detectron2
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) tools/install_detectron2.py
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip install -q -r requirements-yolo.txt
 	touch $@
 
 test: $(STAMP)

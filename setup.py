@@ -20,5 +20,5 @@ setup(
         "fvcore>=0.1.5,<0.1.6",
         "tqdm",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest"], "yolo": ["ultralytics>=8.4,<8.5"]},  # yolo: AGPL-3.0, see README
 )

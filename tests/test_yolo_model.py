@@ -1,0 +1,208 @@
+"""YOLOv8-seg with non-local blocks: YAML generation, identity at initialisation, weights.
+
+Reference: the plain YOLOv8-seg that Ultralytics builds from its own stock YAML.
+"""
+
+import ast
+import os
+
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("ultralytics")
+
+import wnlb_d2.yolo as wy  # noqa: E402
+from ultralytics.nn.tasks import SegmentationModel  # noqa: E402
+from wnlb_d2.yolo.model_yaml import (SHIPPED_MODELS, insert_nonlocal_blocks, model_yaml_name,  # noqa: E402
+                                     plain_layer_map, stage_layers)
+from wnlb_d2.yolo.modules import YOLONonLocalBlock2d  # noqa: E402
+from wnlb_d2.yolo.weights import load_plain_weights, read_yolo_state_dict  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NC = 6
+
+
+def _flat(out):
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _flat(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in _flat(v)]
+    return []
+
+
+def _calibrate(model, x):
+    # A freshly initialised YOLO in eval mode has BN statistics (0, 1) that shrink activations
+    # to ~1e-5 after a few layers, where any block change would vanish; statistics of a real
+    # batch make the features O(1), so the identity comparison is sensitive.
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average: one batch sets the statistics
+    model.train()
+    with torch.no_grad():
+        model(x)
+    model.eval()
+
+
+@pytest.fixture(scope="module")
+def plain():
+    torch.manual_seed(0)
+    model = SegmentationModel("yolov8n-seg.yaml", nc=NC, verbose=False)
+    x = torch.rand(2, 3, 96, 64)
+    _calibrate(model, x)
+    return model, x
+
+
+def test_core_modules_do_not_import_ultralytics():
+    # Static check of every module outside wnlb_d2/yolo (the dynamic check, `import wnlb_d2`
+    # in a fresh interpreter, runs in test_yolo_train.py's offline subprocess).
+    offenders = []
+    for folder, _, files in os.walk(os.path.join(REPO, "wnlb_d2")):
+        if os.path.join("wnlb_d2", "yolo") in folder:
+            continue
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            with open(path) as f:
+                tree = ast.parse(f.read(), path)
+            for node in ast.walk(tree):
+                mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                        else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                names = [a.name for a in node.names] if isinstance(node, ast.ImportFrom) else []
+                if any(m.split(".")[0] == "ultralytics" or "yolo" in m.split(".") for m in mods) or "yolo" in names:
+                    offenders.append(os.path.relpath(path, REPO))
+    assert offenders == []
+
+
+def test_shipped_yamls_are_the_generated_ones():
+    folder = os.path.join(REPO, "configs", "yolo")
+    expected = {model_yaml_name(stock, fusion): (stock, fusion) for stock, fusion in SHIPPED_MODELS}
+    assert sorted(f for f in os.listdir(folder) if f.endswith(".yaml")) == sorted(expected)
+    for name, (stock, fusion) in expected.items():
+        with open(os.path.join(folder, name)) as f:
+            assert yaml.safe_load(f) == insert_nonlocal_blocks(stock, fusion=fusion), name
+
+
+def test_stage_layers_of_yolov8_backbones():
+    # P5 is the SPPF (layer 9): the feature the neck takes; channels scale with the width.
+    n = stage_layers(wy.model_yaml.load_stock_yaml("yolov8n-seg.yaml"))
+    assert n == {"P2": (2, 32), "P3": (4, 64), "P4": (6, 128), "P5": (9, 256)}
+    m = stage_layers(wy.model_yaml.load_stock_yaml("yolov8m-seg.yaml"))
+    assert m == {"P2": (2, 96), "P3": (4, 192), "P4": (6, 384), "P5": (9, 576)}  # max_channels 768 * 0.75
+
+
+def test_insertion_rewires_every_from_index():
+    stock = wy.model_yaml.load_stock_yaml("yolov8n-seg.yaml")
+    d = insert_nonlocal_blocks("yolov8n-seg.yaml", stages=("P2", "P4"), fusion="residual")
+    rows = d["backbone"] + d["head"]
+    assert d["wnlb"]["block_layers"] == {"P2": 3, "P4": 8}
+    assert [i for i, r in enumerate(rows) if r[2] == "YOLONonLocalBlock2d"] == [3, 8]
+    assert rows[3][3] == [32, {"fusion": "residual"}] and rows[8][3] == [128, {"fusion": "residual"}]
+    layer_map = plain_layer_map(d)
+    stock_rows = stock["backbone"] + stock["head"]
+    blocks_after = {2: 3, 6: 8}
+    for i, (f, n, m, args) in enumerate(stock_rows):
+        new = rows[layer_map[i]]
+        assert new[1:3] == [n, m] and new[3] == args
+        if i == 0:
+            continue  # the input
+        for old, nf in zip(f if isinstance(f, list) else [f], new[0] if isinstance(new[0], list) else [new[0]]):
+            src = i + old if old < 0 else old
+            got = layer_map[i] + nf if nf < 0 else nf
+            # Every consumer of a stage's output now reads the block after it.
+            assert got == blocks_after.get(src, layer_map[src]), (i, f, new[0])
+    assert d["scales"] == {"n": [0.33, 0.25, 1024]}
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"stages": ("P6",)}, "unknown stage"),
+    ({"stages": ()}, "empty"),
+    ({"stages": ("P3", "P3")}, "repeat"),
+    ({"fusion": "sum"}, "fusion"),
+    ({"bogus": 1}, "unknown block option"),
+])
+def test_insertion_rejects_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        insert_nonlocal_blocks("yolov8n-seg.yaml", **kwargs)
+
+
+def test_block_rejects_unknown_option():
+    with pytest.raises(ValueError, match="unknown option"):
+        YOLONonLocalBlock2d(64, {"weights": 0.1})
+
+
+def _blocked_model(fusion, plain_model):
+    d = insert_nonlocal_blocks("yolov8n-seg.yaml", fusion=fusion)
+    torch.manual_seed(1)
+    model = SegmentationModel(d, nc=NC, verbose=False)
+    new = load_plain_weights(model, plain_model)
+    return model, new
+
+
+@pytest.mark.parametrize("fusion", ["weighted", "residual"])
+def test_identity_at_initialisation_after_loading_plain_weights(plain, fusion):
+    plain_model, x = plain
+    model, new = _blocked_model(fusion, plain_model)
+    blocks = [i for i, m in enumerate(model.model) if isinstance(m, YOLONonLocalBlock2d)]
+    assert blocks == [5, 8, 12]
+    assert sorted({k.split(".")[1] for k in new}) == ["12", "5", "8"]  # only the blocks' tensors are new
+    model.eval()
+    with torch.no_grad():
+        ref, out = _flat(plain_model(x)), _flat(model(x))
+    assert len(ref) == len(out) > 0
+    assert all(torch.equal(a, b) for a, b in zip(ref, out))
+    # The same comparison sees a block that is not the identity.
+    with torch.no_grad():
+        model.model[8].w_z.norm.weight.fill_(1.0)
+        model.model[8].fusion_weight.fill_(0.5)
+        changed = _flat(model(x))
+    assert max((a - b).abs().max().item() for a, b in zip(ref, changed)) > 1e-3
+
+
+def test_block_channels_match_the_plain_features(plain):
+    plain_model, x = plain
+    feats = {}
+    hooks = [plain_model.model[i].register_forward_hook(lambda m, a, o, i=i: feats.__setitem__(i, o.shape[1]))
+             for i in (4, 6, 9)]
+    with torch.no_grad():
+        plain_model(x)
+    for h in hooks:
+        h.remove()
+    d = insert_nonlocal_blocks("yolov8n-seg.yaml")
+    rows = d["backbone"]
+    assert [rows[i][3][0] for i in (5, 8, 12)] == [feats[4], feats[6], feats[9]]
+
+
+def test_state_dict_round_trip(plain, tmp_path):
+    plain_model, x = plain
+    model, _ = _blocked_model("weighted", plain_model)
+    with torch.no_grad():  # a trained-looking block: w and W_z away from their initialisation
+        for i in (5, 8, 12):
+            model.model[i].fusion_weight.fill_(0.1 * i)
+            model.model[i].w_z.norm.weight.normal_()
+    model.eval()
+    path = tmp_path / "wnlb.pt"
+    torch.save({"model": model.state_dict(), "yaml": model.yaml}, path)
+    saved = torch.load(path, weights_only=True)
+    again = SegmentationModel(saved["yaml"], nc=NC, verbose=False)
+    again.load_state_dict(saved["model"], strict=True)
+    again.eval()
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(_flat(model(x)), _flat(again(x))))
+    assert again.model[12].fusion_weight.item() == pytest.approx(1.2)
+
+
+def test_plain_weights_of_another_model_are_refused(plain):
+    plain_model, _ = plain
+    sd = read_yolo_state_dict(plain_model)
+    sd["model.22.cv3.0.2.weight"] = torch.zeros(3, 64, 1, 1)  # a 3-class head
+    model = SegmentationModel(insert_nonlocal_blocks("yolov8n-seg.yaml"), nc=NC, verbose=False)
+    with pytest.raises(ValueError, match="another shape"):
+        load_plain_weights(model, sd)
+    with pytest.raises(ValueError, match="not a layer"):
+        load_plain_weights(model, {"model.99.weight": torch.zeros(1)})

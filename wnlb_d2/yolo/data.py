@@ -1,0 +1,243 @@
+"""Low-light images in Ultralytics' data pipeline, degraded exactly as in the detectron2 mapper.
+
+:class:`LowLightYOLODataset` is Ultralytics' ``YOLODataset`` whose ``load_image`` reads and
+degrades each image with a :class:`wnlb_d2.data.LowLightDatasetMapper` (no augmentations)
+before Ultralytics resizes and augments it, so
+
+* training draws a fresh degradation every time an image is loaded (the mapper's training
+  generator: per process and data-loader worker, from ``train_seed`` or OS entropy);
+* validation degrades each image from the mapper's evaluation seed key (the image id) and
+  ``seed``: the same bytes as detectron2's evaluation of the same image with the same seed,
+  and as the offline copies of ``datasets/prepare_lowlight_coco.py``.
+
+The degradation sees the image at its native resolution (the sensor model is per pixel), as in
+detectron2. Ultralytics' mosaic keeps recently loaded images in a buffer and reuses them; here
+the buffer keeps only indices and every load reads and degrades afresh, so no degraded image
+is reused. Image caching (``cache=ram/disk``) would freeze one draw and is turned off.
+
+What to degrade is written into the data YAML (:func:`write_data_yaml`, key ``wnlb``), so the
+trainer, its validator and a later standalone validation all read it from one place.
+"""
+
+import logging
+import os
+
+import numpy as np
+import yaml
+from ultralytics.data import YOLODataset
+from ultralytics.data.utils import get_split_fraction
+from ultralytics.utils import colorstr
+
+from ..data.synthesis import PIPELINES, build_pipeline
+from .convert import read_index
+
+__all__ = ["LowLightSpec", "LowLightYOLODataset", "write_data_yaml", "build_lowlight_dataset"]
+
+logger = logging.getLogger(__name__)
+
+
+class LowLightSpec(dict):
+    """What the data pipeline degrades: a plain dict (it travels in the data YAML).
+
+    Keys: ``pipeline`` (a name in :data:`wnlb_d2.data.PIPELINES` or None: no degradation),
+    ``overrides`` (ranges, keyword arguments of ``build_pipeline``), ``train`` / ``val``
+    (degrade that side), ``seed`` (evaluation seed, ``INPUT.LOW_LIGHT.SEED``) and
+    ``train_seed`` (-1: OS entropy, ``INPUT.LOW_LIGHT.TRAIN_SEED``).
+
+    Raises:
+        ValueError: an unknown key, pipeline or parameter, or a bad seed.
+    """
+
+    KEYS = ("pipeline", "overrides", "train", "val", "seed", "train_seed")
+
+    def __init__(self, pipeline=None, overrides=None, train=True, val=True, seed=0, train_seed=-1):
+        super().__init__(pipeline=pipeline, overrides=dict(overrides or {}), train=bool(train), val=bool(val),
+                         seed=seed, train_seed=train_seed)
+        if pipeline is not None:
+            if pipeline not in PIPELINES:
+                raise ValueError(f"LowLightSpec: unknown pipeline {pipeline!r}; expected one of {PIPELINES} or None")
+            build_pipeline(pipeline, **self["overrides"])  # bad ranges fail here, not in a worker
+        for key, low in (("seed", 0), ("train_seed", -1)):
+            value = self[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"LowLightSpec: {key} must be an int >= {low}, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, d):
+        """Rebuild from a dict (e.g. read back from a data YAML); None gives no degradation."""
+        d = dict(d or {})
+        unknown = sorted(set(d) - set(cls.KEYS))
+        if unknown:
+            raise ValueError(f"LowLightSpec: unknown key(s) {unknown}; expected some of {list(cls.KEYS)}")
+        return cls(**d)
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The spec of a detectron2 config's ``INPUT.LOW_LIGHT`` (same pipeline, ranges, seeds)."""
+        node = cfg.INPUT.LOW_LIGHT
+        if not node.ENABLED:
+            return cls(None)
+        section = node[node.PIPELINE.upper()]
+        overrides = {k.lower(): (list(v) if isinstance(v, tuple) else v) for k, v in section.items()}
+        return cls(node.PIPELINE, overrides, train=node.TRAIN, val=node.TEST, seed=node.SEED,
+                   train_seed=node.TRAIN_SEED)
+
+    def active(self, training):
+        """Whether images of that side are degraded."""
+        return self["pipeline"] is not None and self["train" if training else "val"]
+
+
+def write_data_yaml(path, root, names, train="train", val="val", low_light=None):
+    """Write Ultralytics' data YAML for an export under ``root``, with the low-light spec.
+
+    Args:
+        path (str): the YAML to write (e.g. in the run's output folder).
+        root (str): the export root (:func:`wnlb_d2.yolo.export_yolo_dataset`).
+        names (dict[int, str]): class names.
+        train, val (str): split folder names under ``root/images``.
+        low_light (LowLightSpec or dict or None): what to degrade.
+
+    Returns:
+        str: ``path``.
+    """
+    spec = LowLightSpec.from_dict(low_light) if not isinstance(low_light, LowLightSpec) else low_light
+    data = {
+        "path": os.path.abspath(root),
+        "train": f"images/{train}",
+        "val": f"images/{val}",
+        "names": {int(k): str(v) for k, v in names.items()},
+        "wnlb": {"low_light": dict(spec), "splits": {"train": train, "val": val}},
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    return path
+
+
+class LowLightYOLODataset(YOLODataset):
+    """``YOLODataset`` that degrades images with the detectron2 mapper's low-light pipeline.
+
+    Args:
+        *args, **kwargs: those of ``YOLODataset``.
+        low_light (LowLightSpec): what to degrade; inactive for this side: plain ``YOLODataset``.
+        records (dict[str, dict]): file stem -> detectron2 record (``file_name``, ``image_id``,
+            ``height``, ``width``) of every image, from the export index.
+
+    ``load_image(i)`` returns ``(image (H, W, 3) uint8 BGR resized, (h0, w0), (h, w))`` as in
+    Ultralytics.
+    """
+
+    def __init__(self, *args, low_light=None, records=None, **kwargs):
+        # Set before YOLODataset.__init__, which may already load images (caching).
+        spec = low_light or LowLightSpec(None)
+        self.mapper = None
+        if spec.active(training=kwargs.get("augment", False)):
+            if kwargs.get("cache"):
+                logger.warning(f"LowLightYOLODataset: cache={kwargs['cache']!r} would keep one degradation per "
+                               "image; images are read and degraded on every load instead")
+            kwargs["cache"] = None
+            self.mapper = self._build_mapper(spec, training=kwargs.get("augment", False))
+        self.records = records or {}
+        super().__init__(*args, **kwargs)
+        if self.mapper is not None:
+            missing = [f for f in self.im_files if self._stem(f) not in self.records]
+            if missing:
+                raise ValueError(f"LowLightYOLODataset: {len(missing)} images are not in the export index, e.g. "
+                                 f"{missing[0]}; re-run export_yolo_dataset")
+
+    @staticmethod
+    def _build_mapper(spec, training):
+        from ..data.mapper import LowLightDatasetMapper
+
+        pipeline = build_pipeline(spec["pipeline"], **spec["overrides"])
+        return LowLightDatasetMapper(training, pipeline=pipeline, eval_seed=spec["seed"],
+                                     train_seed=spec["train_seed"], augmentations=[], image_format="BGR")
+
+    @staticmethod
+    def _stem(im_file):
+        return os.path.splitext(os.path.basename(im_file))[0]
+
+    def degraded_image(self, i):
+        """Image ``i`` read and degraded at its native size, ``(H, W, 3)`` uint8 BGR, and the parameters."""
+        record = dict(self.records[self._stem(self.im_files[i])])
+        out = self.mapper(record)
+        return np.ascontiguousarray(out["image"].numpy().transpose(1, 2, 0)), out.get("low_light_params")
+
+    def _resize(self, im, rect_mode, resize_short):
+        # BaseDataset.load_image's resizing (Ultralytics 8.4), applied to the degraded image.
+        import cv2
+        import math
+
+        h0, w0 = im.shape[:2]
+        shape = tuple(self.imgsz) if isinstance(self.imgsz, (tuple, list)) else (self.imgsz, self.imgsz)
+        imgsz = max(shape)
+        if rect_mode:
+            if resize_short:
+                r = imgsz / min(h0, w0)
+                if r != 1:
+                    w, h = (math.ceil(w0 * r), imgsz) if h0 < w0 else (imgsz, math.ceil(h0 * r))
+                    im = cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR)
+            else:
+                r = imgsz / max(h0, w0)
+                if r != 1:
+                    w, h = (min(math.ceil(w0 * r), imgsz), min(math.ceil(h0 * r), imgsz))
+                    im = cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR)
+        elif (h0, w0) != shape:
+            im = cv2.resize(im, shape[::-1], interpolation=cv2.INTER_LINEAR)
+        return im
+
+    def load_image(self, i, rect_mode=True, resize_short=False):
+        """Read image ``i``, degrade it (when active) and resize it as Ultralytics does."""
+        if self.mapper is None:
+            return super().load_image(i, rect_mode, resize_short)
+        im, _ = self.degraded_image(i)
+        h0, w0 = im.shape[:2]
+        im = self._resize(im, rect_mode, resize_short)
+        if self.augment:
+            # Mosaic draws its partner images from self.buffer: keep the indices, not the images.
+            self.buffer.append(i)
+            if 1 < len(self.buffer) >= self.max_buffer_length:
+                self.buffer.pop(0)
+        return im, (h0, w0), im.shape[:2]
+
+
+def _split_records(data, img_path):
+    root = str(data["path"])
+    split = os.path.basename(os.path.normpath(str(img_path)))
+    index = read_index(root, split)
+    return {os.path.splitext(os.path.basename(r["yolo_file"]))[0]: r for r in index["images"]}
+
+
+def build_lowlight_dataset(cfg, img_path, batch, data, mode="train", rect=False, stride=32, fraction=None):
+    """``ultralytics.data.build.build_yolo_dataset`` for the segment task, with low-light images.
+
+    Args: as ``build_yolo_dataset`` (``data`` is the checked data dict; its ``wnlb.low_light``
+    says what to degrade).
+
+    Returns:
+        LowLightYOLODataset
+    """
+    spec = LowLightSpec.from_dict((data.get("wnlb") or {}).get("low_light"))
+    training = mode == "train"
+    records = _split_records(data, img_path) if spec.active(training) else None
+    if fraction is None:
+        fraction = get_split_fraction(cfg.fraction, "train" if training else cfg.split)
+    return LowLightYOLODataset(
+        img_path=img_path,
+        imgsz=cfg.imgsz,
+        batch_size=batch,
+        augment=training,
+        hyp=cfg,
+        rect=cfg.rect or rect,
+        cache=cfg.cache or None,
+        single_cls=cfg.single_cls or False,
+        stride=stride,
+        pad=0.0 if training else 0.5,
+        prefix=colorstr(f"{mode}: "),
+        task=cfg.task,
+        classes=cfg.classes,
+        data=data,
+        fraction=fraction,
+        low_light=spec,
+        records=records,
+    )

@@ -1,0 +1,144 @@
+"""COCO scores of YOLO predictions, comparable with detectron2's COCOEvaluator rows.
+
+Ultralytics' own mask mAP is a different number: 101-point trapezoid integration of its own
+precision-recall curve, greedy matching without crowd handling, masks compared at a quarter of
+the input resolution during training validation. For a row beside the detectron2 rows, the
+validator's ``predictions.json`` (COCO results, full-size RLE masks) is mapped back to the
+dataset's image and category ids and scored by pycocotools' ``COCOeval`` against the same
+ground truth detectron2 uses (the dataset's ``json_file``, else the registered dicts converted
+as ``COCOEvaluator`` converts them), with the same metric names (AP, AP50, AP75, APs, APm,
+APl, and AP-<class>).
+"""
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import os
+
+import numpy as np
+
+__all__ = ["COCO_METRICS", "coco_ground_truth", "results_to_dataset_ids", "score_coco"]
+
+logger = logging.getLogger(__name__)
+
+#: detectron2's names of COCOeval.stats[0:6].
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def coco_ground_truth(dataset_name):
+    """The COCO ground truth of a registered dataset, as detectron2's COCOEvaluator reads it.
+
+    Args:
+        dataset_name (str): a name in ``DatasetCatalog``.
+
+    Returns:
+        dict: COCO-format ``images``, ``annotations``, ``categories`` (dataset category ids).
+    """
+    from detectron2.data import MetadataCatalog
+    from detectron2.data.datasets.coco import convert_to_coco_dict
+
+    meta = MetadataCatalog.get(dataset_name)
+    json_file = getattr(meta, "json_file", None)
+    if json_file and os.path.isfile(json_file):
+        with open(json_file) as f:
+            return json.load(f)
+    return convert_to_coco_dict(dataset_name)
+
+
+def results_to_dataset_ids(results, index):
+    """Map Ultralytics' results to the dataset's ids (image id from the file stem, category from the class).
+
+    Args:
+        results (list[dict]): ``predictions.json`` entries (``image_id`` = file stem,
+            ``category_id`` = class index + 1).
+        index (dict): the export index (:func:`wnlb_d2.yolo.convert.read_index`).
+
+    Returns:
+        list[dict]: COCO results with ``image_id``, ``category_id``, ``bbox``, ``score`` and
+        ``segmentation`` (if present).
+
+    Raises:
+        ValueError: a result names an image or class the index does not have.
+    """
+    by_stem = {os.path.splitext(os.path.basename(r["yolo_file"]))[0]: r["image_id"] for r in index["images"]}
+    out = []
+    for r in results:
+        stem = str(r["image_id"])
+        cls = int(r["category_id"]) - 1
+        if stem not in by_stem or cls not in index["category_ids"]:
+            raise ValueError(f"results_to_dataset_ids: prediction for image {stem!r} class {cls} is not in the "
+                             f"export index of {index['dataset']}")
+        item = {"image_id": by_stem[stem], "category_id": index["category_ids"][cls], "bbox": r["bbox"],
+                "score": r["score"]}
+        if "segmentation" in r:
+            item["segmentation"] = r["segmentation"]
+        out.append(item)
+    return out
+
+
+def _class_aps(coco_eval, class_names):
+    # As detectron2's COCOEvaluator._derive_coco_results: area "all", maxDets 100, mean over
+    # IoU thresholds and recall points of the valid precisions.
+    precisions = coco_eval.eval["precision"]  # (iou, recall, cls, area, maxdet)
+    out = {}
+    for k, name in enumerate(class_names):
+        p = precisions[:, :, k, 0, -1]
+        p = p[p > -1]
+        out[f"AP-{name}"] = float(np.mean(p) * 100) if p.size else float("nan")
+    return out
+
+
+def score_coco(ground_truth, results, iou_types=("segm", "bbox"), class_names=None):
+    """pycocotools COCOeval of ``results`` against ``ground_truth``, in detectron2's format.
+
+    Args:
+        ground_truth (dict): COCO-format ground truth (see :func:`coco_ground_truth`).
+        results (list[dict]): COCO results in the ground truth's ids.
+        iou_types (sequence of str): ``"segm"`` and/or ``"bbox"``.
+        class_names (list[str] or None): names for the per-class APs, in the order of the
+            ground truth's sorted category ids; default the categories' names.
+
+    Returns:
+        dict: ``{"segm": {"AP": ..., "AP50": ..., ..., "AP-<class>": ...}, "bbox": {...}}``,
+        in percent; NaN where COCOeval has no value (as detectron2).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = COCO()
+    gt.dataset = copy.deepcopy(ground_truth)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    cat_ids = sorted(gt.getCatIds())
+    names = class_names or [gt.cats[c]["name"] for c in cat_ids]
+    out = {}
+    for iou_type in iou_types:
+        if iou_type not in ("segm", "bbox"):
+            raise ValueError(f"score_coco: iou type must be 'segm' or 'bbox', got {iou_type!r}")
+        dets = copy.deepcopy(results)
+        if iou_type == "segm":
+            # As detectron2: the box of a segm result is derived from its mask by loadRes.
+            for d in dets:
+                d.pop("bbox", None)
+            dets = [d for d in dets if "segmentation" in d]
+        else:
+            dets = [{k: v for k, v in d.items() if k != "segmentation"} for d in dets]
+        if not dets:
+            logger.warning(f"score_coco: no {iou_type} results; AP is 0")
+            out[iou_type] = {m: 0.0 for m in COCO_METRICS}
+            continue
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            dt = gt.loadRes(dets)
+            ev = COCOeval(gt, dt, iou_type)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        logger.info(f"COCOeval ({iou_type}):\n{buf.getvalue()}")
+        metrics = {m: float(ev.stats[i] * 100) if ev.stats[i] >= 0 else float("nan")
+                   for i, m in enumerate(COCO_METRICS)}
+        metrics.update(_class_aps(ev, names))
+        out[iou_type] = metrics
+    return out
