@@ -12,7 +12,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from pycocotools.coco import COCO
 
 import wnlb_d2.data  # noqa: F401  (registers the datasets)
-from wnlb_d2.data import demo_dataset
+from wnlb_d2.data import demo_dataset, demo_scenes
 from wnlb_d2.data.datasets import register_demo
 from wnlb_d2.data.demo_dataset import (
     AREA_LARGE,
@@ -100,7 +100,7 @@ def test_default_val_set_has_small_medium_and_large_objects():
         rng = np.random.default_rng([spec.seed, _SCENE_VERSION, 1, i])
         _, objects = render_scene(rng, spec.image_size)
         for cls, mask in objects:
-            areas.append(demo_dataset._annotation_fields(cls, mask)["area"])
+            areas.append(demo_scenes.annotation_fields(cls, mask)["area"])
     areas = np.array(areas)
     small, large = (areas < AREA_SMALL).sum(), (areas >= AREA_LARGE).sum()
     medium = len(areas) - small - large
@@ -118,13 +118,15 @@ def test_default_val_set_has_small_medium_and_large_objects():
 def test_a_killed_generation_leaves_nothing_behind(tmp_path, monkeypatch):
     spec = DemoSpec(image_size=64, num_train=2, num_val=2, seed=1)
     root = str(tmp_path)
-    stale = tmp_path / f".tmp-{spec.key}-999999999-x"  # left by a process that is gone
+    stale = tmp_path / f".{spec.key}.tmp.999999999.x"  # left by a process that is gone
     stale.mkdir()
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(demo_dataset, "prepare_lowlight", killed)
+    from wnlb_d2.data import prepare
+
+    monkeypatch.setattr(prepare, "prepare_lowlight", killed)
     with pytest.raises(KeyboardInterrupt):
         ensure_demo_dataset(root, spec, progress=False, workers=1)
     assert os.listdir(root) == []  # neither the stale folder nor a half-made set

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from ..data.image_io import ImageReadError, read_image
 from ..data.synthesis import eval_rng
+from ..utils.io import atomic_write
 from .zero_dce import ZeroDCEPP
 from .zero_dce_losses import zero_reference_loss
 
@@ -127,12 +128,7 @@ def save_zero_dce_weights(model, path):
     """Save the bare state dict (the authors' layout), atomically."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
+    with atomic_write(path) as tmp:
         torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     logger.info(f"Saved Zero-DCE++ weights to {path}")
     return path

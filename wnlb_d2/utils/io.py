@@ -12,9 +12,11 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "temporary_name", "is_temporary",
-           "remove_stale_temporaries", "pid_alive"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "temporary_name",
+           "temporary_folder", "is_temporary", "remove_stale_temporaries", "pid_alive"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,14 @@ def temporary_name(path, pid=None):
     folder, base = os.path.split(path)
     ext = os.path.splitext(base)[1]
     return os.path.join(folder, f".{base}.tmp.{os.getpid() if pid is None else pid}{ext}")
+
+
+def temporary_folder(parent, name):
+    """A new, empty folder ``.<name>.tmp.<pid>.<random>`` in ``parent``, to be renamed when complete.
+
+    :func:`remove_stale_temporaries` recognises it like a temporary file.
+    """
+    return tempfile.mkdtemp(prefix=f".{name}.tmp.{os.getpid()}.", dir=parent)
 
 
 def is_temporary(name):
@@ -100,7 +110,8 @@ def pid_alive(pid):
 
 
 def remove_stale_temporaries(folder, recursive=False):
-    """Delete the temporaries of :func:`atomic_write` whose writing process is gone.
+    """Delete the temporaries (files and folders) of :func:`atomic_write` and
+    :func:`temporary_folder` whose writing process is gone.
 
     Args:
         folder (str): where to look (missing folders are fine).
@@ -112,16 +123,22 @@ def remove_stale_temporaries(folder, recursive=False):
     removed = []
     if not os.path.isdir(folder):
         return removed
-    walker = os.walk(folder) if recursive else [(folder, [], os.listdir(folder))]
-    for root, _, files in walker:
-        for name in files:
+    for root, dirs, files in os.walk(folder):
+        for name in list(files) + list(dirs):
             pid = is_temporary(name)
             if pid is None or pid_alive(pid):
                 continue
             path = os.path.join(root, name)
-            with contextlib.suppress(FileNotFoundError):
-                size = os.path.getsize(path)
-                os.remove(path)
-                removed.append(path)
-                logger.info(f"Removed {path} ({size} bytes), left by process {pid} that is gone")
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+                dirs.remove(name)
+                logger.info(f"Removed {path}/, left by process {pid} that is gone")
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    size = os.path.getsize(path)
+                    os.remove(path)
+                    logger.info(f"Removed {path} ({size} bytes), left by process {pid} that is gone")
+            removed.append(path)
+        if not recursive:
+            break
     return removed
