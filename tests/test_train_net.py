@@ -326,3 +326,27 @@ def test_wnlb_log_lines_reach_log_txt_once_and_stale_temporaries_go(demo_root, w
     assert not stale.exists()
     assert f"Removed 1 stale checkpoint temporaries of dead processes from {out}" in log
     assert os.path.isfile(out / "model_final.pth")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty yaml", "is empty; expected a mapping of config keys"),
+    ("yaml syntax", "is not valid YAML: expected the node content, but found '<stream end>' at line 3"),
+    ("stage", "MODEL.WNLB.STAGES entry = 'res6' is invalid; expected one of ('res2', 'res3', 'res4', 'res5')"),
+    ("mode", "MODEL.WNLB.MODE = 'foo' is invalid; expected one of ('embedded'"),
+])
+def test_bad_config_exits_with_one_line(demo_root, tmp_path, monkeypatch, case, message):
+    config, extra = DEMO_CONFIG, []
+    if case == "empty yaml":
+        config = str(tmp_path / "empty.yaml")
+        open(config, "w").close()
+    elif case == "yaml syntax":
+        config = str(tmp_path / "bad.yaml")
+        open(config, "w").write("MODEL:\n  WEIGHTS: [\n")
+    else:  # the demo config names the stock backbone, which never reads MODEL.WNLB
+        extra = ["MODEL.WNLB.STAGES", "['res6']"] if case == "stage" else ["MODEL.WNLB.MODE", "foo"]
+    out = str(tmp_path / "run")
+    msg = _invoke(monkeypatch, "--config-file", config, *tiny_opts(out, iters=1), *extra)
+    assert msg and msg.startswith("train_net.py: error: ValueError: ") and message in msg and "\n" not in msg, msg
+    if case.endswith("yaml"):
+        assert f"Config file {config} " in msg
+    assert not os.path.exists(os.path.join(out, "model_final.pth"))
