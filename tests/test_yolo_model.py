@@ -206,3 +206,18 @@ def test_plain_weights_of_another_model_are_refused(plain):
         load_plain_weights(model, sd)
     with pytest.raises(ValueError, match="not a layer"):
         load_plain_weights(model, {"model.99.weight": torch.zeros(1)})
+
+
+def test_checkpoint_of_an_older_block_still_runs():
+    # Ultralytics checkpoints pickle the module: simulate one written before an option existed.
+    import pickle
+
+    block = YOLONonLocalBlock2d(16, {"fusion": "weighted"}).eval()
+    x = torch.randn(1, 16, 6, 5)
+    with torch.no_grad():
+        ref = block(x)
+    del block.__dict__["impl"]
+    again = pickle.loads(pickle.dumps(block))
+    assert again.impl == "efficient"
+    with torch.no_grad():
+        assert torch.equal(again(x), ref)

@@ -31,6 +31,7 @@ def build_parser():
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr0", type=float, default=2e-3)
     p.add_argument("--close-mosaic", type=int, default=5, help="last epochs without mosaic")
+    p.add_argument("--warmup-epochs", type=float, default=3.0, help="Ultralytics' warm-up (epochs)")
     p.add_argument("--low-light", default=None, help="pipeline of the training/val degradation (default none)")
     p.add_argument("--plain-weights", default=None, help="start from a plain model's .pt")
     p.add_argument("--train", default="wnlb_demo_train")
@@ -53,6 +54,7 @@ def main(argv=None):
     results = {args.val: train_yolo_row(args.model, args.train, args.val, args.output, low_light=spec,
                                         plain_weights=args.plain_weights, epochs=args.epochs, imgsz=args.imgsz,
                                         batch=args.batch, lr0=args.lr0, close_mosaic=args.close_mosaic,
+                                        warmup_epochs=args.warmup_epochs,
                                         **({"time": args.minutes / 60} if args.minutes else {}))}
     with open(os.path.join(args.output, "row.json")) as f:
         row = json.load(f)

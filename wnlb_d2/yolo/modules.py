@@ -48,6 +48,28 @@ class YOLONonLocalBlock2d(NonLocalBlock2d):
             raise ValueError(f"YOLONonLocalBlock2d: unknown option(s) {unknown}; expected some of {list(BLOCK_OPTIONS)}")
         super().__init__(channels, **options)
 
+    def __setstate__(self, state):
+        # Ultralytics checkpoints pickle whole modules, not state dicts: a checkpoint written
+        # before NonLocalBlock2d gained an option lacks that attribute, and forward would fail
+        # on it. Such attributes get the value of a default-constructed block (the behaviour
+        # the option's default keeps).
+        super().__setstate__(state)
+        for key, value in _default_attributes().items():
+            if key not in self.__dict__:
+                setattr(self, key, value)
+
+
+_DEFAULTS = {}
+
+
+def _default_attributes():
+    """The plain (non-tensor, non-module) attributes of a default ``NonLocalBlock2d``."""
+    if not _DEFAULTS:
+        fresh = NonLocalBlock2d(8)
+        _DEFAULTS.update({k: v for k, v in fresh.__dict__.items()
+                          if not k.startswith("_") and isinstance(v, (str, bool, int, float, type(None)))})
+    return _DEFAULTS
+
 
 def register_yolo_modules():
     """Make the YAML module names of this package resolvable by Ultralytics' ``parse_model``.
