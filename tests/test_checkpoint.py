@@ -10,7 +10,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from wnlb_d2 import WNLBCheckpointer
-from wnlb_d2.checkpoint import is_wnlb_key
+from wnlb_d2.naming import is_wnlb_key
 
 from helpers import make_cfg
 
@@ -128,6 +128,7 @@ import numpy as np  # noqa: E402
 from torch import nn  # noqa: E402
 
 from wnlb_d2.checkpoint import CheckpointMismatchError, CheckpointReadError, remove_stale_temporaries  # noqa: E402
+from wnlb_d2.utils.io import temporary_name  # noqa: E402
 
 
 class _Tiny(nn.Module):
@@ -229,11 +230,12 @@ def test_wnlb_tensors_the_model_cannot_take_are_an_error(tmp_path):
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path, caplog):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f"model_0000009.pth.tmp.{dead.pid}"
+    # The names WNLBCheckpointer.save writes through (wnlb_d2.utils.io.atomic_write).
+    stale = tmp_path / os.path.basename(temporary_name("model_0000009.pth", dead.pid))
     stale.write_bytes(b"x" * 1000)
-    stale_tag = tmp_path / f"last_checkpoint.tmp.{dead.pid}"
+    stale_tag = tmp_path / os.path.basename(temporary_name("last_checkpoint", dead.pid))
     stale_tag.write_text("model_0000009.pth")
-    live = tmp_path / f"model_0000010.pth.tmp.{os.getpid()}"  # a live process may be saving it now
+    live = tmp_path / os.path.basename(temporary_name("model_0000010.pth"))  # a live process may be saving it now
     live.write_bytes(b"y")
     other = tmp_path / f"notes.txt.tmp.{dead.pid}"  # not ours: never touched
     other.write_text("z")

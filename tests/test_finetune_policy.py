@@ -5,7 +5,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from wnlb_d2.checkpoint import is_wnlb_key
+from wnlb_d2.naming import is_wnlb_key
 from wnlb_d2.engine import apply_finetune_policy
 
 from helpers import make_cfg, training_input

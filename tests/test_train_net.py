@@ -17,6 +17,7 @@ sys.path.insert(0, REPO)
 import train_net  # noqa: E402
 
 from wnlb_d2.engine import LowLightTrainer, setup_cfg  # noqa: E402
+from wnlb_d2.utils.io import temporary_name  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +313,7 @@ def test_wnlb_log_lines_reach_log_txt_once_and_stale_temporaries_go(demo_root, w
     out.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = out / f"model_0000005.pth.tmp.{dead.pid}"  # what a kill during a save leaves
+    stale = out / os.path.basename(temporary_name("model_0000005.pth", dead.pid))  # what a kill during a save leaves
     stale.write_bytes(b"\0" * 4096)
     res = _run_cli(demo_root, "--config-file", DEMO_CONFIG, "--resume",
                    *tiny_opts(str(out), iters=1, **{"MODEL.BACKBONE.NAME": "build_resnet_wnlb_fpn_backbone"}),

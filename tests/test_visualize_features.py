@@ -1,4 +1,4 @@
-"""tools/visualize_features.py and wnlb_d2.engine.features: hooks, reductions, the grid picture."""
+"""tools/visualize_features.py and wnlb_d2.visualization.features: hooks, reductions, the grid picture."""
 
 import importlib.util
 import os
@@ -9,8 +9,8 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from wnlb_d2.engine.features import (capture_backbone_features, grid_columns, reduce_feature_map,
-                                     wnlb_layout_of_checkpoint)
+from wnlb_d2.checkpoint import wnlb_layout_of_checkpoint
+from wnlb_d2.visualization.features import capture_backbone_features, grid_columns, reduce_feature_map
 from wnlb_d2.engine.setup import setup_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -76,7 +76,8 @@ def build_parser():
 
 def config_for(name, weights, configs, config_file, opts):
     """Resolve the config of one checkpoint (see the module docstring); returns a frozen cfg."""
-    from wnlb_d2.engine.features import WNLB_BACKBONES, wnlb_layout_of_checkpoint
+    from wnlb_d2.checkpoint import wnlb_layout_of_checkpoint
+    from wnlb_d2.naming import WNLB_BACKBONES
     from wnlb_d2.engine.predictor import backbone_opts_for_checkpoint
     from wnlb_d2.engine.setup import setup_cfg
 
@@ -111,7 +112,7 @@ def main(argv=None):
 
     import wnlb_d2  # noqa: F401  (registers backbones and datasets)
     from wnlb_d2.data.image_io import ImageReadError, read_image
-    from wnlb_d2.engine.features import capture_backbone_features, plot_feature_grid
+    from wnlb_d2.visualization.features import capture_backbone_features, plot_feature_grid
     from wnlb_d2.engine.predictor import LowLightPredictor
 
     try:

@@ -2,33 +2,20 @@
 
 import logging
 import os
-import re
 import zipfile
 
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-__all__ = ["WNLBCheckpointer", "CheckpointMismatchError", "CheckpointReadError", "is_wnlb_key",
-           "check_checkpoint_path", "checkpoint_read_error", "remove_stale_temporaries"]
+from .naming import block_names, is_wnlb_key
+from .utils.io import atomic_write, atomic_write_text, is_temporary
+from .utils.io import remove_stale_temporaries as _remove_stale
+
+__all__ = ["WNLBCheckpointer", "CheckpointMismatchError", "CheckpointReadError", "check_checkpoint_path",
+           "checkpoint_read_error", "remove_stale_temporaries", "read_model_state_dict", "wnlb_layout_of_checkpoint"]
 
 logger = logging.getLogger(__name__)
-
-
-def is_wnlb_key(key):
-    """Whether a state-dict key belongs to a non-local block added by wnlb_d2."""
-    return ".wnlb." in f".{key}"
-
-
-def _block_names(keys):
-    # "backbone.bottom_up.wnlb.res3.g.weight" -> "backbone.bottom_up.wnlb.res3"
-    names = []
-    for k in keys:
-        head, _, rest = f".{k}".partition(".wnlb.")
-        name = f"{head[1:]}.wnlb.{rest.split('.')[0]}".lstrip(".")
-        if name not in names:
-            names.append(name)
-    return names
 
 
 class CheckpointMismatchError(ValueError):
@@ -79,23 +66,9 @@ def checkpoint_read_error(path, e):
     return CheckpointReadError(f"Checkpoint {path!r} cannot be loaded: {_reason(e)}")
 
 
-_TEMPORARY = re.compile(r"^(?:.+\.pth|last_checkpoint)\.tmp\.(\d+)$")
-
-
-def _process_alive(pid):
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def remove_stale_temporaries(folder):
-    """Remove the half-written checkpoints (``*.pth.tmp.<pid>``) of processes that are gone.
+    """Remove the half-written checkpoints of processes that are gone (and any other temporary
+    of :func:`wnlb_d2.utils.io.atomic_write` they left in ``folder``).
 
     A run killed during :meth:`WNLBCheckpointer.save` leaves its temporary file (up to a whole
     checkpoint) beside the real ones; nothing else ever removes it. Files of live processes on
@@ -109,37 +82,19 @@ def remove_stale_temporaries(folder):
     """
     if not folder or not os.path.isdir(folder):
         return []
-    removed, size = [], 0
-    for name in sorted(os.listdir(folder)):
-        m = _TEMPORARY.match(name)
+    sizes = {}
+    for name in os.listdir(folder):
         path = os.path.join(folder, name)
-        if not m or not os.path.isfile(path) or _process_alive(int(m.group(1))):
-            continue
-        try:
-            size += os.path.getsize(path)
-            os.remove(path)
-        except OSError as e:
-            logger.warning(f"Could not remove stale checkpoint temporary {path}: {e}")
-            continue
-        removed.append(name)
+        if is_temporary(name) is not None and os.path.isfile(path):
+            sizes[name] = os.path.getsize(path)
+    removed = sorted(os.path.basename(p) for p in _remove_stale(folder))
     if removed:
+        size = sum(sizes.get(n, 0) for n in removed)
         logger.info(
             f"Removed {len(removed)} stale checkpoint temporaries of dead processes from {folder} "
             f"({size / 2**20:.1f} MiB): {', '.join(removed)}"
         )
     return removed
-
-
-def _atomic_write(path, write):
-    # Write beside the target and rename: a run killed mid-save never leaves a broken file
-    # under the real name, and the previous checkpoint stays intact until the new one is whole.
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class WNLBCheckpointer(DetectionCheckpointer):
@@ -208,15 +163,14 @@ class WNLBCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
-        _atomic_write(save_file, lambda tmp: torch.save(data, tmp))
+        # Written beside the target and renamed: a run killed mid-save never leaves a broken file
+        # under the real name, and the previous checkpoint stays intact until the new one is whole.
+        with atomic_write(save_file) as tmp:
+            torch.save(data, tmp)
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename):
-        def write(tmp):
-            with open(tmp, "w") as f:
-                f.write(last_filename_basename)
-
-        _atomic_write(os.path.join(self.save_dir, "last_checkpoint"), write)
+        atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
 
     def _check_backbone(self, model_keys, missing, wrong_shape):
         resnet = [k for k in model_keys if ".bottom_up." in f".{k}" and not is_wnlb_key(k)]
@@ -276,7 +230,7 @@ class WNLBCheckpointer(DetectionCheckpointer):
                 # fine-tune a different model than the checkpoint's.
                 raise CheckpointMismatchError(
                     f"Checkpoint {self._loading!r} holds non-local blocks the model cannot take "
-                    f"({len(dropped)} wNLB tensors unused or of the wrong shape: {', '.join(_block_names(dropped))}). "
+                    f"({len(dropped)} wNLB tensors unused or of the wrong shape: {', '.join(block_names(dropped))}). "
                     "Set MODEL.BACKBONE.NAME to a wNLB backbone and MODEL.WNLB.STAGES / MODE to "
                     "those the checkpoint was trained with."
                 )
@@ -285,7 +239,7 @@ class WNLBCheckpointer(DetectionCheckpointer):
         if new_wnlb:
             msg += (
                 f"{len(new_wnlb)} wNLB tensors are new and keep their initialisation: "
-                + ", ".join(_block_names(new_wnlb))
+                + ", ".join(block_names(new_wnlb))
             )
         else:
             msg += "no wNLB tensor is new"
@@ -297,3 +251,54 @@ class WNLBCheckpointer(DetectionCheckpointer):
                 f"unused or wrong shape {unused[:10]}{' ...' if len(unused) > 10 else ''}"
             )
         return incompatible
+
+
+def read_model_state_dict(path):
+    """The model state dict in a checkpoint file, read as detectron2's checkpointer reads it.
+
+    Public means only: detectron2 main asserts that ``DetectionCheckpointer._load_file`` is called
+    from ``load`` alone. ``.pkl`` files (model zoo, Detectron1, pycls) are pickles with latin1
+    strings holding ``model`` or ``blobs``; anything else is a ``torch.save`` file whose weights
+    sit under ``model`` (DetectionCheckpointer) or at the top.
+
+    Args:
+        path (str): a local file, or anything detectron2's ``PathManager`` resolves.
+
+    Returns:
+        dict: key -> tensor or array.
+
+    Raises:
+        ValueError: the file cannot be read, or holds no state dict (the message names it).
+    """
+    import pickle
+
+    from detectron2.utils.file_io import PathManager
+
+    local = PathManager.get_local_path(path)
+    try:
+        if local.endswith(".pkl"):
+            with PathManager.open(local, "rb") as f:
+                data = pickle.load(f, encoding="latin1")
+        else:
+            with PathManager.open(local, "rb") as f:
+                data = torch.load(f, map_location=torch.device("cpu"))
+    except Exception as e:  # unreadable, truncated, not a checkpoint: say which file
+        raise ValueError(f"Cannot read checkpoint {path!r}: {type(e).__name__}: {e}") from e
+    for key in ("model", "blobs"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+            break
+    if not isinstance(data, dict):
+        raise ValueError(f"Checkpoint {path!r} holds a {type(data).__name__}, not a state dict")
+    return data
+
+
+def wnlb_layout_of_checkpoint(path):
+    """Which non-local blocks a checkpoint file holds (:func:`wnlb_d2.naming.wnlb_layout` of its keys).
+
+    Returns:
+        dict: ``{"stages": ["res3", ...], "mode": "concatenate" | "gaussian" | None}``.
+    """
+    from .naming import wnlb_layout
+
+    return wnlb_layout(read_model_state_dict(path).keys())

@@ -8,7 +8,7 @@ benchmarks) asks this module instead of parsing key strings itself.
 """
 
 __all__ = ["WNLB_MODULE", "WNLB_BACKBONES", "FUSION_WEIGHT", "is_wnlb_key", "is_fusion_weight_key", "block_name", "block_names", "wnlb_stages",
-           "wnlb_mode_from_keys", "wnlb_backbone_name"]
+           "wnlb_mode_from_keys", "wnlb_layout", "wnlb_backbone_name"]
 
 #: Attribute of the wNLB ResNet that holds the blocks (a ``ModuleDict`` keyed by stage name).
 WNLB_MODULE = "wnlb"
@@ -74,6 +74,16 @@ def wnlb_mode_from_keys(keys):
     if block_keys and not any(".theta." in k for k in block_keys):
         return "gaussian"
     return None
+
+
+def wnlb_layout(keys):
+    """Which non-local blocks a state dict holds: ``{"stages": [...], "mode": str or None}``.
+
+    ``mode`` is None when the keys cannot tell (see :func:`wnlb_mode_from_keys`); the fusion
+    (weighted or residual) is never in the keys.
+    """
+    keys = list(keys)
+    return {"stages": wnlb_stages(keys), "mode": wnlb_mode_from_keys(keys)}
 
 
 def wnlb_backbone_name(name):

@@ -5,7 +5,7 @@ import logging
 from detectron2.layers import FrozenBatchNorm2d
 from torch import nn
 
-from ..checkpoint import is_wnlb_key
+from ..naming import is_wnlb_key
 
 __all__ = ["FINETUNE_POLICIES", "apply_finetune_policy"]
 

@@ -81,7 +81,8 @@ def backbone_opts_for_checkpoint(cfg, weights):
     Returns:
         list[str]: ``KEY VALUE`` overrides; empty when nothing needs to change.
     """
-    from .features import WNLB_BACKBONES, wnlb_layout_of_checkpoint
+    from ..checkpoint import wnlb_layout_of_checkpoint
+    from ..naming import WNLB_BACKBONES
 
     name = cfg.MODEL.BACKBONE.NAME
     if not weights or "://" in weights or not os.path.isfile(weights) or name not in WNLB_BACKBONES:

@@ -51,7 +51,7 @@ def check_wnlb_config(cfg):
     for key in ("LEARNABLE_WEIGHT", "SUB_SAMPLE"):
         if key in w and not isinstance(w[key], bool):
             raise ValueError(f"MODEL.WNLB.{key} = {w[key]!r} is invalid; expected True or False")
-    from .features import WNLB_BACKBONES
+    from ..naming import WNLB_BACKBONES
 
     name = cfg.MODEL.BACKBONE.NAME
     if name in WNLB_BACKBONES:

@@ -13,23 +13,14 @@ import os
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.utils.file_io import PathManager
-from torch import nn
 
 from ..layers import NonLocalBlock2d
+from ..naming import WNLB_MODULE
+from ..utils.io import atomic_write
 
-__all__ = ["bottom_up_of", "capture_backbone_features", "reduce_feature_map", "wnlb_layout_of_checkpoint",
-           "plot_feature_grid", "grid_columns", "WNLB_BACKBONES"]
+__all__ = ["bottom_up_of", "capture_backbone_features", "reduce_feature_map", "plot_feature_grid", "grid_columns"]
 
 logger = logging.getLogger(__name__)
-
-#: Stock backbone builder -> its wNLB counterpart (the one-key swap).
-WNLB_BACKBONES = {
-    "build_resnet_fpn_backbone": "build_resnet_wnlb_fpn_backbone",
-    "build_retinanet_resnet_fpn_backbone": "build_retinanet_resnet_wnlb_fpn_backbone",
-    "build_resnet_backbone": "build_resnet_wnlb_backbone",
-}
 
 
 def bottom_up_of(model):
@@ -39,29 +30,6 @@ def bottom_up_of(model):
     if not hasattr(bottom_up, "stage_names"):
         raise ValueError(f"Expected a ResNet backbone (with stage_names), got {type(bottom_up).__name__}")
     return bottom_up
-
-
-def wnlb_layout_of_checkpoint(path):
-    """Which non-local blocks a checkpoint holds, read from its state-dict keys.
-
-    Args:
-        path (str): a detectron2 ``.pth`` / ``.pkl`` checkpoint (or anything ``PathManager`` opens).
-
-    Returns:
-        dict: ``{"stages": ["res3", ...], "mode": "concatenate" | "gaussian" | None}``; ``mode``
-        is None when the keys cannot tell (embedded and dot products have the same tensors),
-        and so is the fusion (weighted and residual blocks store the same tensors).
-    """
-    data = DetectionCheckpointer(nn.Module())._load_file(PathManager.get_local_path(path))
-    keys = list(data.get("model", data).keys())
-    stages = sorted({k.split(".wnlb.", 1)[1].split(".")[0] for k in keys if ".wnlb." in f".{k}"})
-    mode = None
-    block_keys = [k for k in keys if ".wnlb." in f".{k}"]
-    if any(k.endswith("concat_project.weight") for k in block_keys):
-        mode = "concatenate"
-    elif block_keys and not any(".theta." in k for k in block_keys):
-        mode = "gaussian"
-    return {"stages": stages, "mode": mode}
 
 
 def capture_backbone_features(model, image_tensor):
@@ -78,7 +46,7 @@ def capture_backbone_features(model, image_tensor):
         stage without a block, ``w`` the block's fusion weight.
     """
     bottom_up = bottom_up_of(model)
-    blocks = getattr(bottom_up, "wnlb", {})
+    blocks = getattr(bottom_up, WNLB_MODULE, {})
     captured = {name: {"before": None, "after": None, "w": None, "fusion": None} for name in bottom_up.stage_names}
     handles = []
 
@@ -259,8 +227,7 @@ def plot_feature_grid(entries, path, *, method="mean", normalise="pair", panel_i
             ax.set_title(label, fontsize=7)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=dpi)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
-    os.replace(tmp, path)
     return {"rows": rows, "cols": len(cols), "width": int(round(fig_w * dpi)), "height": int(round(fig_h * dpi))}
