@@ -2,6 +2,9 @@
 
 detectron2 itself is not declared as a dependency: it is not on PyPI. Install it from source
 (with CUDA) or with ``tools/install_detectron2.py`` (pure Python, CPU); see README.
+``setuptools<81`` is declared because detectron2's model zoo (v0.6 and main) imports
+``pkg_resources``, which setuptools 81 removed (detectron2 issue #5494): without it no
+``model_zoo://`` config resolves.
 """
 
 from setuptools import find_packages, setup
@@ -19,6 +22,7 @@ setup(
         "pycocotools>=2.0.2",
         "fvcore>=0.1.5,<0.1.6",
         "tqdm",
+        "setuptools<81",
     ],
     extras_require={"test": ["pytest"], "yolo": ["ultralytics>=8.4,<8.5"]},  # yolo: AGPL-3.0, see README
 )

@@ -12,9 +12,18 @@ Order of preference:
    ``detectron2/model_zoo/configs``, is repackaged as a distribution named ``detectron2`` 0.6
    and installed with pip, plus the stand-in ``_C``.
 
+``--source PATH`` instead builds detectron2 from a source tree or archive (e.g. the snapshot of
+newest main in ``../shared/vendor/``, what ``pip install git+https://...detectron2.git`` gets)
+with its compiled C++ operators, unless a compiled detectron2 is installed already. torch must be
+installed first (detectron2's setup.py imports it); the build reads ``FORCE_CUDA`` and
+``MAX_JOBS`` from the environment as detectron2's own setup does.
+
+``--status`` prints what is installed: ``compiled``, ``pure-python`` or ``absent`` (the Makefile
+picks the v0.6 pins, e.g. Pillow<10, only when detectron2 is not a compiled one).
+
 Usage::
 
-    python tools/install_detectron2.py [--sdist PATH] [--force]
+    python tools/install_detectron2.py [--sdist PATH | --source PATH] [--force] [--status]
 """
 
 import argparse
@@ -72,6 +81,49 @@ def _add_standin(d2_dir):
     print(f"Added stand-in for the missing compiled extension: {target}")
 
 
+def _status():
+    d2_dir = _detectron2_dir()
+    if d2_dir is None:
+        return "absent"
+    return "compiled" if _has_compiled_ext(d2_dir) else "pure-python"
+
+
+def _unpacked_root(folder):
+    """The folder holding setup.py in an unpacked archive (``git archive`` has none above it)."""
+    if os.path.isfile(os.path.join(folder, "setup.py")):
+        return folder
+    subdirs = [os.path.join(folder, d) for d in os.listdir(folder)]
+    found = [d for d in subdirs if os.path.isfile(os.path.join(d, "setup.py"))]
+    return found[0] if len(found) == 1 else None
+
+
+def _build_from_source(source):
+    if not os.path.exists(source):
+        sys.exit(f"error: detectron2 source not found: {source} (a source folder or .tar.gz archive)")
+    if importlib.util.find_spec("torch") is None:
+        sys.exit("error: install torch first: detectron2's setup.py imports it to build its operators")
+    with tempfile.TemporaryDirectory() as work:
+        if os.path.isdir(source):
+            root = source
+        else:
+            try:
+                with tarfile.open(source) as tar:
+                    tar.extractall(work, filter="data")
+            except (tarfile.TarError, OSError) as e:
+                sys.exit(f"error: cannot unpack detectron2 source archive {source}: {e}")
+            root = _unpacked_root(work)
+        if root is None or not os.path.isfile(os.path.join(root, "detectron2", "layers", "csrc", "vision.cpp")):
+            sys.exit(f"error: {source} is not a detectron2 source tree (no setup.py and detectron2/layers/csrc)")
+        # --no-build-isolation: the build must see the installed torch (an isolated build env
+        # would have none, or another version whose ABI the operators would not match).
+        _run([sys.executable, "-m", "pip", "install", "--no-build-isolation", root])
+    importlib.invalidate_caches()
+    d2_dir = _detectron2_dir()
+    if d2_dir is None or not _has_compiled_ext(d2_dir):
+        sys.exit(f"error: building detectron2 from {source} left no compiled detectron2._C")
+    print(f"Built detectron2 with its compiled operators from {source}: {d2_dir}")
+
+
 def _install_from_sdist(sdist):
     with tempfile.TemporaryDirectory() as work:
         if sdist is None:
@@ -101,10 +153,25 @@ def _install_from_sdist(sdist):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sdist", help="local pb1-detectron2 0.6 source archive (default: download from PyPI)")
+    parser.add_argument("--source", help="build detectron2 with its compiled operators from this source "
+                        "folder or .tar.gz archive (skipped when a compiled detectron2 is installed)")
     parser.add_argument("--force", action="store_true", help="reinstall even if detectron2 imports")
+    parser.add_argument("--status", action="store_true",
+                        help="print compiled, pure-python or absent and change nothing")
     args = parser.parse_args(argv)
+    if args.sdist and args.source:
+        parser.error("--sdist (pure-Python v0.6) and --source (compiled build) exclude each other")
 
+    if args.status:
+        print(_status())
+        return 0
     d2_dir = _detectron2_dir()
+    if args.source:
+        if d2_dir is not None and _has_compiled_ext(d2_dir) and not args.force:
+            print(f"Using the installed detectron2 with its compiled extension: {d2_dir}")
+        else:
+            _build_from_source(args.source)
+        return 0
     if d2_dir is not None and not args.force:
         if _has_compiled_ext(d2_dir):
             print(f"Using the installed detectron2 with its compiled extension: {d2_dir}")
