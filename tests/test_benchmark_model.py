@@ -92,3 +92,14 @@ def test_worker_train_step_in_process(bench):
         torch.set_num_threads(threads)
     assert set(res) == {"time_s", "times_s", "peak_bytes", "threads"}
     assert len(res["times_s"]) == 2 and res["time_s"] > 0 and res["peak_bytes"] >= 0
+
+
+def test_profile_prints_the_top_ops(bench, capsys):
+    import torch
+
+    a = torch.randn(64, 64)
+    bench.print_profile(lambda: (a @ a).relu().sum(), 5, cuda=False)
+    table = capsys.readouterr().err
+    assert "aten::mm" in table and "Self CPU" in table
+    args = bench.build_parser().parse_args(["--profile", "7"])
+    assert args.profile == 7

@@ -61,3 +61,26 @@ def test_benchmark_nonlocal_reports_both_implementations(tmp_path):
         for impl in ("efficient", "reference"):
             assert r[impl]["time_s"] > 0 and r[impl]["n"] == 16
     assert "time eff/ref" in run.stdout and "res5" in run.stdout
+
+
+def test_benchmark_nonlocal_softmax_kernel_and_threads(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "benchmark_nonlocal.py"), "--stages", "res5", "--modes",
+         "gaussian", "--height", "96", "--width", "96", "--softmax-kernel", "tiled", "--threads", "1",
+         "--warmup", "0", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "threads 1" in run.stdout and "softmax kernel tiled" in run.stdout
+    (row,) = json.loads(out.read_text())
+    assert row["mode"] == "gaussian" and row["efficient"]["n"] == 9 and row["reference"]["time_s"] > 0
+
+
+def test_benchmarks_refuse_cuda_without_it():
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    for tool in ("benchmark_nonlocal.py", "benchmark_model.py"):
+        run = subprocess.run([sys.executable, os.path.join(ROOT, "tools", tool), "--device", "cuda"],
+                             capture_output=True, text=True, timeout=120, env=env)
+        assert run.returncode == 2, (tool, run.stderr[-500:])
+        assert "--device cuda but CUDA is not available" in run.stderr, tool

@@ -68,6 +68,43 @@ def test_efficient_block_equals_reference_block(mode, shape, sub_sample):
         torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-9, atol=1e-10, msg=f"gradient of {name}")
 
 
+@pytest.mark.parametrize("mode", ["embedded", "gaussian"])
+@pytest.mark.parametrize("kernel", ["tiled", "fused"])
+@pytest.mark.parametrize("shape, sub_sample", [((2, 16, 7, 9), False), ((3, 8, 9, 5), True)])
+def test_each_softmax_kernel_in_the_block_equals_the_reference_block(mode, kernel, shape, sub_sample):
+    # Batch > 1, odd sizes, sub-sampling: the kernels see (B, N, C) views of the map's layout.
+    torch.manual_seed(2)
+    norm = "GN" if shape[1] % 32 == 0 else "BN"
+    eff = NonLocalBlock2d(shape[1], mode=mode, sub_sample=sub_sample, softmax_kernel=kernel, norm=norm)
+    _randomise(eff).double().eval()
+    ref = NonLocalBlock2d(shape[1], mode=mode, impl="reference", sub_sample=sub_sample, norm=norm)
+    ref.double().eval().load_state_dict(eff.state_dict())
+    x1 = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    z1, z2 = eff(x1), ref(x2)
+    torch.testing.assert_close(z1, z2, rtol=1e-10, atol=1e-10)
+    z1.sin().sum().backward()
+    z2.sin().sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-10, atol=1e-10)
+    for (name, p1), p2 in zip(eff.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-9, atol=1e-10, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("mode", NONLOCAL_MODES)
+@pytest.mark.parametrize("fusion", NONLOCAL_FUSIONS)
+def test_block_runs_under_bfloat16_autocast_close_to_float32(mode, fusion):
+    # Under autocast the convs give bfloat16 while x stays float32; the fusion promotes.
+    torch.manual_seed(3)
+    block = _randomise(NonLocalBlock2d(32, mode=mode, fusion=fusion, norm="GN")).eval()
+    x = torch.randn(2, 32, 6, 7) * 0.3
+    z = block(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z_low = block(x)
+    assert z_low.dtype == torch.float32 and z_low.shape == z.shape
+    err = ((z_low - z).abs().max() / z.abs().max()).item()
+    assert 0 < err < 5e-2, err  # bfloat16 did run (err > 0), and stays within its precision
+
+
 def test_weighted_and_residual_fusion_formulas():
     torch.manual_seed(0)
     x = torch.randn(1, 8, 4, 4)
@@ -101,6 +138,7 @@ def test_sub_sampling_changes_the_key_count_only():
     (dict(fusion="sum"), r"fusion 'sum'.*'weighted', 'residual'"),
     (dict(norm="LN"), r"norm 'LN'.*'BN', 'SyncBN', 'GN', 'FrozenBN', 'none'"),
     (dict(impl="fast"), r"impl 'fast'.*'efficient', 'reference'"),
+    (dict(softmax_kernel="flash"), r"softmax_kernel 'flash'.*'auto', 'fused', 'tiled'"),
     (dict(inter_channels=0), r"inter_channels must be a positive int, got 0"),
 ])
 def test_bad_constructor_arguments(kwargs, match):

@@ -1,9 +1,16 @@
-"""The efficient pairwise aggregation equals the plain O(N^2) reference, values and gradients."""
+"""The efficient pairwise aggregation equals the plain O(N^2) reference, values and gradients;
+the tiled softmax kernel's memory stays O(N)."""
+
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from wnlb_d2.layers import NONLOCAL_MODES, nonlocal_aggregate
+from wnlb_d2.layers.nonlocal_ops import TILE_BYTES, _softmax_reference, softmax_attention, softmax_tile_rows
 
 SHAPES = [  # (B, N, M, Cq, Cv): batch > 1, odd sizes, N != M, Cq != Cv both ways
     (2, 37, 19, 5, 7),
@@ -84,3 +91,130 @@ def test_bad_arguments_are_named(kwargs, match):
     t = torch.zeros(1, 2, 3)
     with pytest.raises(ValueError, match=match):
         nonlocal_aggregate(t, t, t, **kwargs)
+
+
+# --- the two exact softmax kernels (softmax_attention) -----------------------------------------
+
+TILED_CASES = [  # (B, N, M, Cq, Cv, tile_rows): ragged last tiles, one-row tiles, one tile
+    (2, 37, 19, 5, 7, 4),
+    (1, 50, 50, 8, 3, 7),  # Cq > Cv, the Gaussian's case
+    (3, 11, 29, 4, 4, 100),
+    (2, 63, 63, 16, 16, 1),
+]
+
+
+def _keep_budgets(b, m, tile):
+    one_tile = b * tile * m * 8  # float64 bytes of one probability tile
+    return {"recompute": 0, "keep 2 tiles": 2 * one_tile, "keep all": 2**40}
+
+
+@pytest.mark.parametrize("case", TILED_CASES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("keep", ["recompute", "keep 2 tiles", "keep all"])
+def test_tiled_kernel_equals_reference_float64(case, keep):
+    b, n, m, cq, cv, tile = case
+    theta, phi, g, _ = _inputs(b, n, m, cq, cv, seed=n + m + tile)
+    y = softmax_attention(theta, phi, g, kernel="tiled", tile_rows=tile, keep_bytes=_keep_budgets(b, m, tile)[keep])
+    y_ref = _softmax_reference(theta, phi, g)
+    # The tiled kernel writes a (B, Cv, N) map and returns its transposed view.
+    assert y.shape == (b, n, cv) and y.transpose(1, 2).is_contiguous()
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
+    weight = torch.randn(y.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    grads = torch.autograd.grad((y * weight).sin().sum(), [theta, phi, g])
+    grads_ref = torch.autograd.grad((y_ref * weight).sin().sum(), [theta, phi, g])
+    for name, a, r in zip(["theta", "phi", "g"], grads, grads_ref):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("needs", [(False, False, True), (True, False, False), (False, True, True)])
+def test_tiled_kernel_computes_only_the_gradients_asked_for(needs):
+    theta, phi, g, _ = _inputs(2, 13, 9, 3, 5, seed=7)
+    for t, need in zip((theta, phi, g), needs):
+        t.requires_grad_(need)
+    wanted = [t for t in (theta, phi, g) if t.requires_grad]
+    y = softmax_attention(theta, phi, g, kernel="tiled", tile_rows=4, keep_bytes=0)
+    y_ref = _softmax_reference(theta, phi, g)
+    for a, r in zip(torch.autograd.grad(y.square().sum(), wanted), torch.autograd.grad(y_ref.square().sum(), wanted)):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
+
+
+def test_tiled_kernel_is_stable_for_large_scores():
+    # Scores of +-1000: exp() overflows without the per-row shift, for both kernels alike.
+    theta, phi, g, _ = _inputs(1, 20, 30, 4, 6, seed=11)
+    with torch.no_grad():
+        theta.mul_(30)
+        phi.mul_(30)
+    y = softmax_attention(theta, phi, g, kernel="tiled", tile_rows=3, keep_bytes=0)
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y, _softmax_reference(theta, phi, g), rtol=1e-10, atol=1e-12)
+    grads = torch.autograd.grad(y.sum(), [theta, phi, g])
+    assert all(torch.isfinite(t).all() for t in grads)
+
+
+def test_auto_never_pads_and_keeps_small_maps_whole():
+    # Unequal widths: the tiled kernel (its output is a transposed (B, Cv, N) map).
+    theta, phi, g = torch.randn(1, 300, 16), torch.randn(1, 300, 16), torch.randn(1, 300, 8)
+    assert softmax_attention(theta, phi, g).transpose(1, 2).is_contiguous()
+    # Equal widths, probabilities within keep_bytes: tiled as well (the reference's arithmetic).
+    assert softmax_attention(theta, phi, theta).transpose(1, 2).is_contiguous()
+    # Equal widths, probabilities larger than keep_bytes: the fused kernel ((B, N, Cv) contiguous).
+    y = softmax_attention(theta, phi, theta, keep_bytes=1000)
+    assert y.is_contiguous() and not y.transpose(1, 2).is_contiguous()
+    torch.testing.assert_close(y, _softmax_reference(theta, phi, theta), rtol=1e-4, atol=1e-5)
+    # "fused" with unequal widths falls back to the tiled kernel instead of padding.
+    assert softmax_attention(theta, phi, g, kernel="fused").transpose(1, 2).is_contiguous()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_tiled_kernel_computes_half_precision_in_float32(dtype):
+    theta, phi, g = (torch.randn(2, 40, c) for c in (8, 8, 4))
+    low = [t.to(dtype).requires_grad_() for t in (theta, phi, g)]
+    y = softmax_attention(*low, kernel="tiled", tile_rows=7, keep_bytes=0)
+    assert y.dtype == dtype
+    # Against float32 on the same rounded inputs: only the output's own rounding differs.
+    exact = _softmax_reference(*(t.detach().float() for t in low))
+    torch.testing.assert_close(y.float(), exact, rtol=1e-2, atol=1e-2)
+    grads = torch.autograd.grad(y.float().sum(), low)
+    assert [t.dtype for t in grads] == [dtype] * 3
+
+
+def test_tile_rows_follow_the_byte_budget():
+    assert softmax_tile_rows(1, 16800, 4) == TILE_BYTES // (16800 * 4)
+    assert softmax_tile_rows(2, 1000, 8, budget=8 * 2000 * 10) == 10
+    assert softmax_tile_rows(4, 10**9, 4) == 1  # never zero rows
+    with pytest.raises(ValueError, match="tile_rows must be a positive int, got 0"):
+        softmax_attention(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.zeros(1, 2, 4), tile_rows=0)
+    with pytest.raises(ValueError, match="softmax kernel 'flash'"):
+        softmax_attention(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), kernel="flash")
+
+
+_MEMORY_PROBE = """
+import json, torch
+from wnlb_d2.layers.nonlocal_ops import softmax_attention
+from wnlb_d2.utils.measure import time_and_peak
+torch.set_num_threads(1)
+n, c = {n}, 8
+gen = torch.Generator().manual_seed(0)
+theta, phi, g = (torch.randn(1, n, c, generator=gen).requires_grad_() for _ in range(3))
+def step():
+    y = softmax_attention(theta, phi, g, kernel="tiled", tile_rows={tile}, keep_bytes=0)
+    y.sum().backward()
+    for t in (theta, phi, g):
+        t.grad = None
+step()
+_, peaks = time_and_peak(step, repeats=1, cuda=False)
+print(json.dumps({{"peak": peaks[0]}}))
+"""
+
+
+def test_tiled_kernel_memory_is_linear_in_n():
+    # N = M = 8,000: one N x M float32 matrix is 244 MiB; tiles of 100 rows are 3.1 MiB.
+    # The peak rise of the resident set must stay far below a single N x M matrix.
+    n, tile = 8000, 100
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")  # freed blocks leave the resident set
+    run = subprocess.run([sys.executable, "-c", _MEMORY_PROBE.format(n=n, tile=tile)], capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    peak = json.loads(run.stdout.strip().splitlines()[-1])["peak"]
+    n_by_n = n * n * 4
+    assert peak < 40 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # two 3.1 MiB tiles + O(N C) tensors
+    assert peak < n_by_n / 6

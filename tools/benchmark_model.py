@@ -14,7 +14,7 @@ the identity, so all variants produce the same detections and their heads do the
 
 Peak memory: CPU: the rise of the resident set (``VmHWM`` reset through ``/proc/self/clear_refs``
 after the warm-up, glibc's mmap threshold fixed at 64 KiB so freed blocks leave the resident
-set); CUDA: ``torch.cuda.max_memory_allocated()`` minus what was allocated before.
+set); CUDA: ``torch.cuda.max_memory_allocated()`` minus what was allocated before; CUDA-event times.
 
 On a shared CPU, other processes change timings: use ``--repeats 3`` or more (the median is
 reported) and compare ratios measured in the same run.
@@ -136,9 +136,22 @@ def run_case(args):
                 model(batch)
 
     step()  # warm-up: lazy initialisation, allocator pools (time_and_peak synchronises CUDA)
+    if args.profile:
+        print_profile(step, args.profile, cuda)
     times, peaks = time_and_peak(step, args.repeats, cuda)
     return {"time_s": statistics.median(times), "times_s": times, "peak_bytes": max(peaks),
             "threads": torch.get_num_threads()}
+
+
+def print_profile(step, rows, cuda):
+    """Profile one ``step()`` with torch.profiler; print the top ``rows`` ops by self time to stderr."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        step()
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=rows), file=sys.stderr, flush=True)
 
 
 def cases(args):
@@ -163,13 +176,15 @@ def measure(case, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--variant", case["variant"],
            "--mode", case["mode"] or "embedded", "--size", f"{h}x{w}", "--phase", case["phase"],
            "--repeats", str(args.repeats), "--device", args.device, "--config-file", args.config_file,
-           "--threads", str(args.threads)]
+           "--threads", str(args.threads), "--profile", str(args.profile)]
     if case["sub_sample"]:
         cmd.append("--sub-sample-on")
     # A fixed mmap threshold makes glibc map every block >= 64 KiB and unmap it on free, so the
     # resident set follows the live tensors (see tools/benchmark_nonlocal.py).
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if args.profile:
+        print(proc.stderr, file=sys.stderr, flush=True)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
@@ -228,6 +243,9 @@ def build_parser():
     p.add_argument("--config-file", default=DEFAULT_CONFIG,
                    help="stock detector config (default: model_zoo:// Mask R-CNN R50-FPN 3x)")
     p.add_argument("--json", help="also write every result to this JSON file")
+    p.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                   help="profile one extra step of each case (torch.profiler) and print its top ROWS ops by "
+                        "self time (default 0: off)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)

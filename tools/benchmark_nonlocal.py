@@ -10,7 +10,8 @@ Each measurement runs in a fresh subprocess, so peak memory is that run's alone:
 
 * CPU: peak resident memory during forward+backward (``VmHWM``, reset through
   ``/proc/self/clear_refs`` after a warm-up run) minus the resident memory before it.
-* CUDA: ``torch.cuda.max_memory_allocated()`` minus the memory allocated before it.
+* CUDA: ``torch.cuda.max_memory_allocated()`` minus the memory allocated before it; times
+  from CUDA events.
 
 A reference run whose N x N matrices would not fit in the available memory is skipped (and
 says so) instead of running the machine out of memory.
@@ -19,6 +20,7 @@ Usage::
 
     python tools/benchmark_nonlocal.py                      # all stages and modes, CPU
     python tools/benchmark_nonlocal.py --stages res3 --modes embedded dot --device cuda
+    python tools/benchmark_nonlocal.py --stages res3 --modes embedded --softmax-kernel fused --threads 1
 """
 
 import argparse
@@ -62,6 +64,8 @@ def run_one(args):
     from wnlb_d2.layers import NonLocalBlock2d
     from wnlb_d2.utils.measure import time_and_peak
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     h, w, c = feature_size(args.stage, args.height, args.width)
     n = h * w
@@ -72,7 +76,8 @@ def run_one(args):
         if need > 0.8 * avail:
             return {"skipped": f"N x N matrices need ~{need / 2**30:.0f} GiB, {avail / 2**30:.0f} GiB available"}
     dev = torch.device(args.device)
-    block = NonLocalBlock2d(c, mode=args.mode, impl=args.impl, sub_sample=args.sub_sample).to(dev)
+    block = NonLocalBlock2d(c, mode=args.mode, impl=args.impl, sub_sample=args.sub_sample,
+                            softmax_kernel=args.softmax_kernel).to(dev)
     with torch.no_grad():
         block.fusion_weight.fill_(0.5)
     x = torch.randn(args.batch, c, h, w, device=dev) * 0.1
@@ -95,7 +100,7 @@ def _measure(stage, mode, impl, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--stage", stage, "--mode", mode,
            "--impl", impl, "--height", str(args.height), "--width", str(args.width),
            "--batch", str(args.batch), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-           "--device", args.device]
+           "--device", args.device, "--threads", str(args.threads), "--softmax-kernel", args.softmax_kernel]
     if args.sub_sample:
         cmd.append("--sub-sample")
     # A fixed mmap threshold makes glibc map every block >= 64 KiB and unmap it on free, so the
@@ -125,6 +130,11 @@ def main(argv=None):
                         help="untimed runs first (default 1; 0 for the slow res2 cases: the first run then "
                              "also pays one-off initialisation)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per run (default: torch's default); 1 on a loaded machine, where "
+                             "threads that wait for each other at every op distort the comparison")
+    parser.add_argument("--softmax-kernel", default="auto", choices=["auto", "fused", "tiled"],
+                        help="kernel of the efficient embedded/gaussian blocks (default auto)")
     parser.add_argument("--sub-sample", action="store_true", help="max-pool phi and g by 2 (MODEL.WNLB.SUB_SAMPLE)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -138,9 +148,13 @@ def main(argv=None):
 
     import torch
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("benchmark_nonlocal.py: error: --device cuda but CUDA is not available", file=sys.stderr)
+        return 2
     print(f"# non-local block forward+backward, batch {args.batch}, image {args.height}x{args.width}, "
           f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} CPUs, sub_sample={args.sub_sample}, "
-          f"warm-up runs {args.warmup}, timed runs {args.repeats} (median)")
+          f"warm-up runs {args.warmup}, timed runs {args.repeats} (median), threads {args.threads or torch.get_num_threads()}, "
+          f"softmax kernel {args.softmax_kernel}")
     header = (f"{'stage':5} {'N':>6} {'C':>5} {'mode':11} | {'efficient':>9} {'reference':>9} {'time eff/ref':>12} | "
               f"{'eff peak':>13} {'ref peak':>13} {'mem eff/ref':>11}")
     print(header)

@@ -6,7 +6,7 @@ from torch import nn
 
 from detectron2.layers import Conv2d, FrozenBatchNorm2d, get_norm
 
-from .nonlocal_ops import NONLOCAL_IMPLS, NONLOCAL_MODES, nonlocal_aggregate
+from .nonlocal_ops import NONLOCAL_IMPLS, NONLOCAL_MODES, SOFTMAX_KERNELS, nonlocal_aggregate
 
 __all__ = ["NonLocalBlock2d", "NONLOCAL_FUSIONS", "NONLOCAL_NORMS"]
 
@@ -51,8 +51,13 @@ class _WeightedFusion(torch.autograd.Function):
 
 
 def weighted_fusion(x, wy, w):
-    """``w * wy + (1 - w) * x`` for feature maps ``x``, ``wy`` of equal shape and a scalar ``w``."""
-    return _WeightedFusion.apply(x, wy, w)
+    """``w * wy + (1 - w) * x`` for feature maps ``x``, ``wy`` of equal shape and a scalar ``w``.
+
+    Under autocast ``wy`` (a conv's output) can be half precision while ``x`` is not: both are
+    computed in their promoted dtype, as ``x + wy`` of the residual fusion is.
+    """
+    dtype = torch.promote_types(x.dtype, wy.dtype)
+    return _WeightedFusion.apply(x.to(dtype), wy.to(dtype), w)
 
 
 class NonLocalBlock2d(nn.Module):
@@ -78,6 +83,8 @@ class NonLocalBlock2d(nn.Module):
         norm (str): norm of W_z: "BN", "SyncBN", "GN", "FrozenBN" or "none".
         impl (str): "efficient" (no N x N matrix) or "reference" (plain O(N^2)).
         sub_sample (bool): max-pool phi and g by 2 (4x fewer pairs; changes the result).
+        softmax_kernel (str): for the efficient "embedded" and "gaussian": "auto" (default),
+            "fused" or "tiled" (see :func:`wnlb_d2.layers.nonlocal_ops.softmax_attention`).
 
     Shapes: input and output ``(B, C, H, W)``.
     """
@@ -94,12 +101,14 @@ class NonLocalBlock2d(nn.Module):
         norm="BN",
         impl="efficient",
         sub_sample=False,
+        softmax_kernel="auto",
     ):
         super().__init__()
         _check_choice("mode", mode, NONLOCAL_MODES)
         _check_choice("fusion", fusion, NONLOCAL_FUSIONS)
         _check_choice("norm", norm, NONLOCAL_NORMS)
         _check_choice("impl", impl, NONLOCAL_IMPLS)
+        _check_choice("softmax_kernel", softmax_kernel, SOFTMAX_KERNELS)
         if not isinstance(in_channels, int) or in_channels <= 0:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
         if inter_channels is None:
@@ -112,6 +121,7 @@ class NonLocalBlock2d(nn.Module):
         self.fusion = fusion
         self.impl = impl
         self.sub_sample = bool(sub_sample)
+        self.softmax_kernel = softmax_kernel
 
         self.g = Conv2d(in_channels, inter_channels, kernel_size=1)
         if mode != "gaussian":  # the Gaussian uses x itself, no embedding
@@ -162,18 +172,32 @@ class NonLocalBlock2d(nn.Module):
         # (B, C, H, W) -> (B, H*W, C)
         return t.flatten(2).transpose(1, 2)
 
-    def _embed(self, conv, x, pool):
-        """1x1 conv ``conv`` of ``x`` (optionally max-pooled), as a ``(B, H*W, C_out)`` tensor.
+    def _embeddings(self, x):
+        """theta ``(B, N, Cq)``, phi ``(B, M, Cq)`` and g ``(B, M, Cv)`` of the map ``x``.
 
-        The efficient path computes it as one batched matmul on the transposed view of x, which
-        yields the (positions, channels) layout the attention kernels need directly, instead of
-        a conv output plus a transposed copy of it: one full-size tensor less to keep.
+        The efficient path runs the 1x1 convs theta, phi and g as one conv with their weights
+        stacked (one pass over x forward, one gradient for x backward instead of three summed)
+        and max-pools phi and g together. The results stay in the conv's (B, C, N) layout:
+        the returned (B, N, C) tensors are transposed views, which the matmuls read directly
+        and whose gradients come back in x's own layout.
         """
-        if pool and self.sub_sample or self.impl == "reference":
-            return self._flatten(self._pool(conv(x)) if pool else conv(x))
-        weight = conv.weight.flatten(1).t()  # (C_in, C_out)
-        x_t = self._flatten(x)  # (B, N, C_in), a view
-        return torch.baddbmm(conv.bias, x_t, weight.expand(x.shape[0], -1, -1))
+        if self.impl == "reference":
+            g = self._flatten(self._pool(self.g(x)))
+            if self.mode == "gaussian":
+                return self._flatten(x), self._flatten(self._pool(x)), g
+            return self._flatten(self.theta(x)), self._flatten(self._pool(self.phi(x))), g
+        ci = self.inter_channels
+        if self.mode == "gaussian":
+            g = self._flatten(self._pool(self.g(x)))
+            theta = self._flatten(x)
+            return theta, (self._flatten(self._pool(x)) if self.sub_sample else theta), g
+        convs = (self.theta, self.phi, self.g)
+        weight = torch.cat([c.weight for c in convs])  # (3 Ci, C, 1, 1)
+        bias = torch.cat([c.bias for c in convs])
+        # split (not slicing): its backward concatenates the three gradients in one copy.
+        theta, keys = F.conv2d(x, weight, bias).split([ci, 2 * ci], dim=1)  # (B, Ci, H, W), (B, 2 Ci, H, W)
+        phi, g = self._pool(keys).split(ci, dim=1)
+        return self._flatten(theta), self._flatten(phi), self._flatten(g)
 
     def forward(self, x):
         """
@@ -189,15 +213,10 @@ class NonLocalBlock2d(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         b, _, h, w = x.shape
-        g = self._embed(self.g, x, pool=True)  # (B, M, Ci)
-        if self.mode == "gaussian":
-            theta = self._flatten(x)  # (B, N, C)
-            phi = self._flatten(self._pool(x)) if self.sub_sample else theta  # (B, M, C)
-        else:
-            theta = self._embed(self.theta, x, pool=False)  # (B, N, Ci)
-            phi = self._embed(self.phi, x, pool=True)  # (B, M, Ci)
+        theta, phi, g = self._embeddings(x)  # (B, N, Cq), (B, M, Cq), (B, M, Ci); Cq = C for gaussian
         concat_weight = self.concat_project.weight if self.mode == "concatenate" else None
-        y = nonlocal_aggregate(theta, phi, g, mode=self.mode, impl=self.impl, concat_weight=concat_weight)
+        y = nonlocal_aggregate(theta, phi, g, mode=self.mode, impl=self.impl, concat_weight=concat_weight,
+                               softmax_kernel=self.softmax_kernel)
         y = y.transpose(1, 2).reshape(b, self.inter_channels, h, w)
         wy = self.w_z(y)
         if self.fusion == "residual":

@@ -7,8 +7,11 @@ same signature and the same result:
   write it. Kept as the ground truth for tests and benchmarks.
 * ``efficient``: never builds the affinity matrix.
 
-  - embedded Gaussian / Gaussian: ``softmax(theta phi^T) g`` is attention with scale 1, run by
-    the fused ``scaled_dot_product_attention`` (flash kernels on CPU and GPU keep O(N) memory).
+  - embedded Gaussian / Gaussian: ``softmax(theta phi^T) g`` is attention with scale 1, run
+    over query tiles with BLAS matmuls in a custom autograd function whose backward recomputes
+    each tile (any query and value widths, O(tile x M) working memory), or by the fused
+    ``scaled_dot_product_attention`` kernels where they apply and are faster
+    (:func:`softmax_attention`).
   - dot product: ``(theta phi^T / M) g = theta (phi^T g) / M`` by associativity, O(N C^2).
   - concatenation: ``f_ij = ReLU(s_i + t_j)`` with ``s = a.theta``, ``t = b.phi``. For a fixed
     i the positive terms are exactly the j with ``t_j > -s_i``; sorting t once and taking
@@ -19,10 +22,12 @@ Shapes everywhere: theta ``(B, N, Cq)`` (queries), phi ``(B, M, Cq)`` (keys), g 
 (values), output ``(B, N, Cv)``.
 """
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["NONLOCAL_MODES", "NONLOCAL_IMPLS", "nonlocal_aggregate"]
+__all__ = ["NONLOCAL_MODES", "NONLOCAL_IMPLS", "SOFTMAX_KERNELS", "nonlocal_aggregate", "softmax_attention"]
 
 #: Pairwise functions, spelled as in the config (``MODEL.WNLB.MODE``).
 NONLOCAL_MODES = ("embedded", "gaussian", "dot", "concatenate")
@@ -35,22 +40,229 @@ def _softmax_reference(theta, phi, g):
     return torch.bmm(affinity.softmax(dim=-1), g)
 
 
-def _softmax_efficient(theta, phi, g):
-    # The fused CPU/GPU kernels want (B, heads, L, E) contiguous inputs with equal query/key and
-    # value widths; otherwise torch silently falls back to the O(N^2) math path. Zero-padding
-    # the narrower side to the same width leaves the result unchanged: zero columns add nothing
-    # to theta.phi, and zero value columns are sliced off again.
-    cq, cv = theta.shape[-1], g.shape[-1]
-    if cq < cv:
-        theta = F.pad(theta, (0, cv - cq))
-        phi = F.pad(phi, (0, cv - cq))
-    elif cv < cq:
-        g = F.pad(g, (0, cq - cv))
-    q = theta.unsqueeze(1).contiguous()
-    k = phi.unsqueeze(1).contiguous()
-    v = g.unsqueeze(1).contiguous()
-    out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
-    return out.squeeze(1)[..., :cv]
+#: Bytes of one ``(B, tile, M)`` score matrix of the tiled softmax path. Backward keeps two
+#: such buffers (probabilities and their gradient), forward one.
+TILE_BYTES = 32 * 2**20
+#: Bytes of probability tiles that forward may keep for backward instead of recomputing them
+#: there. Small maps (res5 of an 800x1333 image: 4.4 MB) are kept whole, so backward does the
+#: reference's arithmetic; large ones keep their first tiles and recompute the rest.
+KEEP_BYTES = 32 * 2**20
+
+
+def softmax_tile_rows(batch, keys, itemsize, budget=None):
+    """Query rows per tile of the tiled softmax path: ``batch * rows * keys * itemsize <= budget``.
+
+    Args:
+        batch (int): B.
+        keys (int): M, the number of keys.
+        itemsize (int): bytes per element of the score matrix.
+        budget (int): bytes of one ``(B, rows, M)`` matrix; default :data:`TILE_BYTES`.
+
+    Returns:
+        int: rows per tile, at least 1.
+    """
+    budget = TILE_BYTES if budget is None else budget
+    return max(1, budget // max(1, batch * keys * itemsize))
+
+
+def _compute_dtype(dtype):
+    # Scores, exponentials and their sums in half precision would lose the exactness the
+    # softmax needs; the fused kernels also accumulate them in float32.
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _empty_in_layout(t, zero=False):
+    """A new tensor shaped like the ``(B, L, C)`` tensor ``t``, stored as ``(B, C, L)`` when ``t``
+    is a transposed view of a feature map, so that its gradient reaches the map without a
+    layout change."""
+    b, length, c = t.shape
+    if length > 1 and c > 1 and t.stride(1) == 1:
+        out = t.new_empty(b, c, length).transpose(1, 2)
+    else:
+        out = t.new_empty(b, length, c)
+    return out.zero_() if zero else out
+
+
+class _TiledSoftmaxAttention(torch.autograd.Function):
+    """``softmax(theta phi^T) g`` over query tiles with BLAS matmuls; backward recomputes tiles.
+
+    Forward keeps, per query, the log-sum-exp of its scores, plus the probabilities of as many
+    tiles as fit in ``keep_bytes``; backward recomputes the other tiles' probabilities from the
+    log-sum-exp (FlashAttention's recomputation). No ``(B, N, M)`` tensor exists beyond these
+    budgets: the scores and their gradient live in preallocated ``(B, tile, M)`` buffers
+    reused by every tile (no allocation, hence no page faults, per tile). Any query width Cq
+    and value width Cv, any floating dtype (half precision computes in float32), any device.
+
+    Shapes: theta ``(B, N, Cq)``, phi ``(B, M, Cq)``, g ``(B, M, Cv)``; the output is
+    ``(B, Cv, N)``, the layout of a ``(B, Cv, H, W)`` feature map, so the caller's reshape to
+    a map is a view.
+    """
+
+    @staticmethod
+    def forward(ctx, theta, phi, g, tile, keep_bytes):
+        # Autocast would recast every matmul to half precision; this function picks its own.
+        with torch.autocast(device_type=theta.device.type, enabled=False):
+            return _TiledSoftmaxAttention._forward(ctx, theta, phi, g, tile, keep_bytes)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        with torch.autocast(device_type=grad_out.device.type, enabled=False):
+            return _TiledSoftmaxAttention._backward(ctx, grad_out)
+
+    @staticmethod
+    def _forward(ctx, theta, phi, g, tile, keep_bytes):
+        ctx.dtypes = (theta.dtype, phi.dtype, g.dtype)
+        cdt = _compute_dtype(torch.promote_types(theta.dtype, g.dtype))
+        theta, phi, g = theta.to(cdt), phi.to(cdt), g.to(cdt)
+        b, n, _ = theta.shape
+        m, cv = g.shape[1], g.shape[2]
+        out = g.new_empty(b, cv, n)
+        lse = theta.new_empty(b, n, 1)
+        buf = None
+        kept, kept_bytes = [], 0
+        phi_t, g_t = phi.transpose(1, 2), g.transpose(1, 2)  # views: BLAS reads them transposed
+        for start in range(0, n, tile):
+            stop = min(start + tile, n)
+            nbytes = b * (stop - start) * m * theta.element_size()
+            keep = kept_bytes + nbytes <= keep_bytes
+            if keep:
+                kept_bytes += nbytes
+                scores = torch.bmm(theta[:, start:stop], phi_t)
+            else:
+                if buf is None:
+                    buf = theta.new_empty(b * min(tile, n) * m)
+                scores = torch.bmm(theta[:, start:stop], phi_t, out=buf[: b * (stop - start) * m].view(b, -1, m))
+            peak = scores.amax(dim=-1, keepdim=True)  # (B, T, 1)
+            scores.sub_(peak).exp_()
+            total = scores.sum(dim=-1, keepdim=True)
+            if keep:
+                kept.append(scores.div_(total))
+                # (Cv, M) @ (M, T): the tile lands in the (B, Cv, N) output directly.
+                out[:, :, start:stop] = torch.bmm(g_t, scores.transpose(1, 2))
+            else:
+                out[:, :, start:stop] = torch.bmm(g_t, scores.transpose(1, 2)).div_(total.transpose(1, 2))
+            lse[:, start:stop] = total.log_().add_(peak)
+        ctx.tile = tile
+        ctx.num_kept = len(kept)
+        ctx.save_for_backward(theta, phi, g, out, lse, *kept)
+        return out.to(ctx.dtypes[2])
+
+    @staticmethod
+    def _backward(ctx, grad_out):
+        theta, phi, g, out, lse, *kept = ctx.saved_tensors
+        tile = ctx.tile
+        grad_out = grad_out.to(out.dtype)
+        b, n, _ = theta.shape
+        m = g.shape[1]
+        need_theta, need_phi, need_g = ctx.needs_input_grad[:3]
+        # D_i = sum_j P_ij dP_ij = dout_i . out_i: the softmax backward's row term, O(N Cv).
+        neg_delta = (grad_out * out).sum(dim=1).neg_().unsqueeze(-1)  # (B, N, 1)
+        neg_lse = lse.neg()
+        grad_theta = _empty_in_layout(theta) if need_theta else None
+        grad_phi = _empty_in_layout(phi, zero=True) if need_phi else None
+        grad_g = _empty_in_layout(g, zero=True) if need_g else None
+        rows = min(tile, n)
+        p_buf = theta.new_empty(b * rows * m) if len(kept) * tile < n else None
+        ds_buf = theta.new_empty(b * rows * m) if (need_theta or need_phi) else None
+        phi_t, g_t = phi.transpose(1, 2), g.transpose(1, 2)
+        for k, start in enumerate(range(0, n, tile)):
+            stop = min(start + tile, n)
+            size = b * (stop - start) * m
+            theta_i = theta[:, start:stop]  # (B, T, Cq)
+            dout_i = grad_out[:, :, start:stop].transpose(1, 2)  # (B, T, Cv)
+            if k < len(kept):
+                p = kept[k]
+            else:  # P = exp(S - lse): one matmul with the shift as its bias, one exp
+                p = torch.baddbmm(neg_lse[:, start:stop], theta_i, phi_t, out=p_buf[:size].view(b, -1, m)).exp_()
+            if need_g:
+                grad_g.baddbmm_(p.transpose(1, 2), dout_i)
+            if not (need_theta or need_phi):
+                continue
+            # dS = P * (dP - D) with dP = dout g^T.
+            ds = torch.baddbmm(neg_delta[:, start:stop], dout_i, g_t, out=ds_buf[:size].view(b, -1, m)).mul_(p)
+            if need_theta:
+                grad_theta[:, start:stop] = torch.bmm(ds, phi)
+            if need_phi:
+                grad_phi.baddbmm_(ds.transpose(1, 2), theta_i)
+        grads = [grad_theta, grad_phi, grad_g]
+        return tuple(None if t is None else t.to(d) for t, d in zip(grads, ctx.dtypes)) + (None, None)
+
+
+#: Choices of ``softmax_kernel``: "auto" picks per call (see :func:`softmax_attention`).
+SOFTMAX_KERNELS = ("auto", "fused", "tiled")
+
+# (device type, dtype, Cq, Cv, needs grad) for which the fused kernels refused: not retried.
+_FUSED_UNAVAILABLE = set()
+
+
+def _fused_attention(theta, phi, g):
+    """The fused SDPA kernels (never the O(N^2) math fallback), or None where none applies."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if theta.shape[-1] != g.shape[-1]:
+        return None  # every fused kernel wants equal widths; padding would double the work
+    key = (theta.device.type, theta.dtype, theta.shape[-1], g.shape[-1], torch.is_grad_enabled())
+    if key in _FUSED_UNAVAILABLE:
+        return None
+    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
+    if hasattr(SDPBackend, "CUDNN_ATTENTION") and theta.device.type == "cuda":
+        backends.append(SDPBackend.CUDNN_ATTENTION)
+    # (B, heads = 1, L, E) contiguous, as the kernels want.
+    q, k, v = (t.unsqueeze(1).contiguous() for t in (theta, phi, g))
+    try:
+        with sdpa_kernel(backends), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "kernel not used because ..." is expected here
+            out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+    except RuntimeError:
+        _FUSED_UNAVAILABLE.add(key)
+        return None
+    return out.squeeze(1)
+
+
+def softmax_attention(theta, phi, g, *, kernel="auto", tile_rows=None, keep_bytes=None):
+    """Exact ``softmax(theta phi^T) g`` in O(N + M) memory, for any query and value widths.
+
+    Two kernels:
+
+    * "fused": torch's ``scaled_dot_product_attention`` restricted to its flash / memory-
+      efficient kernels. Needs ``Cq == Cv`` and a dtype and device they support.
+    * "tiled": :class:`_TiledSoftmaxAttention` (BLAS matmuls over query tiles of
+      ``tile_rows`` rows, default :func:`softmax_tile_rows`), any widths, dtypes and devices.
+
+    "auto" uses "tiled" when the widths differ (the fused kernels would need zero-padding, i.e.
+    up to twice the work) or when all probabilities fit in ``keep_bytes`` (then "tiled" does
+    exactly the reference's arithmetic, without recomputation), and "fused" otherwise, which
+    was measured faster there (README, "How the efficient blocks work"). "fused" falls back to
+    "tiled" where the fused kernels refuse (dtype, device, width).
+
+    Args:
+        theta (Tensor): queries, ``(B, N, Cq)``.
+        phi (Tensor): keys, ``(B, M, Cq)``.
+        g (Tensor): values, ``(B, M, Cv)``.
+        kernel (str): one of :data:`SOFTMAX_KERNELS`.
+        tile_rows (int): query rows per tile of the tiled kernel.
+        keep_bytes (int): bytes of probability tiles the tiled kernel keeps for backward;
+            default :data:`KEEP_BYTES`.
+
+    Returns:
+        Tensor: ``(B, N, Cv)``; from the tiled kernel a transposed view of a contiguous
+        ``(B, Cv, N)`` tensor (a feature map's layout).
+    """
+    if kernel not in SOFTMAX_KERNELS:
+        raise ValueError(f"Unknown softmax kernel {kernel!r}; expected one of {SOFTMAX_KERNELS}")
+    keep_bytes = KEEP_BYTES if keep_bytes is None else keep_bytes
+    b, n, m = theta.shape[0], theta.shape[1], phi.shape[1]
+    itemsize = torch.empty((), dtype=_compute_dtype(theta.dtype)).element_size()
+    kept_whole = b * n * m * itemsize <= keep_bytes
+    if kernel == "fused" or (kernel == "auto" and not kept_whole):
+        out = _fused_attention(theta, phi, g)
+        if out is not None:
+            return out
+    if tile_rows is None:
+        tile_rows = softmax_tile_rows(b, m, itemsize)
+    if not isinstance(tile_rows, int) or tile_rows < 1:
+        raise ValueError(f"tile_rows must be a positive int, got {tile_rows!r}")
+    return _TiledSoftmaxAttention.apply(theta, phi, g, tile_rows, keep_bytes).transpose(1, 2)
 
 
 def _dot_reference(theta, phi, g):
@@ -101,7 +313,7 @@ def _concat_efficient(theta, phi, g, concat_weight):
     return torch.addcmul(tg_sum, s.unsqueeze(-1), g_sum)
 
 
-def nonlocal_aggregate(theta, phi, g, *, mode, impl="efficient", concat_weight=None):
+def nonlocal_aggregate(theta, phi, g, *, mode, impl="efficient", concat_weight=None, softmax_kernel="auto"):
     """Compute ``y_i = sum_j f(theta_i, phi_j) g_j / C`` for one pairwise function.
 
     Args:
@@ -114,6 +326,8 @@ def nonlocal_aggregate(theta, phi, g, *, mode, impl="efficient", concat_weight=N
         impl (str): one of :data:`NONLOCAL_IMPLS`.
         concat_weight (Tensor): for "concatenate" only, the ``2 * Cq`` weights ``[a, b]`` of
             the projection ``f_ij = ReLU(a.theta_i + b.phi_j)``.
+        softmax_kernel (str): for the efficient "embedded" and "gaussian", one of
+            :data:`SOFTMAX_KERNELS` (see :func:`softmax_attention`).
 
     Returns:
         Tensor: ``y``, shape ``(B, N, Cv)``.
@@ -124,7 +338,9 @@ def nonlocal_aggregate(theta, phi, g, *, mode, impl="efficient", concat_weight=N
         raise ValueError(f"Unknown non-local impl {impl!r}; expected one of {NONLOCAL_IMPLS}")
     efficient = impl == "efficient"
     if mode in ("embedded", "gaussian"):
-        return (_softmax_efficient if efficient else _softmax_reference)(theta, phi, g)
+        if efficient:
+            return softmax_attention(theta, phi, g, kernel=softmax_kernel)
+        return _softmax_reference(theta, phi, g)
     if mode == "dot":
         return (_dot_efficient if efficient else _dot_reference)(theta, phi, g)
     if concat_weight is None:

@@ -29,9 +29,10 @@ def time_and_peak(step, repeats, cuda):
     Args:
         step (callable): one measured unit of work (already warmed up by the caller).
         repeats (int): timed runs.
-        cuda (bool): synchronise CUDA around each run and measure
+        cuda (bool): time each run with CUDA events (the GPU's own clock, from the first
+            kernel queued to the last one finished) and measure
             ``torch.cuda.max_memory_allocated()`` above what was allocated before it;
-            otherwise the rise of the process's resident set.
+            otherwise wall time and the rise of the process's resident set.
 
     Returns:
         tuple[list[float], list[int]]: seconds and peak extra bytes, one per run.
@@ -48,10 +49,16 @@ def time_and_peak(step, repeats, cuda):
             base = status_kib("VmRSS") * 1024
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # reset VmHWM to the current RSS
-        t0 = time.perf_counter()
-        step()
         if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+            times.append(start.elapsed_time(end) / 1000)  # ms -> s
+        else:
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
         peaks.append(torch.cuda.max_memory_allocated() - base if cuda else status_kib("VmHWM") * 1024 - base)
     return times, peaks
