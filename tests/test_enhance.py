@@ -15,10 +15,11 @@ from detectron2.structures import BoxMode
 from torch import nn
 
 import wnlb_d2
-from wnlb_d2.data import LowLightDatasetMapper, build_pipeline, eval_rng
-from wnlb_d2.enhance import (ZERO_DCE_KEYS, Clahe, EnhancedDatasetMapper, GammaCorrection, HistogramEqualization,
+from wnlb_d2.data import build_pipeline, eval_rng
+from wnlb_d2.engine.image_stages import build_low_light_mapper
+from wnlb_d2.enhance import (ZERO_DCE_KEYS, Clahe, GammaCorrection, HistogramEqualization,
                              NonLocalMeans, ZeroDCEEnhancer, ZeroDCEPP, ZeroDCEWeightsError, build_enhancer,
-                             build_enhancer_from_config, build_low_light_mapper, color_constancy_loss,
+                             build_enhancer_from_config, color_constancy_loss,
                              exposure_control_loss, illumination_smoothness_loss, load_zero_dce_weights,
                              spatial_consistency_loss, train_zero_dce)
 
@@ -283,7 +284,7 @@ def test_mapper_degrades_then_enhances(tmp_path):
     cfg.INPUT.MIN_SIZE_TEST = 64
     cfg.INPUT.MAX_SIZE_TEST = 64
     mapper = build_low_light_mapper(cfg, is_train=False)
-    assert isinstance(mapper, EnhancedDatasetMapper)
+    assert [type(st).__name__ for st in mapper.image_stages] == ["Lv2021Pipeline", "EnhancerStage"]
     out = mapper(dicts[0])
     raw = cv2.imread(dicts[0]["file_name"])
     low, _ = build_pipeline("lv2021")(raw, eval_rng(0, 1), "BGR")
@@ -293,10 +294,10 @@ def test_mapper_degrades_then_enhances(tmp_path):
     cfg.INPUT.LOW_LIGHT.ENABLED = False
     out = build_low_light_mapper(cfg, is_train=False)(dicts[0])
     np.testing.assert_array_equal(out["image"].permute(1, 2, 0).numpy(), GammaCorrection()(raw))
-    # TEST False, or NAME none: the plain low-light mapper.
+    # TEST False, or NAME none: no enhancer stage.
     cfg.INPUT.ENHANCER.TEST = False
-    assert type(build_low_light_mapper(cfg, is_train=False)) is LowLightDatasetMapper
-    assert type(build_low_light_mapper(_cfg(), is_train=True)) is LowLightDatasetMapper
+    assert build_low_light_mapper(cfg, is_train=False).image_stages == []
+    assert build_low_light_mapper(_cfg(), is_train=True).image_stages == []
     # The trainer's loaders use it.
     from wnlb_d2.engine import LowLightTrainer
 

@@ -1,4 +1,4 @@
-"""A detectron2 dataset mapper that turns images into synthetic low-light ones on the fly."""
+"""A detectron2 dataset mapper that runs image stages (low-light degradation, enhancement) on the fly."""
 
 import collections
 import copy
@@ -14,7 +14,7 @@ from detectron2.data import transforms as T
 from detectron2.utils import comm
 
 from .image_io import READ_FORMATS, ImageReadError, read_image
-from .synthesis import build_pipeline_from_config, eval_rng
+from .synthesis import LowLightPipeline, build_pipeline_from_config, eval_rng
 
 __all__ = ["LowLightDatasetMapper", "worker_error_message"]
 
@@ -22,15 +22,22 @@ logger = logging.getLogger(__name__)
 
 
 class LowLightDatasetMapper(DatasetMapper):
-    """:class:`~detectron2.data.DatasetMapper` that degrades the image with a low-light pipeline.
+    """:class:`~detectron2.data.DatasetMapper` that passes the image through a list of image stages.
+
+    An image stage is a callable ``(image, rng, input_format) -> (image, params)`` on uint8
+    (H, W, 3) images: a low-light pipeline (:class:`~wnlb_d2.data.synthesis.LowLightPipeline`)
+    or an enhancer stage (:class:`wnlb_d2.engine.image_stages.EnhancerStage`). The engine builds
+    the list from the config (:func:`wnlb_d2.engine.image_stages.build_image_stages`: degrade,
+    then enhance); ``from_config`` alone gives the degradation only.
 
     Only the image changes: boxes, masks, keypoints and semantic labels are mapped exactly as
-    by ``DatasetMapper`` with the same augmentations. The degradation is applied right after
-    reading, before any augmentation, because it models the sensor at its native resolution:
-    noise and the Bayer mosaic are per-pixel effects of the camera, and resizing afterwards
-    smooths them the way a downscaled low-light photo is smoothed.
+    by ``DatasetMapper`` with the same augmentations. The stages run right after reading,
+    before any augmentation, because the degradation models the sensor at its native
+    resolution: noise and the Bayer mosaic are per-pixel effects of the camera, and resizing
+    afterwards smooths them the way a downscaled low-light photo is smoothed (and an enhancer
+    sees the image as a camera would deliver it).
 
-    The sampled parameters are added to the output as ``dataset_dict["low_light_params"]``.
+    The stages' parameters are added to the output as ``dataset_dict["low_light_params"]``.
 
     Randomness:
 
@@ -69,12 +76,15 @@ class LowLightDatasetMapper(DatasetMapper):
     """
 
     @configurable
-    def __init__(self, is_train, *, pipeline=None, eval_seed=0, train_seed=-1, skip_unreadable=False, **kwargs):
+    def __init__(self, is_train, *, image_stages=None, pipeline=None, eval_seed=0, train_seed=-1,
+                 skip_unreadable=False, **kwargs):
         """
         Args:
             is_train (bool): training (random draws) or evaluation (seeded per image).
-            pipeline (LowLightPipeline or None): the degradation; None maps images unchanged,
-                exactly like ``DatasetMapper``.
+            image_stages (Sequence[callable] or None): applied in order; empty maps images
+                unchanged, exactly like ``DatasetMapper``.
+            pipeline (LowLightPipeline or None): shorthand for ``image_stages=[pipeline]``
+                (give one of the two).
             eval_seed (int): seed of the evaluation degradation (``INPUT.LOW_LIGHT.SEED``), >= 0.
             train_seed (int): seed of the training draws; -1 draws OS entropy once here.
             skip_unreadable (bool): skip unreadable images with a warning instead of raising
@@ -83,7 +93,10 @@ class LowLightDatasetMapper(DatasetMapper):
                 image_format, use_instance_mask, ...).
         """
         super().__init__(is_train, **kwargs)
-        if pipeline is not None and self.image_format not in READ_FORMATS:
+        if image_stages is not None and pipeline is not None:
+            raise ValueError("LowLightDatasetMapper: give image_stages or pipeline, not both")
+        stages = list(image_stages) if image_stages is not None else ([pipeline] if pipeline is not None else [])
+        if stages and self.image_format not in READ_FORMATS:
             raise ValueError(f"LowLightDatasetMapper: INPUT.FORMAT must be one of {READ_FORMATS} to "
                              f"synthesise low-light images, got {self.image_format!r}")
         if isinstance(eval_seed, bool) or not isinstance(eval_seed, int) or eval_seed < 0:
@@ -91,7 +104,7 @@ class LowLightDatasetMapper(DatasetMapper):
         if isinstance(train_seed, bool) or not isinstance(train_seed, int) or train_seed < -1:
             raise ValueError("LowLightDatasetMapper: INPUT.LOW_LIGHT.TRAIN_SEED must be an int >= 0 "
                              f"or -1 (OS entropy), got {train_seed!r}")
-        self.pipeline = pipeline
+        self.image_stages = stages
         self.skip_unreadable = bool(skip_unreadable)
         self.skipped = 0  # unreadable images skipped by this process (each worker counts its own)
         self._recent = collections.deque(maxlen=16)  # training dicts read well: stand-ins for bad ones
@@ -103,18 +116,23 @@ class LowLightDatasetMapper(DatasetMapper):
         self._rng = None
         self._rng_pid = None
         mode = "training" if is_train else "inference"
-        if pipeline is None:
-            logger.info(f"[LowLightDatasetMapper] no low-light degradation in {mode}")
+        if not stages:
+            logger.info(f"[LowLightDatasetMapper] no image stages in {mode} (no degradation)")
         else:
             how = "a fresh random draw per load" if is_train else f"seeded per image (SEED={eval_seed})"
-            logger.info(f"[LowLightDatasetMapper] {mode}: {pipeline!r}, {how}")
+            logger.info(f"[LowLightDatasetMapper] {mode}: {', then '.join(map(repr, stages))}; {how}")
+
+    @property
+    def pipeline(self):
+        """The low-light degradation among the stages (None without one)."""
+        return next((s for s in self.image_stages if isinstance(s, LowLightPipeline)), None)
 
     @classmethod
     def from_config(cls, cfg, is_train=True):
         ret = super().from_config(cfg, is_train)
         node = cfg.INPUT.LOW_LIGHT
         apply = node.ENABLED and (node.TRAIN if is_train else node.TEST)
-        ret["pipeline"] = build_pipeline_from_config(cfg) if apply else None
+        ret["image_stages"] = [build_pipeline_from_config(cfg)] if apply else []
         ret["eval_seed"] = node.SEED
         ret["train_seed"] = node.TRAIN_SEED
         # Older configs (made without add_low_light_input_config) lack the key: off.
@@ -200,8 +218,11 @@ class LowLightDatasetMapper(DatasetMapper):
             if self.is_train and self.skip_unreadable:
                 self._recent.appendleft(original)  # not the copy: the steps below change it
         utils.check_image_size(dataset_dict, image)
-        if self.pipeline is not None and "unreadable" not in dataset_dict:  # differs: degrade at native resolution
-            image, params = self.pipeline(image, self.rng_for(dataset_dict), self.image_format)
+        if self.image_stages and "unreadable" not in dataset_dict:  # differs: image stages at native resolution
+            rng, params = self.rng_for(dataset_dict), {}
+            for stage in self.image_stages:
+                image, stage_params = stage(image, rng, self.image_format)
+                params.update(stage_params)
             dataset_dict["low_light_params"] = params
 
         if "sem_seg_file_name" in dataset_dict:

@@ -23,7 +23,8 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from ..checkpoint import WNLBCheckpointer
-from ..data.synthesis import build_pipeline_from_config, eval_rng
+from ..data.synthesis import eval_rng
+from .image_stages import build_image_stages
 
 __all__ = ["LowLightPredictor", "expand_inputs", "IMAGE_EXTENSIONS", "metadata_of", "backbone_opts_for_checkpoint"]
 
@@ -130,18 +131,13 @@ class LowLightPredictor:
         if self.input_format not in ("BGR", "RGB"):
             raise ValueError(f"LowLightPredictor: INPUT.FORMAT must be 'BGR' or 'RGB', got {self.input_format!r}")
         self.metadata = metadata_of(cfg)
-        self.pipeline = None
+        c = self.cfg.clone()
+        c.defrost()
         if low_light:
-            c = self.cfg.clone()
-            c.defrost()
             c.INPUT.LOW_LIGHT.PIPELINE = low_light
-            self.pipeline = build_pipeline_from_config(c)
+        # The evaluation stages of the config, with the degradation as --low-light says.
+        self.stages = build_image_stages(c, is_train=False, low_light=bool(low_light))
         self.seed = cfg.INPUT.LOW_LIGHT.SEED if seed is None else seed
-        self.enhancer = None
-        from ..enhance.build import build_enhancer_from_config, enhancer_enabled
-
-        if enhancer_enabled(cfg, is_train=False):
-            self.enhancer = build_enhancer_from_config(cfg)
 
     def prepare(self, image_bgr, key):
         """Degrade and enhance one image as configured.
@@ -155,15 +151,12 @@ class LowLightPredictor:
             ``"low-light"`` and/or ``"enhanced (<name>)"`` when configured; the last one is what
             the model sees.
         """
-        stages = {"input": image_bgr}
-        image = image_bgr
-        if self.pipeline is not None:
-            image, _ = self.pipeline(image, eval_rng(self.seed, key), "BGR")
-            stages["low-light"] = image
-        if self.enhancer is not None:
-            image = self.enhancer(image, "BGR")
-            stages[f"enhanced ({self.enhancer.name})"] = image
-        return stages
+        out = {"input": image_bgr}
+        image, rng = image_bgr, eval_rng(self.seed, key)
+        for stage in self.stages:
+            image, params = stage(image, rng, "BGR")
+            out[f"enhanced ({params['enhancer']})" if "enhancer" in params else "low-light"] = image
+        return out
 
     def predict(self, image_bgr):
         """Run the model on one image (no degradation or enhancement).

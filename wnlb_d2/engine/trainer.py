@@ -18,10 +18,10 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import WNLBCheckpointer, remove_stale_temporaries
 from ..naming import is_fusion_weight_key, is_wnlb_key
-from ..data.mapper import LowLightDatasetMapper
 from .evaluation import build_coco_evaluator
 from .finetune import apply_finetune_policy
 from .hooks import WNLBWeightLogger
+from .image_stages import build_low_light_mapper
 
 __all__ = ["LowLightTrainer", "training_dataset_dicts"]
 
@@ -137,7 +137,8 @@ class LowLightTrainer(DefaultTrainer):
 
     Differences from the stock trainer, each for a reason:
 
-    * train and test loaders use :class:`LowLightDatasetMapper` (``INPUT.LOW_LIGHT``);
+    * train and test loaders use :class:`~wnlb_d2.data.mapper.LowLightDatasetMapper` with the
+      image stages of :func:`~wnlb_d2.engine.image_stages.build_image_stages` (``INPUT.LOW_LIGHT``, ``INPUT.ENHANCER``);
     * evaluation is :class:`COCOEvaluator` (bbox + segm), with pycocotools when detectron2 has
       no compiled extension;
     * ``SOLVER.FINETUNE_POLICY`` freezes what should not learn before the optimizer is built;
@@ -226,17 +227,13 @@ class LowLightTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        # EnhancedDatasetMapper when INPUT.ENHANCER selects an enhancer, else LowLightDatasetMapper.
-        from ..enhance.mapper import build_low_light_mapper
-
+        # Degradation, then enhancement, as INPUT.LOW_LIGHT and INPUT.ENHANCER say.
         return build_detection_train_loader(
             cfg, mapper=build_low_light_mapper(cfg, is_train=True), dataset=training_dataset_dicts(cfg)
         )
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        from ..enhance.mapper import build_low_light_mapper
-
         cfg = _no_double_darkening(cfg, dataset_name)
         return build_detection_test_loader(cfg, dataset_name, mapper=build_low_light_mapper(cfg, is_train=False))
 

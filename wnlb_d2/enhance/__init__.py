@@ -10,7 +10,6 @@ from .base import ENHANCER_FORMATS, Enhancer, EnhancerChain
 from .build import (ENHANCER_REGISTRY, ENHANCERS, build_enhancer, build_enhancer_from_config, enhancer_arguments, enhancer_enabled,
                     enhancer_names, parse_enhancer_name)
 from .classical import Clahe, GammaCorrection, HistogramEqualization, NonLocalMeans
-from .mapper import DegradeThenEnhance, EnhancedDatasetMapper, build_low_light_mapper
 from .zero_dce import (ZERO_DCE_KEYS, ZeroDCEEnhancer, ZeroDCEPP, ZeroDCEWeightsError, apply_le_curve,
                        load_zero_dce_weights)
 from .zero_dce_losses import (DEFAULT_LOSS_WEIGHTS, color_constancy_loss, exposure_control_loss,
@@ -23,6 +22,5 @@ __all__ = [
     "HistogramEqualization", "NonLocalMeans", "ZeroDCEEnhancer", "ZeroDCEPP", "ZeroDCEWeightsError",
     "ZERO_DCE_KEYS", "apply_le_curve", "load_zero_dce_weights", "DEFAULT_LOSS_WEIGHTS", "color_constancy_loss",
     "exposure_control_loss", "illumination_smoothness_loss", "spatial_consistency_loss", "zero_reference_loss",
-    "load_training_images", "save_zero_dce_weights", "train_zero_dce", "EnhancedDatasetMapper",
-    "DegradeThenEnhance", "build_low_light_mapper",
+    "load_training_images", "save_zero_dce_weights", "train_zero_dce",
 ]
