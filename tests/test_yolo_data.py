@@ -144,3 +144,25 @@ def test_low_light_spec_rejects_bad_input(kwargs, match):
         LowLightSpec(**kwargs)
     with pytest.raises(ValueError, match="unknown key"):
         LowLightSpec.from_dict({"pipline": "lv2021"})
+
+
+def test_low_light_spec_from_a_detectron2_config_degrades_alike(tmp_path):
+    from detectron2.config import get_cfg as d2_cfg
+    from wnlb_d2.config import add_wnlb_config
+    from wnlb_d2.data import build_pipeline_from_config, eval_rng
+
+    cfg = d2_cfg()
+    add_wnlb_config(cfg)
+    cfg.INPUT.LOW_LIGHT.ENABLED = True
+    cfg.INPUT.LOW_LIGHT.TEST = False
+    cfg.INPUT.LOW_LIGHT.SEED = 11
+    cfg.INPUT.LOW_LIGHT.LV2021.GAMMA = (3.0, 3.5)
+    spec = LowLightSpec.from_config(cfg)
+    assert spec["seed"] == 11 and spec["train"] and not spec["val"] and spec["overrides"]["gamma"] == [3.0, 3.5]
+    image = np.random.default_rng(0).integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    ours = build_pipeline(spec["pipeline"], **spec["overrides"])(image, eval_rng(1, 5))[0]
+    theirs = build_pipeline_from_config(cfg)(image, eval_rng(1, 5))[0]
+    assert np.array_equal(ours, theirs)
+    write_data_yaml(str(tmp_path / "d.yaml"), str(tmp_path), {0: "a"}, low_light=spec)  # YAML-safe values
+    cfg.INPUT.LOW_LIGHT.ENABLED = False
+    assert LowLightSpec.from_config(cfg)["pipeline"] is None

@@ -51,7 +51,9 @@ class LowLightSpec(dict):
     KEYS = ("pipeline", "overrides", "train", "val", "seed", "train_seed")
 
     def __init__(self, pipeline=None, overrides=None, train=True, val=True, seed=0, train_seed=-1):
-        super().__init__(pipeline=pipeline, overrides=dict(overrides or {}), train=bool(train), val=bool(val),
+        # Lists, not tuples: the spec is written into a YAML file (yaml.safe_dump has no tuples).
+        overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in dict(overrides or {}).items()}
+        super().__init__(pipeline=pipeline, overrides=overrides, train=bool(train), val=bool(val),
                          seed=seed, train_seed=train_seed)
         if pipeline is not None:
             if pipeline not in PIPELINES:
