@@ -1,4 +1,17 @@
-"""Config keys of wnlb_d2, added to a detectron2 config by :func:`add_wnlb_config`."""
+"""Config keys of wnlb_d2, added to a detectron2 config by :func:`add_lowlight_config`.
+
+:func:`add_lowlight_config` adds every node of the package:
+
+* ``MODEL.WNLB``: the non-local blocks (:func:`add_wnlb_model_config`);
+* ``SOLVER.FINETUNE_POLICY``, ``OPTIMIZER``, ``WNLB_LR_FACTOR``, ``WNLB_WEIGHT_LR_FACTOR`` and
+  ``TEST.BOOTSTRAP_SAMPLES``: training and evaluation (:func:`add_training_config`);
+* ``INPUT.LOW_LIGHT`` and ``DATALOADER.SKIP_UNREADABLE_IMAGES``: on-the-fly synthesis
+  (:func:`add_low_light_input_config`);
+* ``INPUT.ENHANCER``: two-stage baselines (:func:`add_enhancer_config`);
+* ``MODEL.SOLOV2``: the SOLOv2 meta-architecture.
+
+:func:`add_wnlb_config` is the same function under its first name (kept for existing code).
+"""
 
 import ast
 import logging
@@ -7,8 +20,8 @@ import os
 import yaml
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_wnlb_config", "add_low_light_input_config", "add_enhancer_config", "merge_from_file",
-           "merge_from_list", "MODEL_ZOO_PREFIX"]
+__all__ = ["add_lowlight_config", "add_wnlb_config", "add_wnlb_model_config", "add_training_config",
+           "add_low_light_input_config", "add_enhancer_config", "merge_from_file", "merge_from_list", "MODEL_ZOO_PREFIX"]
 
 logger = logging.getLogger(__name__)
 
@@ -18,11 +31,30 @@ logger = logging.getLogger(__name__)
 MODEL_ZOO_PREFIX = "model_zoo://"
 
 
-def add_wnlb_config(cfg):
-    """Add the ``MODEL.WNLB`` node (weighted non-local blocks) to a detectron2 config.
+def add_lowlight_config(cfg):
+    """Add every config node of wnlb_d2 to a detectron2 config (see the module docstring).
 
     Args:
         cfg (CfgNode): a config from :func:`detectron2.config.get_cfg`; modified in place.
+    """
+    add_wnlb_model_config(cfg)
+    add_training_config(cfg)
+    add_low_light_input_config(cfg)
+    add_enhancer_config(cfg)
+    from .modeling.meta_arch.config import add_solov2_config
+
+    add_solov2_config(cfg)
+
+
+#: The first name of :func:`add_lowlight_config` (it adds every node, not only ``MODEL.WNLB``).
+add_wnlb_config = add_lowlight_config
+
+
+def add_wnlb_model_config(cfg):
+    """Add the ``MODEL.WNLB`` node (weighted non-local blocks).
+
+    Args:
+        cfg (CfgNode): a detectron2 config; modified in place.
     """
     _C = cfg
     _C.MODEL.WNLB = CN()
@@ -50,6 +82,15 @@ def add_wnlb_config(cfg):
     # Max-pool phi and g by 2 (Wang et al.'s sub-sampling): 4x fewer pairs, not exact.
     _C.MODEL.WNLB.SUB_SAMPLE = False
 
+
+def add_training_config(cfg):
+    """Add the training and evaluation keys: ``SOLVER.FINETUNE_POLICY``, ``SOLVER.OPTIMIZER``,
+    ``SOLVER.WNLB_LR_FACTOR``, ``SOLVER.WNLB_WEIGHT_LR_FACTOR``, ``TEST.BOOTSTRAP_SAMPLES``.
+
+    Args:
+        cfg (CfgNode): a detectron2 config; modified in place.
+    """
+    _C = cfg
     # Which parameters learn: "all", "backbone" (ResNet + FPN + blocks; the paper's choice)
     # or "wnlb" (the non-local blocks only). MODEL.BACKBONE.FREEZE_AT still applies.
     _C.SOLVER.FINETUNE_POLICY = "all"
@@ -59,9 +100,7 @@ def add_wnlb_config(cfg):
         _C.SOLVER.OPTIMIZER = "SGD"
     # Learning rate of the non-local blocks' parameters (W_z, theta, phi, g, w) relative to
     # SOLVER.BASE_LR. 1.0 trains them like the rest (the paper). The blocks start as the
-    # identity; in a short fine-tune (AdamW moves a parameter by about the learning rate per
-    # step) a factor > 1 lets w move further. Measured on the demo (80 iterations): factor 10
-    # took w from ~0.005 to 0.03-0.06 without an AP gain, so the demo keeps 1.0.
+    # identity; a factor > 1 lets them move further in a short fine-tune.
     _C.SOLVER.WNLB_LR_FACTOR = 1.0
     # Extra learning-rate factor of the blocks' fusion weights w alone, on top of
     # WNLB_LR_FACTOR (1.0: like the other block parameters). See the README's "blocks that learn".
@@ -69,11 +108,6 @@ def add_wnlb_config(cfg):
     # Image-level bootstrap samples of each COCOEvaluator AP (an interval for the evaluation
     # noise of one run, from the matches COCOeval computed: no re-inference); 0: off.
     _C.TEST.BOOTSTRAP_SAMPLES = 0
-
-    add_low_light_input_config(cfg)
-    add_enhancer_config(cfg)
-    from .modeling.meta_arch.config import add_solov2_config  # MODEL.SOLOV2 (the SOLOv2 meta-architecture)
-    add_solov2_config(cfg)
 
 
 def add_low_light_input_config(cfg):

@@ -11,7 +11,7 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import add_wnlb_config, merge_from_file, merge_from_list, resolve_config_path
+from ..config import add_lowlight_config, merge_from_file, merge_from_list, resolve_config_path
 from ..layers import NONLOCAL_FUSIONS, NONLOCAL_IMPLS, NONLOCAL_MODES, NONLOCAL_NORMS
 from ..modeling.backbone.wnlb_resnet import _STAGE_NAMES, _choice, _weights_per_stage
 from .finetune import FINETUNE_POLICIES
@@ -56,7 +56,7 @@ def check_wnlb_config(cfg):
     name = cfg.MODEL.BACKBONE.NAME
     if name in WNLB_BACKBONES:
         defaults = get_cfg()
-        add_wnlb_config(defaults)
+        add_lowlight_config(defaults)
         changed = sorted(k for k in w if w[k] != defaults.MODEL.WNLB[k])
         if changed:
             # Valid, but unused: say so, since nothing else would.
@@ -105,7 +105,7 @@ def check_config(cfg):
 
 
 def setup_cfg(config_file, opts=(), args=None):
-    """get_cfg -> add_wnlb_config -> merge file (model_zoo:// bases) -> opts -> checks -> freeze.
+    """get_cfg -> add_lowlight_config -> merge file (model_zoo:// bases) -> opts -> checks -> freeze.
 
     Args:
         config_file (str): YAML path or ``model_zoo://NAME``.
@@ -154,7 +154,7 @@ class _Buffer(logging.Handler):
 
 def _build_cfg(config_file, opts):
     cfg = get_cfg()
-    add_wnlb_config(cfg)
+    add_lowlight_config(cfg)
     merge_from_file(cfg, config_file)
     try:
         merge_from_list(cfg, list(opts))

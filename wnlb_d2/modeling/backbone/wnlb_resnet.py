@@ -82,7 +82,7 @@ class WNLBResNet(ResNet):
 
 
 def wnlb_config_of(cfg):
-    """``cfg.MODEL.WNLB``, or its defaults when the config was made without ``add_wnlb_config``.
+    """``cfg.MODEL.WNLB``, or its defaults when the config was made without ``add_lowlight_config``.
 
     This keeps the promise that a stock config becomes a wNLB config by the one key
     ``MODEL.BACKBONE.NAME``.
@@ -91,11 +91,11 @@ def wnlb_config_of(cfg):
         return cfg.MODEL.WNLB
     from detectron2.config import get_cfg
 
-    from ...config import add_wnlb_config
+    from ...config import add_wnlb_model_config
 
     defaults = get_cfg()
-    add_wnlb_config(defaults)
-    logger.warning("Config has no MODEL.WNLB node (add_wnlb_config not called): using its defaults.")
+    add_wnlb_model_config(defaults)
+    logger.warning("Config has no MODEL.WNLB node (wnlb_d2.add_lowlight_config not called): using its defaults.")
     return defaults.MODEL.WNLB
 
 

@@ -103,7 +103,7 @@ class SOLOv2(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         if "SOLOV2" not in cfg.MODEL:
-            raise KeyError("MODEL.SOLOV2 is missing: call wnlb_d2.add_wnlb_config(cfg) (or add_solov2_config) first")
+            raise KeyError("MODEL.SOLOV2 is missing: call wnlb_d2.add_lowlight_config(cfg) (or add_solov2_config) first")
         if not cfg.MODEL.MASK_ON:
             # The stock DatasetMapper loads gt_masks, and the evaluator scores segm, only then.
             raise ValueError("MODEL.META_ARCHITECTURE = 'SOLOv2' predicts masks: set MODEL.MASK_ON True")
