@@ -13,6 +13,8 @@ setup(
     name="wnlb_d2",
     version="0.1.0",
     description="Weighted non-local blocks (wNLB) for low-light instance segmentation in Detectron2",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
     packages=find_packages(include=["wnlb_d2", "wnlb_d2.*"]),
     python_requires=">=3.8",
     install_requires=[
