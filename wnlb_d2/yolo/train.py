@@ -30,9 +30,10 @@ logger = logging.getLogger(__name__)
 
 
 def block_weights(model):
-    """``{layer index: w}`` of every non-local block of a YOLO model (floats)."""
+    """``{layer index: w}`` of every weighted-fusion block of a YOLO model (floats; residual blocks have no w)."""
     model = unwrap_model(model)
-    return {i: m.fusion_weight.item() for i, m in enumerate(model.model) if isinstance(m, YOLONonLocalBlock2d)}
+    return {i: m.fusion_weight.item() for i, m in enumerate(model.model)
+            if isinstance(m, YOLONonLocalBlock2d) and m.fusion == "weighted"}
 
 
 class LowLightSegmentationValidator(SegmentationValidator):
