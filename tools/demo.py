@@ -160,13 +160,13 @@ def check_outputs_spare_inputs(inputs, outputs):
 def _write_image(path, image):
     import cv2
 
+    from wnlb_d2.utils.io import atomic_write
+
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    ext = os.path.splitext(path)[1] or ".png"
-    tmp = f"{path}.tmp{ext}"
-    if not cv2.imwrite(tmp, image):
-        raise OSError(f"OpenCV could not write {path!r} (unsupported extension or unwritable folder)")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        if not cv2.imwrite(tmp, image):
+            raise OSError(f"OpenCV could not write {path!r} (unsupported extension or unwritable folder)")
 
 
 def run_images(predictor, files, args, failures):
@@ -207,6 +207,7 @@ def run_video(predictor, path, args, failures):
     import cv2
     from tqdm import tqdm
 
+    from wnlb_d2.utils.io import temporary_name
     from wnlb_d2.visualization import draw_predictions
 
     if not os.path.isfile(path):
@@ -243,7 +244,7 @@ def run_video(predictor, path, args, failures):
             picture = _compose(stages, drawn, args.side_by_side)
             if writer is None:
                 ext = os.path.splitext(out_path)[1].lower()
-                tmp = f"{out_path}.tmp{ext}"
+                tmp = temporary_name(out_path)  # renamed over out_path once every frame is written
                 writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*VIDEO_CODECS[ext]), fps,
                                          (picture.shape[1], picture.shape[0]))
                 if not writer.isOpened():
