@@ -50,6 +50,9 @@ def test_ratios(bench):
     bench.add_ratios(rows)
     assert [r["time_ratio"] for r in rows] == [1.0, 1.5, 1.0, 1.25, None, None]
     assert [r["peak_ratio"] for r in rows] == [1.0, 1.5, 1.0, 0.75, None, None]
+    assert [r["cpu_ratio"] for r in rows] == [None] * 6  # no cpu_s in these results
+    rows[0]["result"]["cpu_s"], rows[1]["result"]["cpu_s"] = 2.0, 5.0
+    assert bench.add_ratios(rows)[1]["cpu_ratio"] == 2.5
     assert "failed: exit 1: boom" in bench.format_row(rows[-1])
     assert "1.50x" in bench.format_row(rows[1])
 
@@ -90,8 +93,9 @@ def test_worker_train_step_in_process(bench):
         res = bench.run_case(args)
     finally:
         torch.set_num_threads(threads)
-    assert set(res) == {"time_s", "times_s", "peak_bytes", "threads"}
+    assert set(res) == {"time_s", "times_s", "peak_bytes", "threads", "cpu_s"}
     assert len(res["times_s"]) == 2 and res["time_s"] > 0 and res["peak_bytes"] >= 0
+    assert 0 < res["cpu_s"] < 10 * res["time_s"]  # one thread: CPU seconds at most about the wall time
 
 
 def test_profile_prints_the_top_ops(bench, capsys):

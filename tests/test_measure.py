@@ -21,9 +21,10 @@ def step():
     a = np.ones(size, dtype=np.uint8)  # touched: resident, 64 MiB
     sizes.append(int(a.sum()))
     del a
-times, peaks = time_and_peak(step, repeats=3, cuda=False)
+cpu = []
+times, peaks = time_and_peak(step, repeats=3, cuda=False, cpu_times=cpu)
 _, idle = time_and_peak(lambda: None, repeats=2, cuda=False)
-print(json.dumps({"size": size, "sizes": sizes, "times": times, "peaks": peaks, "idle": idle}))
+print(json.dumps({"size": size, "sizes": sizes, "times": times, "peaks": peaks, "idle": idle, "cpu": cpu}))
 """
 
 
@@ -35,6 +36,7 @@ def test_peak_is_the_rise_of_the_resident_set_during_each_run():
     size = r["size"]
     assert len(r["times"]) == len(r["peaks"]) == 3 and r["sizes"] == [size] * 3
     assert all(t > 0 for t in r["times"])
+    assert len(r["cpu"]) == 3 and all(0 < c for c in r["cpu"])
     # Each run's peak sees the 64 MiB array, and not the runs before it (VmHWM is reset).
     assert all(size * 0.9 <= p <= size * 1.5 for p in r["peaks"]), r["peaks"]
     assert all(p < size * 0.1 for p in r["idle"]), r["idle"]
@@ -75,6 +77,7 @@ def test_benchmark_nonlocal_softmax_kernel_and_threads(tmp_path):
     assert "threads 1" in run.stdout and "softmax kernel tiled" in run.stdout
     (row,) = json.loads(out.read_text())
     assert row["mode"] == "gaussian" and row["efficient"]["n"] == 9 and row["reference"]["time_s"] > 0
+    assert row["efficient"]["cpu_s"] > 0 and "cpu eff/ref" in run.stdout
 
 
 def test_benchmarks_refuse_cuda_without_it():

@@ -138,9 +138,13 @@ def run_case(args):
     step()  # warm-up: lazy initialisation, allocator pools (time_and_peak synchronises CUDA)
     if args.profile:
         print_profile(step, args.profile, cuda)
-    times, peaks = time_and_peak(step, args.repeats, cuda)
-    return {"time_s": statistics.median(times), "times_s": times, "peak_bytes": max(peaks),
-            "threads": torch.get_num_threads()}
+    cpu = []
+    times, peaks = time_and_peak(step, args.repeats, cuda, cpu_times=cpu)
+    res = {"time_s": statistics.median(times), "times_s": times, "peak_bytes": max(peaks),
+           "threads": torch.get_num_threads()}
+    if cpu:  # CPU seconds: with --threads 1 on a shared machine, the work done (see measure.py)
+        res["cpu_s"] = statistics.median(cpu)
+    return res
 
 
 def print_profile(step, rows, cuda):
@@ -193,7 +197,8 @@ def measure(case, args):
 
 
 def add_ratios(rows):
-    """Add ``time_ratio`` and ``peak_ratio`` against the stock row of the same size and phase.
+    """Add ``time_ratio``, ``peak_ratio`` and ``cpu_ratio`` (CPU seconds, where both rows have
+    ``cpu_s``) against the stock row of the same size and phase.
 
     Args:
         rows (list[dict]): cases with ``size``, ``phase``, ``variant`` and a ``result`` holding
@@ -211,6 +216,7 @@ def add_ratios(rows):
         ok = base is not None and "error" not in res
         r["time_ratio"] = res["time_s"] / base["time_s"] if ok else None
         r["peak_ratio"] = res["peak_bytes"] / max(base["peak_bytes"], 1) if ok else None
+        r["cpu_ratio"] = res["cpu_s"] / base["cpu_s"] if ok and "cpu_s" in res and base.get("cpu_s") else None
     return rows
 
 
@@ -223,7 +229,8 @@ def format_row(r):
         return f"{head} | failed: {res['error']}"
     tr = f"{r['time_ratio']:6.2f}x" if r["time_ratio"] is not None else "     -"
     pr = f"{r['peak_ratio']:6.2f}x" if r["peak_ratio"] is not None else "     -"
-    return f"{head} | {res['time_s']:8.3f} s {tr} | {res['peak_bytes'] / 2**20:9.1f} MiB {pr}"
+    cr = f"{r['cpu_ratio']:6.2f}x" if r.get("cpu_ratio") is not None else "     -"
+    return f"{head} | {res['time_s']:8.3f} s {tr} | {cr} | {res['peak_bytes'] / 2**20:9.1f} MiB {pr}"
 
 
 def build_parser():
@@ -277,7 +284,8 @@ def main(argv=None):
     print(f"# Mask R-CNN ({args.config_file}), batch 1, device {args.device}, torch {torch.__version__}, "
           f"{os.cpu_count()} CPUs, threads {args.threads or torch.get_num_threads()}, median of {args.repeats}; "
           f"ratios vs stock of the same size and phase")
-    print(f"{'size':11} {'phase':9} {'variant':32} | {'time':>10} {'ratio':>7} | {'peak memory':>13} {'ratio':>7}")
+    print(f"{'size':11} {'phase':9} {'variant':32} | {'time':>10} {'ratio':>7} | {'cpu':>7} | {'peak memory':>13} "
+          f"{'ratio':>7}")
     rows = []
     for case in todo:
         case = dict(case, result=measure(case, args))

@@ -6,7 +6,9 @@ image, padded to a multiple of 32 as detectron2's FPN does) and each pairwise fu
 forward+backward of one :class:`NonLocalBlock2d` with ``impl="efficient"`` and with
 ``impl="reference"`` and prints them side by side with their ratios, measured in the same run.
 
-Each measurement runs in a fresh subprocess, so peak memory is that run's alone:
+Each measurement runs in a fresh subprocess, so peak memory is that run's alone. On the CPU the
+process's CPU time is reported too ("cpu eff/ref"): with ``--threads 1`` on a shared machine it
+measures the work done, where wall time also measures how much CPU the other jobs left.
 
 * CPU: peak resident memory during forward+backward (``VmHWM``, reset through
   ``/proc/self/clear_refs`` after a warm-up run) minus the resident memory before it.
@@ -92,8 +94,12 @@ def run_one(args):
 
     for _ in range(args.warmup):  # lazy initialisation, allocator pools
         step()
-    times, peaks = time_and_peak(step, args.repeats, cuda=dev.type == "cuda")
-    return {"time_s": sorted(times)[len(times) // 2], "peak_extra_bytes": max(peaks), "n": n}
+    cpu = []
+    times, peaks = time_and_peak(step, args.repeats, cuda=dev.type == "cuda", cpu_times=cpu)
+    res = {"time_s": sorted(times)[len(times) // 2], "peak_extra_bytes": max(peaks), "n": n}
+    if cpu:
+        res["cpu_s"] = sorted(cpu)[len(cpu) // 2]
+    return res
 
 
 def _measure(stage, mode, impl, args):
@@ -111,6 +117,10 @@ def _measure(stage, mode, impl, args):
     if proc.returncode != 0:
         return {"skipped": f"failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _ratio(eff, ref, key):
+    return f"{eff[key] / ref[key]:.2f}" if key in eff and key in ref and ref[key] > 0 else "-"
 
 
 def _fmt_mem(b):
@@ -155,8 +165,8 @@ def main(argv=None):
           f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} CPUs, sub_sample={args.sub_sample}, "
           f"warm-up runs {args.warmup}, timed runs {args.repeats} (median), threads {args.threads or torch.get_num_threads()}, "
           f"softmax kernel {args.softmax_kernel}")
-    header = (f"{'stage':5} {'N':>6} {'C':>5} {'mode':11} | {'efficient':>9} {'reference':>9} {'time eff/ref':>12} | "
-              f"{'eff peak':>13} {'ref peak':>13} {'mem eff/ref':>11}")
+    header = (f"{'stage':5} {'N':>6} {'C':>5} {'mode':11} | {'efficient':>9} {'reference':>9} {'time eff/ref':>12} "
+              f"{'cpu eff/ref':>11} | {'eff peak':>13} {'ref peak':>13} {'mem eff/ref':>11}")
     print(header)
     print("-" * len(header))
     results = []
@@ -171,11 +181,12 @@ def main(argv=None):
             if "skipped" in eff:
                 cells.append(f" efficient {eff['skipped']}")
             elif "skipped" in ref:
-                cells.append(f" {eff['time_s']:8.2f}s {'-':>9} {'-':>12} | {_fmt_mem(eff['peak_extra_bytes'])} "
+                cells.append(f" {eff['time_s']:8.2f}s {'-':>9} {'-':>12} {'-':>11} | {_fmt_mem(eff['peak_extra_bytes'])} "
                              f"{'-':>13} {'-':>11}   (reference skipped: {ref['skipped']})")
             else:
                 cells.append(
-                    f" {eff['time_s']:8.2f}s {ref['time_s']:8.2f}s {eff['time_s'] / ref['time_s']:12.2f} | "
+                    f" {eff['time_s']:8.2f}s {ref['time_s']:8.2f}s {eff['time_s'] / ref['time_s']:12.2f} "
+                    f"{_ratio(eff, ref, 'cpu_s'):>11} | "
                     f"{_fmt_mem(eff['peak_extra_bytes'])} {_fmt_mem(ref['peak_extra_bytes'])} "
                     f"{eff['peak_extra_bytes'] / max(ref['peak_extra_bytes'], 1):11.3f}")
             print("".join(cells), flush=True)

@@ -16,7 +16,7 @@ Exits 2 without CUDA, 1 if any check failed. Everything is written under ``--out
 
 Usage::
 
-    python tools/gpu_check.py                     # or: make gpu-check
+    python tools/gpu_check.py
     python tools/gpu_check.py --output /tmp/gpu_check --iters 10
 """
 

@@ -23,7 +23,7 @@ def status_kib(field):
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def time_and_peak(step, repeats, cuda):
+def time_and_peak(step, repeats, cuda, cpu_times=None):
     """Run ``step()`` ``repeats`` times; wall time and peak extra memory of each run.
 
     Args:
@@ -33,6 +33,9 @@ def time_and_peak(step, repeats, cuda):
             kernel queued to the last one finished) and measure
             ``torch.cuda.max_memory_allocated()`` above what was allocated before it;
             otherwise wall time and the rise of the process's resident set.
+        cpu_times (list): if given, the CPU seconds of this process (all its threads) during
+            each run are appended to it. With one thread on a shared machine they measure the
+            work done, where wall time also measures how much of the CPU the others left.
 
     Returns:
         tuple[list[float], list[int]]: seconds and peak extra bytes, one per run.
@@ -57,8 +60,10 @@ def time_and_peak(step, repeats, cuda):
             torch.cuda.synchronize()
             times.append(start.elapsed_time(end) / 1000)  # ms -> s
         else:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             step()
             times.append(time.perf_counter() - t0)
+            if cpu_times is not None:
+                cpu_times.append(time.process_time() - c0)
         peaks.append(torch.cuda.max_memory_allocated() - base if cuda else status_kib("VmHWM") * 1024 - base)
     return times, peaks
