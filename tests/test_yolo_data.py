@@ -4,6 +4,7 @@ References: pycocotools' masks of the detectron2 records, the detectron2 LowLigh
 and the offline low-light copies of the demo dataset (datasets/prepare_lowlight_coco.py).
 """
 
+import importlib.util
 import os
 
 import cv2
@@ -11,7 +12,10 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 
-pytest.importorskip("ultralytics")
+# find_spec, not importorskip: importing ultralytics before wnlb_d2.yolo would skip the
+# package's environment defaults (offline, config folder outside the home folder).
+if importlib.util.find_spec("ultralytics") is None:
+    pytest.skip("the optional YOLO extra (ultralytics) is not installed", allow_module_level=True)
 
 import wnlb_d2  # noqa: E402,F401
 from detectron2.data import DatasetCatalog  # noqa: E402

@@ -1,12 +1,16 @@
 """COCO scoring of YOLO predictions: detectron2's metric names, values computed by hand."""
 
+import importlib.util
 import math
 
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 
-pytest.importorskip("ultralytics")
+# find_spec, not importorskip: importing ultralytics before wnlb_d2.yolo would skip the
+# package's environment defaults (offline, config folder outside the home folder).
+if importlib.util.find_spec("ultralytics") is None:
+    pytest.skip("the optional YOLO extra (ultralytics) is not installed", allow_module_level=True)
 
 from wnlb_d2.yolo.evaluate import COCO_METRICS, results_to_dataset_ids, score_coco  # noqa: E402
 

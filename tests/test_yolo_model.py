@@ -4,13 +4,17 @@ Reference: the plain YOLOv8-seg that Ultralytics builds from its own stock YAML.
 """
 
 import ast
+import importlib.util
 import os
 
 import pytest
 import torch
 import yaml
 
-pytest.importorskip("ultralytics")
+# find_spec, not importorskip: importing ultralytics before wnlb_d2.yolo would skip the
+# package's environment defaults (offline, config folder outside the home folder).
+if importlib.util.find_spec("ultralytics") is None:
+    pytest.skip("the optional YOLO extra (ultralytics) is not installed", allow_module_level=True)
 
 import wnlb_d2.yolo as wy  # noqa: E402
 from ultralytics.nn.tasks import SegmentationModel  # noqa: E402

@@ -5,6 +5,7 @@ is imported, so it also checks that ``import wnlb_d2`` leaves Ultralytics unimpo
 nothing on the path even tries the network.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -13,7 +14,10 @@ import textwrap
 
 import pytest
 
-pytest.importorskip("ultralytics")
+# find_spec, not importorskip: importing ultralytics before wnlb_d2.yolo would skip the
+# package's environment defaults (offline, config folder outside the home folder).
+if importlib.util.find_spec("ultralytics") is None:
+    pytest.skip("the optional YOLO extra (ultralytics) is not installed", allow_module_level=True)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,8 +88,11 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("yolo_offline")
     script = out / "offline_run.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ, YOLO_CONFIG_DIR=str(out / "ultralytics_config"), OMP_NUM_THREADS="1")
-    for key in ("YOLO_OFFLINE", "YOLO_AUTOINSTALL"):
+    home, tmp = out / "home", out / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    env = dict(os.environ, HOME=str(home), TMPDIR=str(tmp), OMP_NUM_THREADS="1")
+    for key in ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR", "XDG_CONFIG_HOME"):
         env.pop(key, None)  # the package's own defaults are what is tested
     proc = subprocess.run([sys.executable, "-W", "ignore", str(script), str(out)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -95,9 +102,13 @@ def run(tmp_path_factory):
 
 
 def test_runs_offline_and_core_import_leaves_ultralytics_out(run):
-    _, report = run
+    out, report = run
     assert report["core_clean"]
     assert report["attempts"] == []
+    # Ultralytics' settings went to the temporary folder, nothing of it into the home folder
+    # (matplotlib, a dependency of both, keeps its font cache there as always).
+    assert [p for p in (out / "home").rglob("*") if "ultralytics" in str(p).lower()] == []
+    assert any(p.name.startswith("wnlb_d2-ultralytics-") for p in (out / "tmp").iterdir())
 
 
 def test_training_iterations_reduce_the_loss(run):

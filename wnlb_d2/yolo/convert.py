@@ -181,7 +181,8 @@ def export_yolo_dataset(dataset, root, split, link="symlink"):
         "dataset": name,
         "split": split,
         "names": {i: c for i, c in enumerate(classes)},
-        "category_ids": {i: int(contiguous_to_id[i]) for i in range(len(classes))},
+        # Classes without a dataset id (none in the registered datasets) cannot be scored.
+        "category_ids": {i: int(contiguous_to_id[i]) for i in range(len(classes)) if i in contiguous_to_id},
         "images": images,
         "skipped": skipped,
     }

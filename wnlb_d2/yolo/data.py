@@ -20,8 +20,10 @@ trainer, its validator and a later standalone validation all read it from one pl
 """
 
 import logging
+import math
 import os
 
+import cv2
 import numpy as np
 import yaml
 from ultralytics.data import YOLODataset
@@ -167,9 +169,6 @@ class LowLightYOLODataset(YOLODataset):
 
     def _resize(self, im, rect_mode, resize_short):
         # BaseDataset.load_image's resizing (Ultralytics 8.4), applied to the degraded image.
-        import cv2
-        import math
-
         h0, w0 = im.shape[:2]
         shape = tuple(self.imgsz) if isinstance(self.imgsz, (tuple, list)) else (self.imgsz, self.imgsz)
         imgsz = max(shape)

@@ -284,8 +284,6 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Write YOLOv8-seg model YAMLs with (w)NLB blocks after P3-P5.")
     parser.add_argument("output", help="folder, e.g. configs/yolo")
     args = parser.parse_args(argv)
-    from . import register_yolo_modules  # noqa: F401  (env defaults before ultralytics is imported)
-
     for stock, fusion in SHIPPED_MODELS:
         path = os.path.join(args.output, model_yaml_name(stock, fusion))
         write_model_yaml(path, insert_nonlocal_blocks(stock, fusion=fusion))
