@@ -225,3 +225,14 @@ def test_checkpoint_of_an_older_block_still_runs():
     assert again.impl == "efficient"
     with torch.no_grad():
         assert torch.equal(again(x), ref)
+
+
+def test_ultralytics_yolo_builds_a_shipped_yaml_by_name():
+    # After `import wnlb_d2.yolo`, Ultralytics' own entry point resolves the block row; the
+    # scale is the one entry of `scales` (s: channels 128, 256, 512 at P3-P5).
+    from ultralytics import YOLO
+
+    model = YOLO(os.path.join(REPO, "configs", "yolo", "yolov8s-seg-nlb.yaml"))
+    assert model.task == "segment"
+    blocks = [m for m in model.model.model if isinstance(m, YOLONonLocalBlock2d)]
+    assert [b.in_channels for b in blocks] == [128, 256, 512] and {b.fusion for b in blocks} == {"residual"}

@@ -73,11 +73,16 @@ SCRIPT = textwrap.dedent('''
         fixed_loss(trainer)
 
     # Train and validate on the same 8 images: the fixed-batch loss must fall.
-    res = wy.train_yolo_row("configs/yolo/yolov8n-seg-wnlb.yaml", "yolotrain_demo_train",
-                            "yolotrain_demo_train", out + "/row", low_light=wy.LowLightSpec("lv2021", seed=1),
-                            epochs=4, imgsz=64, batch=4, mosaic=0.0, lr0=5e-3, warmup_epochs=0, nbs=4,
-                            callbacks={"on_pretrain_routine_end": optimizer_groups, "on_train_end": fixed_loss})
-    report["results"] = res
+    # Through run_demo (tools/yolo_demo.py's function): train_yolo_row, then evaluate_yolo on a
+    # further test set.
+    from wnlb_d2.yolo.demo import run_demo
+
+    summary = run_demo(out + "/row", model="configs/yolo/yolov8n-seg-wnlb.yaml", train="yolotrain_demo_train",
+                       val="yolotrain_demo_train", extra_val=["yolotrain_demo_val_lowlight"], low_light="lv2021",
+                       imgsz=64, epochs=4, batch=4, mosaic=0.0, lr0=5e-3, warmup_epochs=0, nbs=4,
+                       callbacks={"on_pretrain_routine_end": optimizer_groups, "on_train_end": fixed_loss})
+    report["results"] = summary["results"]["yolotrain_demo_train"]
+    report["extra"] = summary["results"]["yolotrain_demo_val_lowlight"]
     report["attempts"] = attempts
     json.dump(report, open(out + "/report.json", "w"))
 ''')
@@ -115,6 +120,14 @@ def test_training_iterations_reduce_the_loss(run):
     _, report = run
     before, after = report["fixed_loss"]
     assert after < 0.9 * before, report["fixed_loss"]
+
+
+def test_demo_scores_the_extra_test_set(run):
+    out, report = run
+    assert set(report["extra"]) == {"segm", "bbox"}
+    with open(out / "row" / "demo.json") as f:
+        assert json.load(f)["epochs"] == 4
+    assert (out / "row" / "eval_yolotrain_demo_val_lowlight" / "val" / "predictions.json").exists()
 
 
 def test_block_weights_are_trained_without_weight_decay(run):
