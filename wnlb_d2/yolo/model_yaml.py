@@ -242,7 +242,8 @@ def dump_model_yaml(model_dict):
         "# `python tools/make_yolo_configs.py`).",
         f"# {meta.get('base', 'model')} with {meta.get('options', {}).get('fusion', '?')}-fusion non-local blocks "
         f"after {', '.join(meta.get('stages', []))}.",
-        "# Ultralytics is AGPL-3.0 (https://ultralytics.com/license); the stock layers below are its yolov8-seg.",
+        "# Derived from Ultralytics' yolov8-seg.yaml: licensed under the AGPL-3.0 (https://ultralytics.com/license),",
+        "# unlike the rest of wnlb_d2 (Apache-2.0).",
     ]
     for key, value in model_dict.items():
         if key in ("backbone", "head"):
