@@ -170,3 +170,22 @@ def test_low_light_spec_from_a_detectron2_config_degrades_alike(tmp_path):
     write_data_yaml(str(tmp_path / "d.yaml"), str(tmp_path), {0: "a"}, low_light=spec)  # YAML-safe values
     cfg.INPUT.LOW_LIGHT.ENABLED = False
     assert LowLightSpec.from_config(cfg)["pipeline"] is None
+
+
+def test_an_export_is_redone_when_the_dataset_changes(export, tmp_path):
+    from wnlb_d2.yolo.api import export_splits
+
+    name = f"{PREFIX}_val_subset"
+    subset = {"n": 2}
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: DatasetCatalog.get(f"{PREFIX}_val")[:subset["n"]])
+        from detectron2.data import MetadataCatalog
+        MetadataCatalog.get(name).set(thing_classes=list(MetadataCatalog.get(f"{PREFIX}_val").thing_classes))
+    first = export_splits([name], str(tmp_path))[name]
+    label = tmp_path / "labels" / name / f"{first['images'][0]['image_id']}.txt"
+    label.write_text("stale\n")
+    assert export_splits([name], str(tmp_path))[name]["images"] == first["images"]
+    assert label.read_text() == "stale\n"  # unchanged dataset: the export is reused
+    subset["n"] = 3
+    again = export_splits([name], str(tmp_path))[name]
+    assert len(again["images"]) == 3 and label.read_text() != "stale\n"

@@ -83,8 +83,11 @@ def test_results_map_back_to_dataset_ids():
              "category_ids": {0: 3, 1: 5}}
     raw = [{"image_id": 7, "category_id": 2, "bbox": [1, 2, 3, 4], "score": 0.5},
            {"image_id": "abc", "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.4, "segmentation": {"x": 1}}]
+    index["images"].append({"yolo_file": "images/val/007.png", "image_id": "007"})
+    # Ultralytics writes image_id int("007") = 7 and the file name: the file name decides.
+    raw.append({"image_id": 7, "file_name": "007.png", "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.3})
     out = results_to_dataset_ids(raw, index)
-    assert [(r["image_id"], r["category_id"]) for r in out] == [(7, 5), ("abc", 3)]
+    assert [(r["image_id"], r["category_id"]) for r in out] == [(7, 5), ("abc", 3), ("007", 3)]
     assert "segmentation" not in out[0] and out[1]["segmentation"] == {"x": 1}
     with pytest.raises(ValueError, match="not in the export index"):
         results_to_dataset_ids([{"image_id": 8, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}], index)

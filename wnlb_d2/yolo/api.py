@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from .convert import export_yolo_dataset, read_index
+from .convert import dataset_fingerprint, export_yolo_dataset, load_dataset, read_index
 from .data import LowLightSpec, write_data_yaml
 from .evaluate import coco_ground_truth, results_to_dataset_ids, score_coco
 from .train import LowLightSegmentationTrainer, LowLightSegmentationValidator, block_weights
@@ -50,7 +50,10 @@ def _split_name(dataset):
 
 
 def export_splits(datasets, data_root, link="symlink"):
-    """Export registered datasets (one split each, named after the dataset) unless already exported.
+    """Export registered datasets (one split each, named after the dataset) unless exported already.
+
+    An export is reused when its index names the dataset, has the same
+    :func:`~wnlb_d2.yolo.convert.dataset_fingerprint` and its images are all there.
 
     Args:
         datasets (sequence of str): registered dataset names.
@@ -63,13 +66,15 @@ def export_splits(datasets, data_root, link="symlink"):
     out = {}
     for name in dict.fromkeys(datasets):
         split = _split_name(name)
+        loaded = load_dataset(name)
         try:
             index = read_index(data_root, split)
-            fresh = index.get("dataset") == name and all(os.path.exists(os.path.join(data_root, r["yolo_file"]))
-                                                         for r in index["images"])
+            # Same dataset content (a regenerated or re-registered set re-exports) and files present.
+            fresh = (index.get("dataset") == name and index.get("fingerprint") == dataset_fingerprint(loaded[1])
+                     and all(os.path.exists(os.path.join(data_root, r["yolo_file"])) for r in index["images"]))
         except FileNotFoundError:
             fresh = False
-        out[name] = index if fresh else export_yolo_dataset(name, data_root, split, link=link)
+        out[name] = index if fresh else export_yolo_dataset(name, data_root, split, link=link, loaded=loaded)
     return out
 
 

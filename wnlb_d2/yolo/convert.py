@@ -20,6 +20,7 @@ joined by zero-width seams (Ultralytics' ``merge_multi_segment``; rasterised it 
 same pixels up to the seams); an RLE mask becomes its outer contours first.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -30,7 +31,8 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
-__all__ = ["export_yolo_dataset", "read_index", "annotation_polygons", "LINK_MODES", "INDEX_VERSION"]
+__all__ = ["export_yolo_dataset", "read_index", "annotation_polygons", "dataset_fingerprint", "load_dataset",
+           "LINK_MODES", "INDEX_VERSION"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +100,12 @@ def _stem(image_id):
     return stem
 
 
-def _dataset(dataset):
+def load_dataset(dataset):
+    """``(name, dataset dicts, class names, dataset id -> class map)`` of a registered dataset.
+
+    Raises:
+        ValueError: the name is not registered.
+    """
     if isinstance(dataset, str):
         from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -111,7 +118,24 @@ def _dataset(dataset):
     raise ValueError(f"export_yolo_dataset: expected a registered dataset name, got {dataset!r}")
 
 
-def export_yolo_dataset(dataset, root, split, link="symlink"):
+def dataset_fingerprint(dicts):
+    """A hash of what an export depends on: images (id, file, size) and objects (class, crowd, box).
+
+    Args:
+        dicts (list[dict]): detectron2 dataset dicts.
+
+    Returns:
+        str: hex digest; an index whose fingerprint differs is stale.
+    """
+    h = hashlib.sha1()
+    for d in dicts:
+        objs = [(a.get("category_id"), a.get("iscrowd", 0), [round(float(v), 2) for v in a.get("bbox", [])])
+                for a in d.get("annotations", [])]
+        h.update(json.dumps([str(d["image_id"]), d["file_name"], d.get("height"), d.get("width"), objs]).encode())
+    return h.hexdigest()
+
+
+def export_yolo_dataset(dataset, root, split, link="symlink", loaded=None):
     """Write a registered detectron2 dataset into Ultralytics' segment layout under ``root``.
 
     Re-running replaces the split's files (labels are small; images are only links by default).
@@ -121,12 +145,14 @@ def export_yolo_dataset(dataset, root, split, link="symlink"):
         root (str): the Ultralytics dataset root (several splits may share it).
         split (str): the split's folder name, e.g. ``"train"`` or ``"val"``.
         link (str): one of :data:`LINK_MODES`.
+        loaded (tuple or None): :func:`load_dataset`'s result for ``dataset``, if loaded already.
 
     Returns:
         dict: the index (also written to ``<root>/<split>.wnlb.json``): ``dataset``, ``split``,
         ``names`` (class index -> name), ``category_ids`` (class index -> dataset category id),
         ``images`` (per image ``yolo_file`` relative to ``root``, ``file_name``, ``image_id``,
-        ``height``, ``width``, ``objects``), ``skipped`` (counts of what got no label).
+        ``height``, ``width``, ``objects``), ``skipped`` (counts of what got no label),
+        ``fingerprint`` (:func:`dataset_fingerprint`).
 
     Raises:
         ValueError: unknown dataset, bad split name or link mode, a dataset without masks,
@@ -136,7 +162,7 @@ def export_yolo_dataset(dataset, root, split, link="symlink"):
         raise ValueError(f"export_yolo_dataset: link must be one of {LINK_MODES}, got {link!r}")
     if not isinstance(split, str) or not _SAFE_STEM.match(split):
         raise ValueError(f"export_yolo_dataset: split must be a plain folder name, got {split!r}")
-    name, dicts, classes, id_map = _dataset(dataset)
+    name, dicts, classes, id_map = loaded or load_dataset(dataset)
     if not any("segmentation" in a for d in dicts for a in d.get("annotations", [])):
         raise ValueError(f"export_yolo_dataset: {name} has no instance masks; the YOLO segment task needs them")
     contiguous_to_id = ({v: k for k, v in id_map.items()} if id_map else {i: i + 1 for i in range(len(classes))})
@@ -185,6 +211,7 @@ def export_yolo_dataset(dataset, root, split, link="symlink"):
         "category_ids": {i: int(contiguous_to_id[i]) for i in range(len(classes)) if i in contiguous_to_id},
         "images": images,
         "skipped": skipped,
+        "fingerprint": dataset_fingerprint(dicts),
     }
     path = os.path.join(root, f"{split}.wnlb.json")
     tmp = f"{path}.{os.getpid()}.tmp"

@@ -51,8 +51,8 @@ def results_to_dataset_ids(results, index):
     """Map Ultralytics' results to the dataset's ids (image id from the file stem, category from the class).
 
     Args:
-        results (list[dict]): ``predictions.json`` entries (``image_id`` = file stem,
-            ``category_id`` = class index + 1).
+        results (list[dict]): ``predictions.json`` entries (``file_name`` and ``image_id`` from
+            the file stem, ``category_id`` = class index + 1).
         index (dict): the export index (:func:`wnlb_d2.yolo.convert.read_index`).
 
     Returns:
@@ -65,7 +65,8 @@ def results_to_dataset_ids(results, index):
     by_stem = {os.path.splitext(os.path.basename(r["yolo_file"]))[0]: r["image_id"] for r in index["images"]}
     out = []
     for r in results:
-        stem = str(r["image_id"])
+        # The file name when Ultralytics gives it: its int(stem) turns an id "007" into 7.
+        stem = os.path.splitext(r["file_name"])[0] if "file_name" in r else str(r["image_id"])
         cls = int(r["category_id"]) - 1
         if stem not in by_stem or cls not in index["category_ids"]:
             raise ValueError(f"results_to_dataset_ids: prediction for image {stem!r} class {cls} is not in the "
