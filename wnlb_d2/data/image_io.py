@@ -22,9 +22,8 @@ import io
 import logging
 
 import numpy as np
-from detectron2.data import detection_utils
 from detectron2.utils.file_io import PathManager
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..utils.params import CHANNEL_ORDERS
 
@@ -123,7 +122,8 @@ def read_image(path, format="BGR"):
         sixteen_bit = _is_sixteen_bit_colour(image)
         # Decode every pixel now: a truncated file fails here rather than as a grey band.
         image.load()
-        image = detection_utils._apply_exif_orientation(image)
+        # EXIF orientation applied as detectron2's reader does (public Pillow API).
+        image = ImageOps.exif_transpose(image)
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib errors ...
         raise ImageReadError(f"Cannot read image {path!r}: {type(e).__name__}: {e}") from e
     if image.width == 0 or image.height == 0:

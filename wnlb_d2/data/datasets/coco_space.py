@@ -9,7 +9,7 @@ uses. Categories without ground truth (``person`` on LIS, ...) get no AP and are
 the mean by pycocotools, so AP is the mean over the dataset's own classes.
 """
 
-from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
+from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
 __all__ = ["coco_metadata", "coco_contiguous_id", "normalize_class_name"]
 
@@ -21,7 +21,12 @@ def coco_metadata():
         dict: ``thing_classes`` (80 names), ``thing_dataset_id_to_contiguous_id``
         (COCO category id 1..90 -> 0..79) and ``thing_colors``.
     """
-    return _get_builtin_metadata("coco")
+    things = [c for c in COCO_CATEGORIES if c["isthing"] == 1]
+    return {
+        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(things)},
+        "thing_classes": [c["name"] for c in things],
+        "thing_colors": [c["color"] for c in things],
+    }
 
 
 def normalize_class_name(name):

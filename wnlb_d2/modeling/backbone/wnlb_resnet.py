@@ -50,7 +50,7 @@ class WNLBResNet(ResNet):
             [list(stage) for stage in resnet.stages],
             blocks=blocks,
             num_classes=resnet.num_classes,
-            out_features=list(resnet._out_features),
+            out_features=list(resnet.output_shape()),
             freeze_at=0,  # the stock builder already froze what FREEZE_AT asks for
         )
 
