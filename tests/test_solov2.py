@@ -175,6 +175,14 @@ def test_targets_grid_cell_scale_range_and_centre_region():
     for m in t.pos_masks:
         assert torch.equal(m, expected)
 
+    # Off the diagonal, second image of a batch: rows follow y, columns x (row-major cells).
+    boxes = [(40, 8, 56, 24)]  # centre (48, 16), scale 16: level 0 only
+    t = build_targets([inst, _inst(boxes, _box_mask(boxes), [1])], (64, 64), (16, 16), num_grids=[8, 4, 2],
+                      scale_ranges=[(1, 40), (30, 200), (40, 50)], sigma=0.2, num_classes=3)
+    assert _cells(t, 1, 0, 8) == {(1, 5): 1, (1, 6): 1, (2, 5): 1, (2, 6): 1}
+    assert _cells(t, 1, 64, 4) == {} and t.num_pos == 12
+    assert t.pos_image.tolist() == [0] * 8 + [1] * 4
+
 
 def test_targets_centre_of_mass_and_three_by_three_limit():
     # An L-shaped mask: its centre of mass is not the box centre.
