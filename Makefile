@@ -1,7 +1,9 @@
 # wnlb_d2: set-up, tests, benchmarks.
 #   make test         create .venv (torch, detectron2, deps, wnlb_d2) and run the test suite
 #   make test-d2main  the same suite against detectron2 main built from source (compiled ops) in .venv-d2main
-#   make demo         the paper's Table I experiment on the embedded demo dataset (DEMO=quick: smoke run)
+#   make demo         the paper's Table I experiment on the embedded demo dataset, one seed, severity curves
+#                     (DEMO=quick: smoke run; DETECTOR=solov2 or yolov8: that detector's rows)
+#   make study        the same with three seeds per fine-tuning row: mean, spread, paired 95 % intervals
 #   make bench        the non-local block benchmark (efficient vs reference)
 # Set VENV= to another folder, or PYTHON= to the interpreter that creates it.
 # VENV= may name an existing environment (venv or conda) that has a compiled detectron2: that
@@ -27,8 +29,10 @@ D2_SOURCE ?=
 
 # make demo DEMO=quick: a few iterations only (CI's smoke run; AP not meaningful).
 DEMO ?= full
+# make demo / study DETECTOR=solov2|yolov8: the detector family of the rows.
+DETECTOR ?= maskrcnn
 
-.PHONY: install test test-d2main demo bench clean print-%
+.PHONY: install test test-d2main demo study bench clean print-%
 
 install: $(STAMP)
 
@@ -57,7 +61,10 @@ test-d2main:
 	$(MAKE) test VENV=$(D2MAIN_VENV) D2_SOURCE=$(D2MAIN_SRC)
 
 demo: $(STAMP)
-	$(PY) tools/run_experiment.py --preset $(if $(filter quick,$(DEMO)),quick,demo)
+	$(PY) tools/run_experiment.py --preset $(if $(filter quick,$(DEMO)),quick,demo) --detector $(DETECTOR)
+
+study: $(STAMP)
+	$(PY) tools/run_experiment.py --preset study --detector $(DETECTOR)
 
 bench: $(STAMP)
 	$(PY) tools/benchmark_nonlocal.py
