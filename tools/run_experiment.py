@@ -40,7 +40,7 @@ SEVERITIES = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25]
 DETECTOR_DEMOS = {
     "maskrcnn": dict(config_file="configs/demo/Base-Demo-R18-FPN.yaml", pretrain_iters=800, finetune_iters=80,
                      finetune_lr=2e-4),
-    "solov2": dict(config_file="configs/demo/SOLOv2-Demo-R18-FPN.yaml", pretrain_iters=800, finetune_iters=80,
+    "solov2": dict(config_file="configs/demo/SOLOv2-Demo-R18-FPN.yaml", pretrain_iters=600, finetune_iters=80,
                    finetune_lr=2e-4),
     "yolov8": dict(config_file="yolov8n-seg.yaml", pretrain_iters=800, finetune_iters=80, finetune_lr=2e-4),
 }

@@ -1,0 +1,130 @@
+"""The YOLOv8-seg detector family of the study runner (``tools/run_experiment.py --detector yolov8``).
+
+Rows as for the detectron2 families: ``pretrained`` trains the stock model YAML (e.g.
+``yolov8n-seg.yaml``: no COCO weights offline) on the normal-light data, ``finetuned`` trains the
+same model from those weights on low-light data, ``nlb`` / ``wnlb`` the model with blocks after
+P3-P5 (residual / weighted fusion, identity at initialisation) loaded from the same weights.
+Every row is scored by pycocotools on the same registered test sets, with the same evaluation
+degradation bytes, as COCOEvaluator scores the detectron2 rows.
+
+Lengths: the spec's iterations are converted to Ultralytics epochs (``iters * batch / images``,
+at least 1). ``spec.opts`` are Ultralytics training arguments as ``KEY VALUE`` pairs
+(``imgsz 128 batch 16 close_mosaic 3``). YOLO trains every parameter (``finetune_policy`` is
+the detectron2 families'), and the two-stage rows (enhancers) are detectron2's.
+"""
+
+import json
+import logging
+import math
+import os
+
+import yaml
+
+from ..experiment.family import DETECTOR_FAMILY_REGISTRY, DetectorFamily, TrainedRow
+from .api import evaluate_yolo, train_yolo_row
+from .data import LowLightSpec
+from .model_yaml import insert_nonlocal_blocks, load_stock_yaml, model_yaml_name, write_model_yaml
+
+__all__ = ["YOLOv8Family"]
+
+logger = logging.getLogger(__name__)
+
+
+@DETECTOR_FAMILY_REGISTRY.register()
+class YOLOv8Family(DetectorFamily):
+    """YOLOv8-seg rows through Ultralytics (see the module docstring)."""
+
+    name = "yolov8"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        opts = list(spec.opts)
+        if len(opts) % 2:
+            raise ValueError(f"--detector yolov8: the overrides must be KEY VALUE pairs of Ultralytics "
+                             f"training arguments, got {opts}")
+        self.train_args = {k: yaml.safe_load(str(v)) for k, v in zip(opts[::2], opts[1::2])}
+        self.imgsz = int(self.train_args.pop("imgsz", 128))
+        self.batch = int(self.train_args.pop("batch", 16))
+
+    def validate(self):
+        if self.spec.enhancers:
+            raise ValueError("--detector yolov8: two-stage rows (--enhancers) are run by the detectron2 families only")
+        load_stock_yaml(self.spec.config_file)  # an unknown model YAML fails now, not after training
+        if self.spec.finetune_policy != "all":
+            logger.info(f"--detector yolov8 trains every parameter (finetune_policy {self.spec.finetune_policy!r} "
+                        "applies to the detectron2 families)")
+
+    def low_light_config(self):
+        from detectron2.config import get_cfg
+
+        from ..config import add_lowlight_config
+
+        cfg = get_cfg()
+        add_lowlight_config(cfg)
+        return cfg
+
+    def _epochs(self, iters, dataset):
+        from detectron2.data import DatasetCatalog
+
+        images = max(1, len(DatasetCatalog.get(dataset)))
+        return max(1, math.ceil(iters * self.batch / images))
+
+    def _spec(self, degrade_train, degrade_val, seed=-1, overrides=None):
+        cfg = self.low_light_config()
+        cfg.INPUT.LOW_LIGHT.ENABLED = bool(degrade_train or degrade_val)
+        cfg.INPUT.LOW_LIGHT.TRAIN = bool(degrade_train)
+        cfg.INPUT.LOW_LIGHT.TEST = bool(degrade_val)
+        cfg.INPUT.LOW_LIGHT.TRAIN_SEED = int(seed)
+        for key, value in (overrides or {}).items():
+            node = cfg
+            *path, leaf = key.split(".")
+            for part in path:
+                node = node[part]
+            node[leaf] = value
+        return LowLightSpec.from_config(cfg)
+
+    def _row(self, row, model, train_data, output_dir, seed, iters, lr, low_light, plain_weights=None):
+        args = {**self.train_args, "seed": seed, "lr0": lr}
+        if self.spec.finetune_optimizer and row != "pretrained":
+            args["optimizer"] = self.spec.finetune_optimizer
+        epochs = self._epochs(iters, train_data)
+        logger.info(f"[{row}] seed {seed}: {epochs} epochs of {model} on {train_data} -> {output_dir}")
+        val = self.spec.normal_test_data or self.spec.test_data
+        train_yolo_row(model, train_data, val, output_dir, low_light=low_light, plain_weights=plain_weights,
+                       epochs=epochs, imgsz=self.imgsz, batch=self.batch, **args)
+        with open(os.path.join(output_dir, "row.json")) as f:
+            info = json.load(f)
+        return TrainedRow(row=row, seed=seed, weights=info["weights"], output_dir=output_dir,
+                          seconds=info["train_seconds"], handle=info)
+
+    def pretrain(self, output_dir):
+        s = self.spec
+        return self._row("pretrained", s.config_file, s.pretrain_data, output_dir, s.seeds[0], s.pretrain_iters,
+                         2e-3, self._spec(False, False))
+
+    def load(self, weights, output_dir):
+        return TrainedRow(row="pretrained", seed=None, weights=weights, output_dir=output_dir, handle={})
+
+    def finetune(self, row, pretrained, seed, output_dir):
+        s = self.spec
+        model = s.config_file
+        if row in ("nlb", "wnlb"):
+            fusion = "residual" if row == "nlb" else "weighted"
+            options = {"weight_init": float(s.wnlb_weight_init)} if row == "wnlb" and s.wnlb_weight_init else {}
+            os.makedirs(output_dir, exist_ok=True)
+            # The scale is read from the file name (yolov8n-seg-wnlb.yaml), so the name matters.
+            model = os.path.join(output_dir, model_yaml_name(s.config_file, fusion))
+            write_model_yaml(model, insert_nonlocal_blocks(s.config_file, fusion=fusion, **options))
+        low_light = self._spec(s.low_light_train, s.low_light_test, seed=seed)
+        return self._row(row, model, s.finetune_data, output_dir, seed, s.finetune_iters, s.finetune_lr, low_light,
+                         plain_weights=pretrained.weights)
+
+    def evaluate(self, trained, dataset, *, low_light, output_dir, overrides=None):
+        if overrides and any(k.startswith("INPUT.ENHANCER") for k in overrides):
+            raise ValueError("--detector yolov8 evaluates no enhancer rows")
+        spec = self._spec(False, low_light, overrides=overrides)
+        return evaluate_yolo(trained.weights, dataset, output_dir, low_light=spec, imgsz=self.imgsz,
+                             batch=max(self.batch, 32))
+
+    def block_weights(self, trained):
+        return {f"layer{k}": float(v) for k, v in (trained.handle or {}).get("block_w", {}).items()}
