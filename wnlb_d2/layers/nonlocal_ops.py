@@ -213,6 +213,8 @@ def _fused_attention(theta, phi, g):
         with sdpa_kernel(backends), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "kernel not used because ..." is expected here
             out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+    except torch.OutOfMemoryError:
+        raise  # not a refusal: the tiled kernel would not fit either
     except RuntimeError:
         _FUSED_UNAVAILABLE.add(key)
         return None
