@@ -29,7 +29,8 @@ def run_demo(output, model="yolov8n-seg.yaml", train="wnlb_demo_train", val="wnl
         train, val (str): registered datasets (``val`` is degraded too when ``low_light`` is set).
         extra_val (sequence of str): further registered test sets scored with the trained weights
             (as they are).
-        low_light (str or None): pipeline of the training (fresh) and ``val`` (seeded) degradation.
+        low_light (str or LowLightSpec or None): pipeline (or spec) of the training (fresh) and
+            ``val`` (seeded) degradation.
         plain_weights: a plain model's ``.pt`` to start from.
         imgsz (int): image size.
         **train_args: further arguments of :func:`train_yolo_row` (``epochs``, ``batch``,
@@ -41,7 +42,8 @@ def run_demo(output, model="yolov8n-seg.yaml", train="wnlb_demo_train", val="wnl
     """
     import wnlb_d2  # noqa: F401  (registers the demo datasets)
 
-    spec = LowLightSpec(low_light) if low_light else None
+    spec = LowLightSpec.from_dict(low_light) if isinstance(low_light, dict) else (
+        LowLightSpec(low_light) if low_light else None)
     t0 = time.perf_counter()
     results = {val: train_yolo_row(model, train, val, output, low_light=spec, plain_weights=plain_weights,
                                    imgsz=imgsz, **train_args)}
