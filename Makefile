@@ -36,7 +36,7 @@ DETECTOR ?= maskrcnn
 
 install: $(STAMP)
 
-$(STAMP): setup.py requirements.txt requirements-detectron2-v0.6.txt tools/install_detectron2.py \
+$(STAMP): setup.py requirements.txt requirements-detectron2-v0.6.txt requirements-yolo.txt tools/install_detectron2.py \
 		tools/detectron2_c_standin.py $(D2_SOURCE)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	# torch first: detectron2's setup and pycocotools builds import it / numpy.
