@@ -1,0 +1,45 @@
+"""The study runner with --detector yolov8: the four rows, seeds, severity levels, through Ultralytics."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+if importlib.util.find_spec("ultralytics") is None:
+    pytest.skip("the optional YOLO extra (ultralytics) is not installed", allow_module_level=True)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one thread
+
+
+def test_yolov8_rows_through_the_runner(tmp_path):
+    import wnlb_d2  # noqa: F401
+    from wnlb_d2.data.datasets import register_demo
+    from wnlb_d2.data.demo_dataset import DemoSpec
+    from wnlb_d2.experiment import ExperimentSpec, run_experiment
+
+    register_demo(prefix="yolofam_demo", root=str(tmp_path / "demo"), spec=DemoSpec(image_size=64, num_train=8,
+                                                                                    num_val=4, seed=5))
+    spec = ExperimentSpec(config_file="yolov8n-seg.yaml", output_dir=str(tmp_path / "study"), detector="yolov8",
+                          pretrain_data="yolofam_demo_train", finetune_data="yolofam_demo_train_lowlight",
+                          test_data="yolofam_demo_val_lowlight", normal_test_data="yolofam_demo_val",
+                          pretrain_iters=2, finetune_iters=2, finetune_lr=1e-3, seeds=[0], severities=[0.0, 1.0],
+                          bootstrap_samples=0, opts=["imgsz", "64", "batch", "4", "close_mosaic", "0"])
+    results, trained = run_experiment(spec)
+    assert [(r["row"], r["seed"]) for r in results["runs"]] == [("finetuned", 0), ("nlb", 0), ("wnlb", 0)]
+    for row in ("pretrained", "finetuned", "nlb", "wnlb", "pretrained_normal_light"):
+        assert set(results[row]) == {"segm", "bbox"} and "AP" in results[row]["segm"], row
+    # Every fine-tuning row started from the pre-trained row's weights; only wnlb has a learned w per block.
+    for row in ("finetuned", "nlb", "wnlb"):
+        info = json.load(open(os.path.join(trained[row].output_dir, "row.json")))
+        assert info["epochs"] >= 1
+    w = results["runs"][-1]["w"]
+    assert len(w) == 3 and all(isinstance(v, float) for v in w.values())  # P3, P4, P5
+    assert results["runs"][0]["w"] == {}
+    assert os.path.basename(trained["wnlb"].handle["model"]) == "yolov8n-seg-wnlb.yaml"  # the scale comes from the name
+    assert set(results["severity"]) == {"pretrained", "finetuned", "nlb", "wnlb"}
+    assert list(results["severity_levels"]) == ["t=0.00", "t=1.00"]
+    on_disk = json.load(open(tmp_path / "study" / "results.json"))
+    assert on_disk["meta"]["identity"]["detector"] == "yolov8"
+    with pytest.raises(ValueError, match="two-stage rows"):
+        run_experiment(ExperimentSpec(**{**spec.__dict__, "enhancers": ["clahe"], "output_dir": str(tmp_path / "x")}))
