@@ -43,3 +43,17 @@ def test_yolov8_rows_through_the_runner(tmp_path):
     assert on_disk["meta"]["identity"]["detector"] == "yolov8"
     with pytest.raises(ValueError, match="two-stage rows"):
         run_experiment(ExperimentSpec(**{**spec.__dict__, "enhancers": ["clahe"], "output_dir": str(tmp_path / "x")}))
+
+
+def test_importing_the_integration_leaves_pil_and_the_core_reader_alone(tmp_path):
+    # Ultralytics replaces PIL.Image.open process-wide; a non-image file must still be reported as
+    # such by the core's reader (not as "No module named 'pi_heif'").
+    import wnlb_d2.yolo  # noqa: F401
+    from PIL import Image
+
+    from wnlb_d2.data.image_io import ImageReadError, read_image
+
+    assert Image.open.__module__ == "PIL.Image"
+    (tmp_path / "notes.jpg").write_text("not an image")
+    with pytest.raises(ImageReadError, match="notes.jpg.*UnidentifiedImageError"):
+        read_image(str(tmp_path / "notes.jpg"))

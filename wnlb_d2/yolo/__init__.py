@@ -15,7 +15,7 @@ Entry points: :func:`insert_nonlocal_blocks` (model YAMLs), :func:`export_yolo_d
 (COCO metrics dicts like detectron2's ``COCOEvaluator``).
 """
 
-from .env import configure_ultralytics_env, disable_telemetry
+from .env import configure_ultralytics_env, disable_telemetry, restore_pil_open
 
 configure_ultralytics_env()
 
@@ -29,6 +29,7 @@ from .modules import YOLONonLocalBlock2d, register_yolo_modules  # noqa: E402
 
 register_yolo_modules()
 disable_telemetry()
+restore_pil_open()
 
 from .model_yaml import DEFAULT_STAGES, STAGES, insert_nonlocal_blocks, model_yaml_name  # noqa: E402
 from .weights import load_plain_weights  # noqa: E402

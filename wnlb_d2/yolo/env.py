@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 
-__all__ = ["configure_ultralytics_env", "ultralytics_config_dir", "disable_telemetry"]
+__all__ = ["restore_pil_open", "configure_ultralytics_env", "ultralytics_config_dir", "disable_telemetry"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,3 +85,29 @@ def disable_telemetry():
 
     if SETTINGS.get("sync", True):
         SETTINGS.update({"sync": False})
+
+
+def restore_pil_open():
+    """Undo Ultralytics' global replacement of ``PIL.Image.open``.
+
+    On import, Ultralytics wraps ``PIL.Image.open`` for the whole process: on any file Pillow
+    cannot identify, the wrapper tries to install ``pi-heif`` and re-raises a
+    ``ModuleNotFoundError`` when it cannot (always, offline). Every other reader in the process
+    (wnlb_d2's ``read_image``, detectron2's) would then report a corrupt or non-image file as a
+    missing module. Restoring Pillow's own function keeps their errors; only HEIF files, which
+    need that plugin anyway, are affected.
+
+    Returns:
+        bool: whether the wrapper was found and removed.
+    """
+    from PIL import Image
+
+    try:
+        from ultralytics.utils import patches
+    except ImportError:
+        return False
+    original = getattr(patches, "_image_open", None)
+    if original is None or Image.open is original or getattr(Image.open, "__module__", "") != patches.__name__:
+        return False
+    Image.open = original
+    return True
