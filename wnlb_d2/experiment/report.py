@@ -127,7 +127,8 @@ def plot_results(results, path):
         ap = [results[r].get(task, {}).get("AP", float("nan")) for r in rows]
         std = [results.get("summary", {}).get(r, {}).get(task, {}).get("AP", {}).get("std", float("nan")) for r in rows]
         err = [s if s == s else 0.0 for s in std]
-        bars = ax.bar(x + (i - 0.5) * 0.38, ap, width=0.38, yerr=err, capsize=3, label=f"{task} AP")
+        bars = ax.bar(x + (i - 0.5) * 0.38, ap, width=0.38, yerr=err if any(err) else None, capsize=3,
+                      label=f"{task} AP")
         ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
     ax.set_xticks(x, rows)
     ax.set_ylabel("AP (low-light test)")
