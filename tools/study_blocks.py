@@ -17,7 +17,6 @@ fine-tuning length. Results go to ``<output>/blocks_study.{json,md}``.
 """
 
 import argparse
-import json
 import os
 import sys
 import time

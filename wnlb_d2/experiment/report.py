@@ -71,7 +71,7 @@ def results_markdown(results):
     if words:
         lines += ["", "Paired differences (first row minus second, same seeds), mean [95 % interval]:", ""] + words
     boot = [(run["row"], run["seed"], run.get("bootstrap", {})) for run in results.get("runs", [])]
-    boot = [(f"pretrained", None, results.get("bootstrap", {}).get("pretrained", {}))] + boot
+    boot = [("pretrained", None, results.get("bootstrap", {}).get("pretrained", {}))] + boot
     if any(b for _, _, b in boot):
         lines += ["", "Evaluation noise of single runs (image-level bootstrap of the test set, 95 % interval of AP):",
                   "", "| run | " + " | ".join(f"{t} AP [95 %]" for t in TASKS) + " |", "|---|" + "---|" * len(TASKS)]
