@@ -93,3 +93,35 @@ def test_results_map_back_to_dataset_ids():
         results_to_dataset_ids([{"image_id": 8, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}], index)
     with pytest.raises(ValueError, match="iou type"):
         score_coco(_gt(), raw[:0] + [_det(7, 10, 10, 20, 20, 0.9)], iou_types=("keypoints",))
+
+
+def test_bootstrap_interval_as_the_detectron2_evaluator():
+    # Bug: the YOLO rows had no image-level bootstrap interval (results.json "bootstrap" empty)
+    # while the detectron2 rows have one from TEST.BOOTSTRAP_SAMPLES.
+    from wnlb_d2.experiment.stats import bootstrap_ap
+
+    dets = [_det(7, 40, 25, 10, 10, 0.95), _det(7, 10, 10, 20, 20, 0.9), _det(9, 5, 5, 20, 20, 0.8)]
+    plain = score_coco(_gt(), dets)
+    assert "AP-ci95-lo" not in plain["segm"]
+    res = score_coco(_gt(), dets, bootstrap_samples=50, bootstrap_seed=3)
+    for task in ("segm", "bbox"):
+        lo, hi = res[task]["AP-ci95-lo"], res[task]["AP-ci95-hi"]
+        assert 0.0 <= lo <= res[task]["AP"] <= hi <= 100.0 and lo < hi
+        assert res[task]["AP"] == pytest.approx(plain[task]["AP"])
+    again = score_coco(_gt(), dets, bootstrap_samples=50, bootstrap_seed=3)  # seeded: the same interval
+    assert [again[t][k] for t in res for k in ("AP-ci95-lo", "AP-ci95-hi")] == \
+        [res[t][k] for t in res for k in ("AP-ci95-lo", "AP-ci95-hi")]
+    # The interval is the one bootstrap_ap gives for the same COCOeval (the detectron2 evaluator's).
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = COCO()
+    gt.dataset = _gt()
+    gt.createIndex()
+    ev = COCOeval(gt, gt.loadRes([{k: v for k, v in d.items() if k != "segmentation"} for d in dets]), "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    assert bootstrap_ap(ev, num_samples=50, seed=3)["ci95"] == pytest.approx([res["bbox"]["AP-ci95-lo"],
+                                                                              res["bbox"]["AP-ci95-hi"]])
+    with pytest.raises(ValueError, match="bootstrap_samples"):
+        score_coco(_gt(), dets, bootstrap_samples=1)

@@ -24,7 +24,7 @@ def test_yolov8_rows_through_the_runner(tmp_path):
                           pretrain_data="yolofam_demo_train", finetune_data="yolofam_demo_train_lowlight",
                           test_data="yolofam_demo_val_lowlight", normal_test_data="yolofam_demo_val",
                           pretrain_iters=2, finetune_iters=2, finetune_lr=1e-3, seeds=[0], severities=[0.0, 1.0],
-                          bootstrap_samples=0, opts=["imgsz", "64", "batch", "4", "close_mosaic", "0"])
+                          bootstrap_samples=20, opts=["imgsz", "64", "batch", "4", "close_mosaic", "0"])
     results, trained = run_experiment(spec)
     assert [(r["row"], r["seed"]) for r in results["runs"]] == [("finetuned", 0), ("nlb", 0), ("wnlb", 0)]
     for row in ("pretrained", "finetuned", "nlb", "wnlb", "pretrained_normal_light"):
@@ -34,8 +34,17 @@ def test_yolov8_rows_through_the_runner(tmp_path):
         info = json.load(open(os.path.join(trained[row].output_dir, "row.json")))
         assert info["epochs"] >= 1
     w = results["runs"][-1]["w"]
-    assert len(w) == 3 and all(isinstance(v, float) for v in w.values())  # P3, P4, P5
+    # Bugs: w was keyed "layer12", "layer5", "layer8" (sorted as strings in results.md), the
+    # trajectory was empty and no row had a bootstrap interval, unlike the detectron2 rows.
+    assert list(w) == ["P3", "P4", "P5"] and all(isinstance(v, float) for v in w.values())
     assert results["runs"][0]["w"] == {}
+    traj = results["runs"][-1]["w_trajectory"]
+    assert traj and [set(p) for p in traj] == [{"iteration", "P3", "P4", "P5"}] * len(traj)
+    assert traj[-1]["iteration"] >= 1 and results["runs"][0]["w_trajectory"] == []
+    assert set(results["bootstrap"]["pretrained"]) == {"segm", "bbox"}
+    for run in results["runs"]:
+        lo, hi = run["bootstrap"]["segm"]["ci95"]
+        assert lo <= run["segm"]["AP"] <= hi, run["row"]
     assert os.path.basename(trained["wnlb"].handle["model"]) == "yolov8n-seg-wnlb.yaml"  # the scale comes from the name
     assert set(results["severity"]) == {"pretrained", "finetuned", "nlb", "wnlb"}
     assert list(results["severity_levels"]) == ["t=0.00", "t=1.00"]
@@ -57,3 +66,19 @@ def test_importing_the_integration_leaves_pil_and_the_core_reader_alone(tmp_path
     (tmp_path / "notes.jpg").write_text("not an image")
     with pytest.raises(ImageReadError, match="notes.jpg.*UnidentifiedImageError"):
         read_image(str(tmp_path / "notes.jpg"))
+
+
+def test_yolov8_preset_opts_come_before_the_command_line():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "run_experiment.py")
+    spec = importlib.util.spec_from_file_location("run_experiment_tool_yolo", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    values = tool.spec_values(tool.build_parser().parse_args(["--preset", "demo", "--detector", "yolov8"]))
+    assert values["opts"] == ["close_mosaic", "3"] and values["pretrain_iters"] * 16 % 400 == 0
+    values = tool.spec_values(tool.build_parser().parse_args(["--preset", "study", "--detector", "yolov8",
+                                                              "close_mosaic", "0", "imgsz", "64"]))
+    assert values["opts"] == ["close_mosaic", "3", "close_mosaic", "0", "imgsz", "64"]  # later pairs win
+    assert values["seeds"] == [0, 1, 2] and values["output_dir"] == "output/study-yolov8"
+    assert tool.spec_values(tool.build_parser().parse_args(["--preset", "demo"]))["opts"] == []  # maskrcnn

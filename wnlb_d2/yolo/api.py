@@ -84,7 +84,7 @@ def _data_yaml(path, data_root, train, val, index, low_light):
 
 
 def evaluate_yolo(weights, dataset, output_dir, *, low_light=None, data_root=None, imgsz=640, batch=16,
-                  device="cpu", conf=0.001, iou=0.7, max_det=100, link="symlink"):
+                  device="cpu", conf=0.001, iou=0.7, max_det=100, link="symlink", bootstrap_samples=0):
     """Validate a YOLO segmentation model on a registered dataset; COCO metrics by pycocotools.
 
     Args:
@@ -97,6 +97,8 @@ def evaluate_yolo(weights, dataset, output_dir, *, low_light=None, data_root=Non
         imgsz, batch, device, conf, iou, max_det: Ultralytics' validation arguments
             (``max_det`` 100 as detectron2 and COCOeval's largest maxDets).
         link (str): how images are exported.
+        bootstrap_samples (int): image-level bootstrap samples of each task's AP (adds
+            ``"AP-ci95-lo"`` / ``"AP-ci95-hi"`` as ``TEST.BOOTSTRAP_SAMPLES`` does; 0: off).
 
     Returns:
         dict: ``{"segm": {"AP": ..., ...}, "bbox": {...}}`` as detectron2's COCOEvaluator returns.
@@ -119,7 +121,8 @@ def evaluate_yolo(weights, dataset, output_dir, *, low_light=None, data_root=Non
     stats = validator(model=weights)
     raw = json.loads(pred_file.read_text()) if pred_file.exists() else []
     results = score_coco(coco_ground_truth(dataset), results_to_dataset_ids(raw, index),
-                         class_names=[index["names"][i] for i in sorted(index["names"])])
+                         class_names=[index["names"][i] for i in sorted(index["names"])],
+                         bootstrap_samples=bootstrap_samples)
     ultra = {k: float(v) * 100 for k, v in stats.items() if k.startswith("metrics/mAP")}
     logger.info(f"{dataset}: pycocotools segm AP {results['segm']['AP']:.1f}, bbox AP {results['bbox']['AP']:.1f} "
                 f"(Ultralytics' own mAP50-95: masks {ultra.get('metrics/mAP50-95(M)', float('nan')):.1f}, boxes "
@@ -154,7 +157,9 @@ def train_yolo_row(model, train_dataset, val_dataset, output_dir, *, low_light=N
 
     Returns:
         dict: ``{"segm": {...}, "bbox": {...}}`` on ``val_dataset`` (see :func:`evaluate_yolo`).
-        ``<output_dir>/row.json`` also records the weights, times, final losses and block w.
+        ``<output_dir>/row.json`` also records the weights, times, final losses and block w
+        (``block_w``: ``{layer index: w}``; ``w_trajectory``: ``[{"iteration": i, <layer index>: w},
+        ...]`` at each epoch's end).
     """
     spec = LowLightSpec.from_dict(low_light) if not isinstance(low_light, LowLightSpec) else low_light
     output_dir = os.path.abspath(output_dir)
@@ -170,6 +175,16 @@ def train_yolo_row(model, train_dataset, val_dataset, output_dir, *, low_light=N
     overrides = {**DEFAULT_TRAIN_ARGS, **train_args, "model": str(model), "data": data_yaml, "epochs": epochs,
                  "imgsz": imgsz, "batch": batch, "device": device, "project": output_dir, "name": "train"}
     trainer = LowLightSegmentationTrainer(overrides=overrides, plain_weights=plain_weights)
+    w_trajectory = []
+
+    def record_w(tr):
+        # The weighted blocks' w at the end of each epoch, as detectron2's metrics.json records
+        # wnlb/w_<stage> (the model whose weights are saved: the EMA).
+        w = block_weights(tr.ema.ema if tr.ema else tr.model)
+        if w:
+            w_trajectory.append({"iteration": (tr.epoch + 1) * len(tr.train_loader) - 1, **w})
+
+    trainer.add_callback("on_train_epoch_end", record_w)
     for event, fn in (callbacks or {}).items():
         trainer.add_callback(event, fn)
     t0 = time.perf_counter()
@@ -183,6 +198,7 @@ def train_yolo_row(model, train_dataset, val_dataset, output_dir, *, low_light=N
         "train_seconds": train_seconds, "epochs": trainer.epoch + 1, "imgsz": imgsz, "batch": batch,
         "final_losses": {k: float(v) for k, v in (trainer.tloss or {}).items()},
         "block_w": block_weights(trainer.ema.ema if trainer.ema else trainer.model),
+        "w_trajectory": w_trajectory,
         "low_light": dict(spec), "results": results,
     }
     with open(os.path.join(output_dir, "row.json"), "w") as f:

@@ -91,7 +91,8 @@ def _class_aps(coco_eval, class_names):
     return out
 
 
-def score_coco(ground_truth, results, iou_types=("segm", "bbox"), class_names=None):
+def score_coco(ground_truth, results, iou_types=("segm", "bbox"), class_names=None, bootstrap_samples=0,
+               bootstrap_seed=0):
     """pycocotools COCOeval of ``results`` against ``ground_truth``, in detectron2's format.
 
     Args:
@@ -100,11 +101,17 @@ def score_coco(ground_truth, results, iou_types=("segm", "bbox"), class_names=No
         iou_types (sequence of str): ``"segm"`` and/or ``"bbox"``.
         class_names (list[str] or None): names for the per-class APs, in the order of the
             ground truth's sorted category ids; default the categories' names.
+        bootstrap_samples (int): with >= 2, each task also gets ``"AP-ci95-lo"`` /
+            ``"AP-ci95-hi"``: the image-level bootstrap interval of its AP, as
+            :class:`wnlb_d2.engine.evaluation.BootstrapCOCOEvaluator` adds it (0: off).
+        bootstrap_seed (int): seed of the resampling.
 
     Returns:
         dict: ``{"segm": {"AP": ..., "AP50": ..., ..., "AP-<class>": ...}, "bbox": {...}}``,
         in percent; NaN where COCOeval has no value (as detectron2).
     """
+    if bootstrap_samples == 1 or bootstrap_samples < 0:
+        raise ValueError(f"score_coco: bootstrap_samples must be 0 (off) or >= 2, got {bootstrap_samples}")
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -141,5 +148,13 @@ def score_coco(ground_truth, results, iou_types=("segm", "bbox"), class_names=No
         metrics = {m: float(ev.stats[i] * 100) if ev.stats[i] >= 0 else float("nan")
                    for i, m in enumerate(COCO_METRICS)}
         metrics.update(_class_aps(ev, names))
+        if bootstrap_samples >= 2:
+            from ..experiment.stats import bootstrap_ap
+
+            boot = bootstrap_ap(ev, num_samples=int(bootstrap_samples), seed=int(bootstrap_seed))
+            metrics["AP-ci95-lo"], metrics["AP-ci95-hi"] = boot["ci95"]
+            logger.info(f"{iou_type} AP {metrics['AP']:.2f}, image-level bootstrap 95 % interval "
+                        f"[{boot['ci95'][0]:.2f}, {boot['ci95'][1]:.2f}] ({bootstrap_samples} samples of "
+                        f"{boot['num_images']} images)")
         out[iou_type] = metrics
     return out

@@ -23,7 +23,7 @@ import yaml
 from ..experiment.family import DETECTOR_FAMILY_REGISTRY, DetectorFamily, TrainedRow
 from .api import evaluate_yolo, train_yolo_row
 from .data import LowLightSpec
-from .model_yaml import insert_nonlocal_blocks, load_stock_yaml, model_yaml_name, write_model_yaml
+from .model_yaml import DEFAULT_STAGES, insert_nonlocal_blocks, load_stock_yaml, model_yaml_name, write_model_yaml
 
 __all__ = ["YOLOv8Family"]
 
@@ -94,8 +94,19 @@ class YOLOv8Family(DetectorFamily):
                        epochs=epochs, imgsz=self.imgsz, batch=self.batch, **args)
         with open(os.path.join(output_dir, "row.json")) as f:
             info = json.load(f)
+        trajectory = [{"iteration": int(p["iteration"]), **self._stage_names(p)} for p in info.get("w_trajectory", [])]
         return TrainedRow(row=row, seed=seed, weights=info["weights"], output_dir=output_dir,
-                          seconds=info["train_seconds"], handle=info)
+                          seconds=info["train_seconds"], handle=info, w_trajectory=trajectory)
+
+    @staticmethod
+    def _stage_names(w):
+        """``{layer index: w}`` (row.json) -> ``{"P3": w, ...}``: the blocks follow the stages
+        :data:`DEFAULT_STAGES` in layer order, as ``finetune`` inserts them (the detectron2 rows
+        name theirs res3, res4, ...)."""
+        layers = sorted(int(k) for k in w if k != "iteration")
+        if len(layers) != len(DEFAULT_STAGES):
+            return {f"layer{k}": float(w[str(k)] if str(k) in w else w[k]) for k in layers}
+        return {stage: float(w[str(k)] if str(k) in w else w[k]) for stage, k in zip(DEFAULT_STAGES, layers)}
 
     def pretrain(self, output_dir):
         s = self.spec
@@ -124,7 +135,7 @@ class YOLOv8Family(DetectorFamily):
             raise ValueError("--detector yolov8 evaluates no enhancer rows")
         spec = self._spec(False, low_light, overrides=overrides)
         return evaluate_yolo(trained.weights, dataset, output_dir, low_light=spec, imgsz=self.imgsz,
-                             batch=max(self.batch, 32))
+                             batch=max(self.batch, 32), bootstrap_samples=int(self.spec.bootstrap_samples))
 
     def block_weights(self, trained):
-        return {f"layer{k}": float(v) for k, v in (trained.handle or {}).get("block_w", {}).items()}
+        return self._stage_names((trained.handle or {}).get("block_w", {}))
