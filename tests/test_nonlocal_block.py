@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from wnlb_d2.layers import NONLOCAL_FUSIONS, NONLOCAL_MODES, NONLOCAL_NORMS, NonLocalBlock2d
+from wnlb_d2.layers import NONLOCAL_FUSIONS, NONLOCAL_MODES, NONLOCAL_NORMS, NonLocalBlock2d, nonlocal_ops
 
 
 def _randomise(block, seed=0):
@@ -69,10 +69,13 @@ def test_efficient_block_equals_reference_block(mode, shape, sub_sample):
 
 
 @pytest.mark.parametrize("mode", ["embedded", "gaussian"])
-@pytest.mark.parametrize("kernel", ["tiled", "fused"])
+@pytest.mark.parametrize("kernel", ["tiled", "fused", "symmetric", "auto"])
 @pytest.mark.parametrize("shape, sub_sample", [((2, 16, 7, 9), False), ((3, 8, 9, 5), True)])
-def test_each_softmax_kernel_in_the_block_equals_the_reference_block(mode, kernel, shape, sub_sample):
+def test_each_softmax_kernel_in_the_block_equals_the_reference_block(mode, kernel, shape, sub_sample, monkeypatch):
     # Batch > 1, odd sizes, sub-sampling: the kernels see (B, N, C) views of the map's layout.
+    # The symmetric kernel applies to the Gaussian without sub-sampling (elsewhere it falls
+    # back to the tiled one); 16-row tiles give it ragged pairs of tiles on these small maps.
+    monkeypatch.setattr(nonlocal_ops, "SYMMETRIC_TILE_ROWS", 16)
     torch.manual_seed(2)
     norm = "GN" if shape[1] % 32 == 0 else "BN"
     eff = NonLocalBlock2d(shape[1], mode=mode, sub_sample=sub_sample, softmax_kernel=kernel, norm=norm)

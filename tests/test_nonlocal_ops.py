@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from wnlb_d2.layers import NONLOCAL_MODES, nonlocal_aggregate
+from wnlb_d2.layers import nonlocal_ops
 from wnlb_d2.layers.nonlocal_ops import TILE_BYTES, _softmax_reference, softmax_attention, softmax_tile_rows
 
 SHAPES = [  # (B, N, M, Cq, Cv): batch > 1, odd sizes, N != M, Cq != Cv both ways
@@ -187,6 +188,103 @@ def test_tile_rows_follow_the_byte_budget():
         softmax_attention(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), kernel="flash")
 
 
+# --- the symmetric kernel: keys are the queries (the Gaussian without sub-sampling) ------------
+
+SYMMETRIC_CASES = [  # (B, N, C, Cv, tile_rows): ragged last tiles, one-row tiles, one tile, C > Cv
+    (2, 37, 5, 7, 4),
+    (1, 50, 8, 3, 7),  # C > Cv, the Gaussian's case (C = 2 Cv in the block)
+    (3, 11, 4, 4, 100),
+    (2, 63, 16, 8, 1),
+    (1, 64, 6, 3, 16),  # tiles that divide N
+]
+
+
+def _symmetric_inputs(b, n, c, cv, seed, scale=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(b, n, c, generator=gen, dtype=torch.float64) * scale).requires_grad_()
+    return x, torch.randn(b, n, cv, generator=gen, dtype=torch.float64).requires_grad_()
+
+
+def _check_symmetric_against_reference(x, g, tile, rtol=1e-10, atol=1e-12):
+    y = softmax_attention(x, x, g, kernel="symmetric", tile_rows=tile)
+    y_ref = _softmax_reference(x, x, g)
+    assert y.shape == y_ref.shape and y.transpose(1, 2).is_contiguous()  # a (B, Cv, N) map's layout
+    torch.testing.assert_close(y, y_ref, rtol=rtol, atol=atol)
+    weight = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(3))
+    wanted = [t for t in (x, g) if t.requires_grad]
+    grads = torch.autograd.grad((y * weight).sin().sum(), wanted)
+    grads_ref = torch.autograd.grad((y_ref * weight).sin().sum(), wanted)
+    for a, r in zip(grads, grads_ref):
+        torch.testing.assert_close(a, r, rtol=rtol, atol=atol)
+    return y, grads
+
+
+@pytest.mark.parametrize("case", SYMMETRIC_CASES, ids=lambda s: "x".join(map(str, s)))
+def test_symmetric_kernel_equals_reference_float64(case):
+    b, n, c, cv, tile = case
+    x, g = _symmetric_inputs(b, n, c, cv, seed=n + tile)
+    _check_symmetric_against_reference(x, g, tile)
+
+
+@pytest.mark.parametrize("needs", [(True, False), (False, True)], ids=["x only", "g only"])
+def test_symmetric_kernel_computes_only_the_gradients_asked_for(needs):
+    x, g = _symmetric_inputs(2, 23, 6, 3, seed=5)
+    x.requires_grad_(needs[0])
+    g.requires_grad_(needs[1])
+    _check_symmetric_against_reference(x, g, tile=5)
+
+
+def test_symmetric_kernel_is_stable_for_large_scores():
+    # Scores up to ~1e4: every tile's running maximum grows several times (online softmax).
+    x, g = _symmetric_inputs(1, 41, 4, 6, seed=11, scale=30.0)
+    y, grads = _check_symmetric_against_reference(x, g, tile=6)
+    assert torch.isfinite(y).all() and all(torch.isfinite(t).all() for t in grads)
+
+
+def test_symmetric_kernel_on_feature_map_views():
+    # The block's layout: x and g are (B, N, C) views of (B, C, N) maps; gradients keep it.
+    gen = torch.Generator().manual_seed(2)
+    xm = torch.randn(2, 6, 29, dtype=torch.float64, generator=gen).requires_grad_()
+    gm = torch.randn(2, 3, 29, dtype=torch.float64, generator=gen).requires_grad_()
+    x, g = xm.transpose(1, 2), gm.transpose(1, 2)
+    y = softmax_attention(x, x, g, tile_rows=8)  # "auto"
+    y_ref = _softmax_reference(x, x, g)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
+    grads = torch.autograd.grad(y.square().sum(), [xm, gm])
+    grads_ref = torch.autograd.grad(y_ref.square().sum(), [xm, gm])
+    for a, r in zip(grads, grads_ref):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
+
+
+def test_auto_takes_the_symmetric_kernel_only_for_keys_that_are_the_queries(monkeypatch):
+    calls = []
+    apply = nonlocal_ops._SymmetricSoftmaxAttention.apply
+    monkeypatch.setattr(nonlocal_ops._SymmetricSoftmaxAttention, "apply",
+                        lambda *a: calls.append(a[-1]) or apply(*a))
+    x, g = torch.randn(2, 30, 8), torch.randn(2, 30, 4)
+    softmax_attention(x, x, g)
+    assert calls == [nonlocal_ops.SYMMETRIC_TILE_ROWS]
+    # Equal values but another tensor (e.g. sub-sampled keys): the general kernels.
+    softmax_attention(x, x.clone(), g)
+    softmax_attention(x, x, g, kernel="tiled")
+    softmax_attention(x, x[:, ::2], g[:, ::2], kernel="symmetric")  # falls back to "tiled"
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="tile_rows must be a positive int, got 0"):
+        softmax_attention(x, x, g, tile_rows=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_symmetric_kernel_computes_half_precision_in_float32(dtype):
+    x = torch.randn(2, 40, 8).to(dtype).requires_grad_()
+    g = torch.randn(2, 40, 4).to(dtype).requires_grad_()
+    y = softmax_attention(x, x, g, tile_rows=7)
+    assert y.dtype == dtype
+    exact = _softmax_reference(*(t.detach().float() for t in (x, x, g)))
+    torch.testing.assert_close(y.float(), exact, rtol=1e-2, atol=1e-2)
+    grads = torch.autograd.grad(y.float().sum(), [x, g])
+    assert [t.dtype for t in grads] == [dtype] * 2
+
+
 _MEMORY_PROBE = """
 import json, torch
 from wnlb_d2.layers.nonlocal_ops import softmax_attention
@@ -195,8 +293,10 @@ torch.set_num_threads(1)
 n, c = {n}, 8
 gen = torch.Generator().manual_seed(0)
 theta, phi, g = (torch.randn(1, n, c, generator=gen).requires_grad_() for _ in range(3))
+if "{kernel}" == "symmetric":
+    phi = theta  # the Gaussian's keys
 def step():
-    y = softmax_attention(theta, phi, g, kernel="tiled", tile_rows={tile}, keep_bytes=0)
+    y = softmax_attention(theta, phi, g, kernel="{kernel}", tile_rows={tile}, keep_bytes=0)
     y.sum().backward()
     for t in (theta, phi, g):
         t.grad = None
@@ -206,15 +306,17 @@ print(json.dumps({{"peak": peaks[0]}}))
 """
 
 
-def test_tiled_kernel_memory_is_linear_in_n():
-    # N = M = 8,000: one N x M float32 matrix is 244 MiB; tiles of 100 rows are 3.1 MiB.
-    # The peak rise of the resident set must stay far below a single N x M matrix.
-    n, tile = 8000, 100
+@pytest.mark.parametrize("kernel, tile", [("tiled", 100), ("symmetric", 512)])
+def test_softmax_kernel_memory_is_linear_in_n(kernel, tile):
+    # N = M = 8,000: one N x M float32 matrix is 244 MiB; tiled: two 100-row tiles of 3.1 MiB;
+    # symmetric: three 512 x 512 blocks of 1 MiB. The peak rise of the resident set must stay
+    # far below a single N x M matrix.
+    n = 8000
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")  # freed blocks leave the resident set
-    run = subprocess.run([sys.executable, "-c", _MEMORY_PROBE.format(n=n, tile=tile)], capture_output=True,
+    run = subprocess.run([sys.executable, "-c", _MEMORY_PROBE.format(n=n, tile=tile, kernel=kernel)], capture_output=True,
                          text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     peak = json.loads(run.stdout.strip().splitlines()[-1])["peak"]
     n_by_n = n * n * 4
-    assert peak < 40 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # two 3.1 MiB tiles + O(N C) tensors
+    assert peak < 40 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # the tiles + O(N C) tensors
     assert peak < n_by_n / 6

@@ -143,7 +143,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads per run (default: torch's default); 1 on a loaded machine, where "
                              "threads that wait for each other at every op distort the comparison")
-    parser.add_argument("--softmax-kernel", default="auto", choices=["auto", "fused", "tiled"],
+    parser.add_argument("--softmax-kernel", default="auto", choices=["auto", "fused", "tiled", "symmetric"],
                         help="kernel of the efficient embedded/gaussian blocks (default auto)")
     parser.add_argument("--sub-sample", action="store_true", help="max-pool phi and g by 2 (MODEL.WNLB.SUB_SAMPLE)")
     parser.add_argument("--json", help="also write the results to this JSON file")

@@ -84,7 +84,9 @@ class NonLocalBlock2d(nn.Module):
         impl (str): "efficient" (no N x N matrix) or "reference" (plain O(N^2)).
         sub_sample (bool): max-pool phi and g by 2 (4x fewer pairs; changes the result).
         softmax_kernel (str): for the efficient "embedded" and "gaussian": "auto" (default),
-            "fused" or "tiled" (see :func:`wnlb_d2.layers.nonlocal_ops.softmax_attention`).
+            "fused", "tiled" or "symmetric" (see
+            :func:`wnlb_d2.layers.nonlocal_ops.softmax_attention`; "auto" takes "symmetric" for
+            the Gaussian without sub-sampling, whose keys are its queries).
 
     Shapes: input and output ``(B, C, H, W)``.
     """
@@ -190,6 +192,7 @@ class NonLocalBlock2d(nn.Module):
         if self.mode == "gaussian":
             g = self._flatten(self._pool(self.g(x)))
             theta = self._flatten(x)
+            # The same tensor as keys, not a copy: softmax_attention then uses the symmetric kernel.
             return theta, (self._flatten(self._pool(x)) if self.sub_sample else theta), g
         convs = (self.theta, self.phi, self.g)
         weight = torch.cat([c.weight for c in convs])  # (3 Ci, C, 1, 1)

@@ -9,7 +9,9 @@ same signature and the same result:
 
   - embedded Gaussian / Gaussian: ``softmax(theta phi^T) g`` is attention with scale 1, run
     over query tiles with BLAS matmuls in a custom autograd function whose backward recomputes
-    each tile (any query and value widths, O(tile x M) working memory), or by the fused
+    each tile (any query and value widths, O(tile x M) working memory), over pairs of tiles
+    when the keys are the queries (the Gaussian without sub-sampling: the score matrix is
+    symmetric, so each score block serves two tiles), or by the fused
     ``scaled_dot_product_attention`` kernels where they apply and are faster
     (:func:`softmax_attention`).
   - dot product: ``(theta phi^T / M) g = theta (phi^T g) / M`` by associativity, O(N C^2).
@@ -22,6 +24,7 @@ Shapes everywhere: theta ``(B, N, Cq)`` (queries), phi ``(B, M, Cq)`` (keys), g 
 (values), output ``(B, N, Cv)``.
 """
 
+import math
 import warnings
 
 import torch
@@ -188,8 +191,152 @@ class _TiledSoftmaxAttention(torch.autograd.Function):
         return tuple(None if t is None else t.to(d) for t, d in zip(grads, ctx.dtypes)) + (None, None)
 
 
+#: Rows per tile of the symmetric kernel: its buffers are three ``(B, T, T)`` matrices, 1 MiB
+#: each at T = 512 in float32, and its matmuls ``(T, C) @ (C, T)`` still run at BLAS speed.
+SYMMETRIC_TILE_ROWS = 512
+
+
+def _tile_bounds(n, tile):
+    return [(start, min(start + tile, n)) for start in range(0, n, tile)]
+
+
+class _SymmetricSoftmaxAttention(torch.autograd.Function):
+    """``softmax(x x^T) g`` over pairs of tiles ``I <= J``, exploiting that ``S = x x^T`` is symmetric.
+
+    The Gaussian block without sub-sampling uses x itself as queries and keys, so the score
+    block ``S_IJ`` of tile rows I and tile columns J is the transpose of ``S_JI``: each pair of
+    tiles computes it once and uses it for both. Forward is an online (flash-style) softmax:
+    rows I take ``exp(S_IJ - m_I)`` against g_J and rows J take ``exp(S_IJ^T - m_J)`` against
+    g_I, each rescaling its running sum and output when its running maximum m grows; only the
+    log-sum-exp is kept. Backward recomputes ``P_IJ = exp(S_IJ - lse_I)`` and
+    ``P_JI^T = exp(S_IJ - lse_J^T)`` from one score block and, since ``dx = (dS + dS^T) x``,
+    forms ``E_IJ = dS_IJ + dS_JI^T`` once for ``dx_I += E_IJ x_J`` and ``dx_J += E_IJ^T x_I``.
+    Per pair of positions this is 7 products of Cv channels where the tiled kernel does 11 and
+    the reference 9 (scores cost Cq / Cv = 2 of them; the Gaussian has Cv = C / 2).
+
+    Working memory beyond the O(N C) tensors is three ``(B, T, T)`` buffers, reused by every
+    pair. Any widths, floating dtypes (half precision computes in float32) and devices.
+
+    Shapes: x ``(B, N, C)``, g ``(B, N, Cv)``; the output is ``(B, Cv, N)``, a feature map's
+    layout (as :class:`_TiledSoftmaxAttention`'s).
+    """
+
+    @staticmethod
+    def forward(ctx, x, g, tile):
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return _SymmetricSoftmaxAttention._forward(ctx, x, g, tile)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        with torch.autocast(device_type=grad_out.device.type, enabled=False):
+            return _SymmetricSoftmaxAttention._backward(ctx, grad_out)
+
+    @staticmethod
+    def _accumulate(s, p, peak, total, acc, values_t):
+        """One online-softmax step for the rows of ``s`` against the values of its columns.
+
+        Args:
+            s (Tensor): scores ``(B, R, K)`` (read only).
+            p (Tensor): a ``(B, R, K)`` buffer for the probabilities (may be ``s`` itself).
+            peak (Tensor): running row maxima ``(B, R, 1)``, updated in place.
+            total (Tensor): running sums of ``exp(s - peak)``, ``(B, R, 1)``, in place.
+            acc (Tensor): running unnormalised output ``(B, Cv, R)``, in place.
+            values_t (Tensor): values of the columns, transposed: ``(B, Cv, K)``.
+        """
+        new_peak = torch.maximum(peak, s.amax(dim=-1, keepdim=True))
+        scale = (peak - new_peak).exp_()  # 0 on the first visit (peak = -inf), else <= 1
+        torch.sub(s, new_peak, out=p).exp_()
+        total.mul_(scale).add_(p.sum(dim=-1, keepdim=True))
+        peak.copy_(new_peak)
+        acc.mul_(scale.transpose(1, 2)).baddbmm_(values_t, p.transpose(1, 2))
+
+    @staticmethod
+    def _forward(ctx, x, g, tile):
+        ctx.dtypes = (x.dtype, g.dtype)
+        cdt = _compute_dtype(torch.promote_types(x.dtype, g.dtype))
+        x, g = x.to(cdt), g.to(cdt)
+        b, n, _ = x.shape
+        cv = g.shape[2]
+        acc = g.new_zeros(b, cv, n)  # (B, Cv, N): unnormalised, then the output
+        peak = x.new_full((b, n, 1), float("-inf"))
+        total = x.new_zeros(b, n, 1)
+        rows = min(tile, n)
+        s_buf, p_buf = x.new_empty(b * rows * rows), x.new_empty(b * rows * rows)
+        x_t, g_t = x.transpose(1, 2), g.transpose(1, 2)  # (B, C, N), (B, Cv, N) views
+        bounds = _tile_bounds(n, tile)
+        for k, (i0, i1) in enumerate(bounds):
+            for j0, j1 in bounds[k:]:
+                shape = (b, i1 - i0, j1 - j0)
+                s = torch.bmm(x[:, i0:i1], x_t[:, :, j0:j1], out=s_buf[: math.prod(shape)].view(shape))
+                p = p_buf[: s.numel()].view(shape)
+                _SymmetricSoftmaxAttention._accumulate(
+                    s, p, peak[:, i0:i1], total[:, i0:i1], acc[:, :, i0:i1], g_t[:, :, j0:j1])
+                if j0 != i0:  # the same block seen from rows J: S_JI = S_IJ^T
+                    st, pt = s.transpose(1, 2), p.transpose(1, 2)
+                    _SymmetricSoftmaxAttention._accumulate(
+                        st, pt, peak[:, j0:j1], total[:, j0:j1], acc[:, :, j0:j1], g_t[:, :, i0:i1])
+        acc.div_(total.transpose(1, 2))
+        lse = total.log_().add_(peak)  # (B, N, 1)
+        ctx.tile = tile
+        ctx.save_for_backward(x, g, acc, lse)
+        return acc.to(ctx.dtypes[1])
+
+    @staticmethod
+    def _backward(ctx, grad_out):
+        x, g, out, lse = ctx.saved_tensors
+        tile = ctx.tile
+        grad_out = grad_out.to(out.dtype)  # (B, Cv, N)
+        b, n, _ = x.shape
+        need_x, need_g = ctx.needs_input_grad[:2]
+        # D_i = sum_j P_ij dP_ij = dout_i . out_i: the softmax backward's row term, O(N Cv).
+        neg_delta = (grad_out * out).sum(dim=1).neg_().unsqueeze(-1)  # (B, N, 1)
+        neg_lse = lse.neg()
+        neg_delta_t, neg_lse_t = neg_delta.transpose(1, 2), neg_lse.transpose(1, 2)  # (B, 1, N)
+        # Gradients kept transposed, (B, C, N) and (B, Cv, N), where x and g are views of maps.
+        grad_x = _empty_in_layout(x, zero=True) if need_x else None
+        grad_g = _empty_in_layout(g, zero=True) if need_g else None
+        grad_x_t = grad_x.transpose(1, 2) if need_x else None
+        grad_g_t = grad_g.transpose(1, 2) if need_g else None
+        rows = min(tile, n)
+        bufs = [x.new_empty(b * rows * rows) for _ in range(3 if need_x else 2)]
+        x_t, g_t = x.transpose(1, 2), g.transpose(1, 2)
+        bounds = _tile_bounds(n, tile)
+        for k, (i0, i1) in enumerate(bounds):
+            for j0, j1 in bounds[k:]:
+                shape = (b, i1 - i0, j1 - j0)
+                size = math.prod(shape)
+                buf_s, buf_p = bufs[0][:size].view(shape), bufs[1][:size].view(shape)
+                diagonal = i0 == j0
+                x_ti, x_tj = x_t[:, :, i0:i1], x_t[:, :, j0:j1]  # (B, C, T)
+                dout_ti, dout_tj = grad_out[:, :, i0:i1], grad_out[:, :, j0:j1]  # (B, Cv, T)
+                if diagonal:  # P_II = exp(S_II - lse_I): one matmul with the shift as its bias
+                    p = torch.baddbmm(neg_lse[:, i0:i1], x[:, i0:i1], x_tj, out=buf_p).exp_()
+                else:  # one score block for both P_IJ and P_JI^T = exp(S_IJ - lse_J^T)
+                    s = torch.bmm(x[:, i0:i1], x_tj, out=buf_s)
+                    p = torch.add(s, neg_lse[:, i0:i1], out=buf_p).exp_()
+                    q = s.add_(neg_lse_t[:, :, j0:j1]).exp_()
+                if need_g:
+                    grad_g_t[:, :, j0:j1].baddbmm_(dout_ti, p)  # dg_J += P_IJ^T dout_I
+                    if not diagonal:
+                        grad_g_t[:, :, i0:i1].baddbmm_(dout_tj, q.transpose(1, 2))  # dg_I += P_JI^T dout_J
+                if not need_x:
+                    continue
+                # dS_IJ = P_IJ * (dout_I g_J^T - D_I)
+                e = torch.baddbmm(neg_delta[:, i0:i1], dout_ti.transpose(1, 2), g_t[:, :, j0:j1],
+                                  out=bufs[2][:size].view(shape)).mul_(p)
+                if diagonal:  # E_II = dS_II + dS_II^T (p's buffer is free now)
+                    e = torch.add(e, e.transpose(1, 2), out=buf_p)
+                else:  # E_IJ = dS_IJ + dS_JI^T, dS_JI^T = P_JI^T * (g_I dout_J^T - D_J^T)
+                    dq = torch.baddbmm(neg_delta_t[:, :, j0:j1], g[:, i0:i1], dout_tj, out=buf_p)
+                    e.addcmul_(q, dq)
+                    grad_x_t[:, :, j0:j1].baddbmm_(x_ti, e)  # dx_J += E_IJ^T x_I
+                grad_x_t[:, :, i0:i1].baddbmm_(x_tj, e.transpose(1, 2))  # dx_I += E_IJ x_J
+        grads = [grad_x, grad_g]
+        return tuple(None if t is None else t.to(d) for t, d in zip(grads, ctx.dtypes)) + (None,)
+
+
 #: Choices of ``softmax_kernel``: "auto" picks per call (see :func:`softmax_attention`).
-SOFTMAX_KERNELS = ("auto", "fused", "tiled")
+SOFTMAX_KERNELS = ("auto", "fused", "tiled", "symmetric")
 
 # (device type, dtype, Cq, Cv, needs grad) for which the fused kernels refused: not retried.
 _FUSED_UNAVAILABLE = set()
@@ -221,37 +368,52 @@ def _fused_attention(theta, phi, g):
     return out.squeeze(1)
 
 
+def _check_tile_rows(tile_rows):
+    if not isinstance(tile_rows, int) or tile_rows < 1:
+        raise ValueError(f"tile_rows must be a positive int, got {tile_rows!r}")
+    return tile_rows
+
+
 def softmax_attention(theta, phi, g, *, kernel="auto", tile_rows=None, keep_bytes=None):
     """Exact ``softmax(theta phi^T) g`` in O(N + M) memory, for any query and value widths.
 
-    Two kernels:
+    Three kernels:
 
+    * "symmetric": :class:`_SymmetricSoftmaxAttention`, for keys that are the queries
+      (``phi is theta``: the Gaussian block without sub-sampling); it computes each score block
+      once for two tiles of rows, over pairs of tiles of ``tile_rows`` rows (default
+      :data:`SYMMETRIC_TILE_ROWS`). Any widths, dtypes and devices.
     * "fused": torch's ``scaled_dot_product_attention`` restricted to its flash / memory-
       efficient kernels. Needs ``Cq == Cv`` and a dtype and device they support.
     * "tiled": :class:`_TiledSoftmaxAttention` (BLAS matmuls over query tiles of
       ``tile_rows`` rows, default :func:`softmax_tile_rows`), any widths, dtypes and devices.
 
-    "auto" uses "tiled" when the widths differ (the fused kernels would need zero-padding, i.e.
-    up to twice the work) or when all probabilities fit in ``keep_bytes`` (then "tiled" does
-    exactly the reference's arithmetic, without recomputation), and "fused" otherwise, which
-    was measured faster there (README, "How the efficient blocks work"). "fused" falls back to
+    "auto" uses "symmetric" when ``phi is theta`` (less arithmetic than the reference, measured
+    faster at every stage), otherwise "tiled" when the widths differ (the fused kernels would
+    need zero-padding, i.e. up to twice the work) or when all probabilities fit in
+    ``keep_bytes`` (then "tiled" does exactly the reference's arithmetic, without
+    recomputation), and "fused" otherwise, which was measured faster there (README, "How the
+    efficient blocks work"). "symmetric" falls back to "tiled" for distinct keys, "fused" to
     "tiled" where the fused kernels refuse (dtype, device, width).
 
     Args:
         theta (Tensor): queries, ``(B, N, Cq)``.
-        phi (Tensor): keys, ``(B, M, Cq)``.
+        phi (Tensor): keys, ``(B, M, Cq)``; ``theta`` itself for the symmetric kernel.
         g (Tensor): values, ``(B, M, Cv)``.
         kernel (str): one of :data:`SOFTMAX_KERNELS`.
-        tile_rows (int): query rows per tile of the tiled kernel.
+        tile_rows (int): query rows per tile of the tiled and symmetric kernels.
         keep_bytes (int): bytes of probability tiles the tiled kernel keeps for backward;
             default :data:`KEEP_BYTES`.
 
     Returns:
-        Tensor: ``(B, N, Cv)``; from the tiled kernel a transposed view of a contiguous
-        ``(B, Cv, N)`` tensor (a feature map's layout).
+        Tensor: ``(B, N, Cv)``; from the tiled and symmetric kernels a transposed view of a
+        contiguous ``(B, Cv, N)`` tensor (a feature map's layout).
     """
     if kernel not in SOFTMAX_KERNELS:
         raise ValueError(f"Unknown softmax kernel {kernel!r}; expected one of {SOFTMAX_KERNELS}")
+    if kernel in ("auto", "symmetric") and phi is theta:
+        tile = _check_tile_rows(SYMMETRIC_TILE_ROWS if tile_rows is None else tile_rows)
+        return _SymmetricSoftmaxAttention.apply(theta, g, tile).transpose(1, 2)
     keep_bytes = KEEP_BYTES if keep_bytes is None else keep_bytes
     b, n, m = theta.shape[0], theta.shape[1], phi.shape[1]
     itemsize = torch.empty((), dtype=_compute_dtype(theta.dtype)).element_size()
@@ -260,11 +422,8 @@ def softmax_attention(theta, phi, g, *, kernel="auto", tile_rows=None, keep_byte
         out = _fused_attention(theta, phi, g)
         if out is not None:
             return out
-    if tile_rows is None:
-        tile_rows = softmax_tile_rows(b, m, itemsize)
-    if not isinstance(tile_rows, int) or tile_rows < 1:
-        raise ValueError(f"tile_rows must be a positive int, got {tile_rows!r}")
-    return _TiledSoftmaxAttention.apply(theta, phi, g, tile_rows, keep_bytes).transpose(1, 2)
+    tile = _check_tile_rows(softmax_tile_rows(b, m, itemsize) if tile_rows is None else tile_rows)
+    return _TiledSoftmaxAttention.apply(theta, phi, g, tile, keep_bytes).transpose(1, 2)
 
 
 def _dot_reference(theta, phi, g):
