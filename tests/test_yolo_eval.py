@@ -123,5 +123,7 @@ def test_bootstrap_interval_as_the_detectron2_evaluator():
     ev.accumulate()
     assert bootstrap_ap(ev, num_samples=50, seed=3)["ci95"] == pytest.approx([res["bbox"]["AP-ci95-lo"],
                                                                               res["bbox"]["AP-ci95-hi"]])
+    none = score_coco(_gt(), [], bootstrap_samples=50)  # no detections: AP 0 and a zero-width interval
+    assert [none["segm"][k] for k in ("AP", "AP-ci95-lo", "AP-ci95-hi")] == [0.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="bootstrap_samples"):
         score_coco(_gt(), dets, bootstrap_samples=1)

@@ -45,6 +45,9 @@ def test_yolov8_rows_through_the_runner(tmp_path):
     for run in results["runs"]:
         lo, hi = run["bootstrap"]["segm"]["ci95"]
         assert lo <= run["segm"]["AP"] <= hi, run["row"]
+    # The severity levels keep only AP: no bootstrap there (its cost, ~10 s an evaluation at 1000 samples).
+    sev = json.load(open(os.path.join(trained["wnlb"].output_dir, "eval_severity_t=1.00", "coco_metrics.json")))
+    assert "AP-ci95-lo" not in sev["coco"]["segm"]
     assert os.path.basename(trained["wnlb"].handle["model"]) == "yolov8n-seg-wnlb.yaml"  # the scale comes from the name
     assert set(results["severity"]) == {"pretrained", "finetuned", "nlb", "wnlb"}
     assert list(results["severity_levels"]) == ["t=0.00", "t=1.00"]

@@ -136,6 +136,8 @@ def score_coco(ground_truth, results, iou_types=("segm", "bbox"), class_names=No
         if not dets:
             logger.warning(f"score_coco: no {iou_type} results; AP is 0")
             out[iou_type] = {m: 0.0 for m in COCO_METRICS}
+            if bootstrap_samples >= 2:
+                out[iou_type].update({"AP-ci95-lo": 0.0, "AP-ci95-hi": 0.0})  # every resample scores 0 too
             continue
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
