@@ -129,6 +129,29 @@ def test_weight_learnable_or_frozen():
     assert frozen.fusion_weight.item() == 0.25 and "fusion_weight" in frozen.state_dict()
 
 
+@pytest.mark.parametrize("mode", ["embedded", "dot", "concatenate"])
+@pytest.mark.parametrize("stack", [True, False])
+def test_stacked_and_separate_embedding_convs_equal_the_reference(mode, stack, monkeypatch):
+    # Stacked by default where 3 Ci <= B H W (here 3 * 16 > 2 * 3 * 5: separate, as at res5).
+    shape = (2, 32, 3, 5)
+    assert not NonLocalBlock2d(32, mode=mode)._stack_convs(torch.zeros(shape))
+    assert NonLocalBlock2d(32, mode=mode)._stack_convs(torch.zeros(2, 32, 4, 6))
+    monkeypatch.setattr(NonLocalBlock2d, "_stack_convs", lambda self, x: stack)
+    torch.manual_seed(3)
+    eff = _randomise(NonLocalBlock2d(32, mode=mode, sub_sample=True, norm="GN")).double().eval()
+    ref = NonLocalBlock2d(32, mode=mode, impl="reference", sub_sample=True, norm="GN").double().eval()
+    ref.load_state_dict(eff.state_dict())
+    x1 = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    z1, z2 = eff(x1), ref(x2)
+    torch.testing.assert_close(z1, z2, rtol=1e-10, atol=1e-10)
+    z1.sin().sum().backward()
+    z2.sin().sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-10, atol=1e-10)
+    for (name, p1), p2 in zip(eff.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-9, atol=1e-10, msg=f"gradient of {name}")
+
+
 def test_sub_sampling_changes_the_key_count_only():
     block = NonLocalBlock2d(8, sub_sample=True, impl="reference")
     full = NonLocalBlock2d(8, sub_sample=False, impl="reference")

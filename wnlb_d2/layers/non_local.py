@@ -174,12 +174,23 @@ class NonLocalBlock2d(nn.Module):
         # (B, C, H, W) -> (B, H*W, C)
         return t.flatten(2).transpose(1, 2)
 
+    def _stack_convs(self, x):
+        """Whether to run theta, phi and g as one conv with stacked weights.
+
+        Stacking copies the three weights into one ``(3 Ci, C)`` matrix and builds its gradient
+        in one piece (2 x 3 Ci C elements), and saves the two extra ``(B, C, H, W)`` input
+        gradients that three convs add up. Small maps with many channels (res5 of an 800x1333
+        image: 3 Ci = 3072 > B H W = 1050) pay more for the weights than they save.
+        """
+        return 3 * self.inter_channels <= x.shape[0] * x.shape[2] * x.shape[3]
+
     def _embeddings(self, x):
         """theta ``(B, N, Cq)``, phi ``(B, M, Cq)`` and g ``(B, M, Cv)`` of the map ``x``.
 
         The efficient path runs the 1x1 convs theta, phi and g as one conv with their weights
         stacked (one pass over x forward, one gradient for x backward instead of three summed)
-        and max-pools phi and g together. The results stay in the conv's (B, C, N) layout:
+        and max-pools phi and g together, except on maps too small for it
+        (:meth:`_stack_convs`). The results stay in the conv's (B, C, N) layout:
         the returned (B, N, C) tensors are transposed views, which the matmuls read directly
         and whose gradients come back in x's own layout.
         """
@@ -195,6 +206,10 @@ class NonLocalBlock2d(nn.Module):
             # The same tensor as keys, not a copy: softmax_attention then uses the symmetric kernel.
             return theta, (self._flatten(self._pool(x)) if self.sub_sample else theta), g
         convs = (self.theta, self.phi, self.g)
+        if not self._stack_convs(x):
+            theta = self.theta(x)
+            phi, g = self._pool(self.phi(x)), self._pool(self.g(x))
+            return self._flatten(theta), self._flatten(phi), self._flatten(g)
         weight = torch.cat([c.weight for c in convs])  # (3 Ci, C, 1, 1)
         bias = torch.cat([c.bias for c in convs])
         # split (not slicing): its backward concatenates the three gradients in one copy.
