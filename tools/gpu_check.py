@@ -2,8 +2,9 @@
 """The GPU checks in one command (about 4 minutes on one H100/H200); prints one table.
 
 1. ``tools/benchmark_nonlocal.py --device cuda`` at 800x1333, res3-5, every mode (CUDA-event
-   times, ``torch.cuda.max_memory_allocated``), and the embedded block once more with the tiled
-   kernel forced, to check that "auto" picks the faster kernel on the GPU too.
+   times, ``torch.cuda.max_memory_allocated``), and the embedded and Gaussian blocks once more
+   with the tiled kernel forced, to check that "auto" (fused, resp. symmetric) picks the faster
+   kernel on the GPU too.
 2. ``tools/benchmark_model.py --device cuda``: Mask R-CNN R50-FPN training step at 800x1333,
    stock vs wNLB at res3-5 (embedded, with and without sub-sampling).
 3. bf16 and fp16 autocast through one block at res3 (embedded, gaussian): relative error of the
@@ -141,8 +142,9 @@ def main(argv=None):
              "nonlocal.log", 240):
         table += _nonlocal_rows(out("nonlocal.json"))
     if check("benchmark_nonlocal tiled", [py, "tools/benchmark_nonlocal.py", "--device", "cuda", "--stages", "res3",
-                                          "res4", "--modes", "embedded", "--softmax-kernel", "tiled", "--repeats", "3",
-                                          "--json", out("nonlocal_tiled.json")] + size, "nonlocal_tiled.log", 120):
+                                          "res4", "--modes", "embedded", "gaussian", "--softmax-kernel", "tiled",
+                                          "--repeats", "3",
+                                          "--json", out("nonlocal_tiled.json")] + size, "nonlocal_tiled.log", 180):
         table += [(name + " (tiled forced)", text) for name, text in _nonlocal_rows(out("nonlocal_tiled.json"))]
 
     if check("benchmark_model", [py, "tools/benchmark_model.py", "--device", "cuda", "--sizes",

@@ -191,9 +191,13 @@ class _TiledSoftmaxAttention(torch.autograd.Function):
         return tuple(None if t is None else t.to(d) for t, d in zip(grads, ctx.dtypes)) + (None, None)
 
 
-#: Rows per tile of the symmetric kernel: its buffers are three ``(B, T, T)`` matrices, 1 MiB
-#: each at T = 512 in float32, and its matmuls ``(T, C) @ (C, T)`` still run at BLAS speed.
+#: Rows per tile of the symmetric kernel on the CPU: its buffers are three ``(B, T, T)``
+#: matrices, 1 MiB each at T = 512 in float32, and its matmuls ``(T, C) @ (C, T)`` still run
+#: at BLAS speed (256 and 1024 were slower at res3).
 SYMMETRIC_TILE_ROWS = 512
+#: The same on other devices: a GPU runs a 512 x 512 block in microseconds, so larger tiles keep
+#: the number of kernel launches (about 15 per pair of tiles) from dominating; 3 x 16 MiB.
+SYMMETRIC_TILE_ROWS_GPU = 2048
 
 
 def _tile_bounds(n, tile):
@@ -382,7 +386,8 @@ def softmax_attention(theta, phi, g, *, kernel="auto", tile_rows=None, keep_byte
     * "symmetric": :class:`_SymmetricSoftmaxAttention`, for keys that are the queries
       (``phi is theta``: the Gaussian block without sub-sampling); it computes each score block
       once for two tiles of rows, over pairs of tiles of ``tile_rows`` rows (default
-      :data:`SYMMETRIC_TILE_ROWS`). Any widths, dtypes and devices.
+      :data:`SYMMETRIC_TILE_ROWS`, :data:`SYMMETRIC_TILE_ROWS_GPU` off the CPU). Any widths,
+      dtypes and devices.
     * "fused": torch's ``scaled_dot_product_attention`` restricted to its flash / memory-
       efficient kernels. Needs ``Cq == Cv`` and a dtype and device they support.
     * "tiled": :class:`_TiledSoftmaxAttention` (BLAS matmuls over query tiles of
@@ -412,7 +417,9 @@ def softmax_attention(theta, phi, g, *, kernel="auto", tile_rows=None, keep_byte
     if kernel not in SOFTMAX_KERNELS:
         raise ValueError(f"Unknown softmax kernel {kernel!r}; expected one of {SOFTMAX_KERNELS}")
     if kernel in ("auto", "symmetric") and phi is theta:
-        tile = _check_tile_rows(SYMMETRIC_TILE_ROWS if tile_rows is None else tile_rows)
+        if tile_rows is None:
+            tile_rows = SYMMETRIC_TILE_ROWS if theta.device.type == "cpu" else SYMMETRIC_TILE_ROWS_GPU
+        tile = _check_tile_rows(tile_rows)
         return _SymmetricSoftmaxAttention.apply(theta, g, tile).transpose(1, 2)
     keep_bytes = KEEP_BYTES if keep_bytes is None else keep_bytes
     b, n, m = theta.shape[0], theta.shape[1], phi.shape[1]
