@@ -237,3 +237,34 @@ def test_a_truncated_video_warns_and_fails(demo, checkpoint, tmp_path, capsys, c
         n += 1
     cap.release()
     assert 0 < n < 6
+
+
+SOLOV2_CONFIG = os.path.join(ROOT, "configs", "demo", "SOLOv2-Demo-R18-FPN.yaml")
+
+
+def test_solov2_checkpoint_with_blocks(demo, tmp_path):
+    """A wNLB SOLOv2 checkpoint: blocks read from it, its own score filter set, masks drawn."""
+    cfg = setup_cfg(SOLOV2_CONFIG, SMALL + ["OUTPUT_DIR", str(tmp_path)] + demo.score_threshold_opts(0.25))
+    assert cfg.MODEL.SOLOV2.SCORE_THRESH_TEST == 0.25 and cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.25
+    cfg = setup_cfg(SOLOV2_CONFIG, SMALL + ["OUTPUT_DIR", str(tmp_path), "MODEL.BACKBONE.NAME",
+                                            "build_resnet_wnlb_fpn_backbone"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        for block in model.backbone.bottom_up.wnlb.values():
+            block.fusion_weight.fill_(0.3)
+        # Random heads score about 0.01 everywhere: one class made certain, so something is drawn.
+        model.instance_head.cate_pred.bias[0] = 8.0
+    ckpt = str(tmp_path / "solo.pth")
+    torch.save({"model": model.state_dict()}, ckpt)
+    (path,) = _images(tmp_path / "in", n=1)
+    out = tmp_path / "out.png"
+    # The config names the stock backbone; the blocks come from the checkpoint.
+    assert demo.main(["--config-file", SOLOV2_CONFIG, "--input", path, "--output", str(out), "--confidence-threshold",
+                      "0.5", "--opts", "MODEL.WEIGHTS", ckpt, *SMALL]) == 0
+    drawn = cv2.imread(str(out)).astype(int)
+    original = cv2.imread(path).astype(int)
+    assert drawn.shape == original.shape
+    assert np.abs(drawn - original).mean() > 1.0  # masks were drawn
+    cfg = setup_cfg(SOLOV2_CONFIG, SMALL + ["OUTPUT_DIR", str(tmp_path)])
+    assert backbone_opts_for_checkpoint(cfg, ckpt)[:2] == ["MODEL.BACKBONE.NAME", "build_resnet_wnlb_fpn_backbone"]

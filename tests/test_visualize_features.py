@@ -133,3 +133,25 @@ def test_grid_columns_and_errors(files, tmp_path, capsys):
     assert tool.main(["--input", str(tmp_path / "none.png"), "--config-file", DEMO_CONFIG,
                       "--weights", f"a={paths['stock']}", "--output", str(tmp_path / "g.png"), "--opts"] + SMALL) == 1
     assert tool.main(["--input", image, "--weights", "noeq"]) == 1
+
+
+def test_tool_with_solov2_checkpoint(files, tmp_path, capsys):
+    """The feature grid of a wNLB SOLOv2 checkpoint (same backbone, other meta-architecture)."""
+    image, _ = files
+    config = os.path.join(ROOT, "configs", "demo", "SOLOv2-Demo-R18-FPN.yaml")
+    cfg = setup_cfg(config, SMALL + WNLB + ["OUTPUT_DIR", str(tmp_path)])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        for block in model.backbone.bottom_up.wnlb.values():
+            block.fusion_weight.fill_(0.25)
+    ckpt = str(tmp_path / "solo.pth")
+    torch.save({"model": model.state_dict()}, ckpt)
+    spec = importlib.util.spec_from_file_location("vis_tool3", os.path.join(ROOT, "tools", "visualize_features.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = str(tmp_path / "solo_grid.png")
+    assert tool.main(["--input", image, "--config-file", config, "--weights", f"solov2={ckpt}", "--dpi", "40",
+                      "--panel-size", "1.0", "--output", out, "--opts"] + SMALL) == 0
+    assert "solov2 res3: w = 0.2500" in capsys.readouterr().out
+    assert cv2.imread(out).shape[1] == 9 * 40  # input + 4 stages x (before, after)

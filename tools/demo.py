@@ -274,6 +274,17 @@ def run_video(predictor, path, args, failures):
     return out_path
 
 
+def score_threshold_opts(threshold):
+    """Config opts that make every detector's own score filter drop what would not be drawn.
+
+    SOLOv2's ``SCORE_THRESH_TEST`` filters its candidates before Matrix NMS, which only lowers
+    scores (as maskness rescoring does), so a candidate under the threshold would never be drawn.
+    """
+    t = str(threshold)
+    return ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", t, "MODEL.RETINANET.SCORE_THRESH_TEST", t,
+            "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH", t, "MODEL.SOLOV2.SCORE_THRESH_TEST", t]
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from detectron2.utils.logger import setup_logger
@@ -301,8 +312,7 @@ def main(argv=None):
         sys.exit(f"demo.py: error: --scale must be positive, got {args.scale}")
     # The demo writes nothing to OUTPUT_DIR; a temporary folder keeps setup_cfg's write check
     # from creating ./output (a user's OUTPUT_DIR in opts still wins).
-    base = ["OUTPUT_DIR", tempfile.gettempdir(), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(t),
-            "MODEL.RETINANET.SCORE_THRESH_TEST", str(t), "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH", str(t)]
+    base = ["OUTPUT_DIR", tempfile.gettempdir()] + score_threshold_opts(t)
     try:
         cfg = setup_cfg(args.config_file, base + list(args.opts))
         extra = backbone_opts_for_checkpoint(cfg, cfg.MODEL.WEIGHTS)
