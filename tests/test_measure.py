@@ -80,6 +80,26 @@ def test_benchmark_nonlocal_softmax_kernel_and_threads(tmp_path):
     assert row["efficient"]["cpu_s"] > 0 and "cpu eff/ref" in run.stdout
 
 
+def test_benchmark_nonlocal_rounds_alternate_and_take_median_ratios(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "benchmark_nonlocal.py"), "--stages", "res5", "--modes",
+         "gaussian", "--height", "96", "--width", "96", "--softmax-kernel", "symmetric", "--threads", "1",
+         "--warmup", "0", "--rounds", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "rounds 2" in run.stdout and "softmax kernel symmetric" in run.stdout
+    (row,) = json.loads(out.read_text())
+    for impl in ("efficient", "reference"):
+        assert len(row[impl]["rounds"]) == 2 and row[impl]["cpu_s"] > 0
+    assert set(row["ratios"]) == {"time_s", "cpu_s", "peak_extra_bytes"}
+    assert f"{row['ratios']['cpu_s']:.2f}" in run.stdout
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark_nonlocal.py"), "--rounds", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--rounds must be at least 1, got 0" in bad.stderr
+
+
 def test_benchmarks_refuse_cuda_without_it():
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     for tool in ("benchmark_nonlocal.py", "benchmark_model.py"):

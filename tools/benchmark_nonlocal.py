@@ -8,7 +8,9 @@ forward+backward of one :class:`NonLocalBlock2d` with ``impl="efficient"`` and w
 
 Each measurement runs in a fresh subprocess, so peak memory is that run's alone. On the CPU the
 process's CPU time is reported too ("cpu eff/ref"): with ``--threads 1`` on a shared machine it
-measures the work done, where wall time also measures how much CPU the other jobs left.
+measures the work done, where wall time also measures how much CPU the other jobs left. With
+``--rounds R`` the efficient and reference processes alternate R times and each ratio is the
+median of the rounds' ratios, so that both sides of a ratio ran under the same load.
 
 * CPU: peak resident memory during forward+backward (``VmHWM``, reset through
   ``/proc/self/clear_refs`` after a warm-up run) minus the resident memory before it.
@@ -23,6 +25,7 @@ Usage::
     python tools/benchmark_nonlocal.py                      # all stages and modes, CPU
     python tools/benchmark_nonlocal.py --stages res3 --modes embedded dot --device cuda
     python tools/benchmark_nonlocal.py --stages res3 --modes embedded --softmax-kernel fused --threads 1
+    python tools/benchmark_nonlocal.py --stages res3 res4 res5 --threads 1 --rounds 3   # a loaded machine
 """
 
 import argparse
@@ -119,7 +122,54 @@ def _measure(stage, mode, impl, args):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _ratio(eff, ref, key):
+def _median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def _rounds(stage, mode, args):
+    """Measure efficient and reference ``args.rounds`` times, alternating, and combine them.
+
+    On a shared machine the share of CPU (and of caches) left by other jobs drifts over
+    minutes; measuring the two back to back in each round and taking the median of the rounds'
+    ratios compares them under the same load. Times are the rounds' medians, peaks their
+    maximum, and each ratio the median of the per-round ratios (``ratios``).
+    """
+    effs, refs = [], []
+    for _ in range(args.rounds):
+        effs.append(_measure(stage, mode, "efficient", args))
+        if refs and "skipped" in refs[0]:
+            continue  # not measurable here; one reason is enough
+        refs.append(_measure(stage, mode, "reference", args))
+    for runs in (effs, refs):
+        if any("skipped" in r for r in runs):
+            runs[:] = [next(r for r in runs if "skipped" in r)]
+    if len(effs) == 1 and len(refs) == 1:
+        return effs[0], refs[0], {}
+    ratios = {}
+    if "skipped" not in effs[0] and "skipped" not in refs[0]:
+        for key in ("time_s", "cpu_s"):
+            if all(key in r for r in effs + refs):
+                ratios[key] = _median([e[key] / r[key] for e, r in zip(effs, refs)])
+        ratios["peak_extra_bytes"] = _median([e["peak_extra_bytes"] / max(r["peak_extra_bytes"], 1)
+                                              for e, r in zip(effs, refs)])
+
+    def combine(runs):
+        if "skipped" in runs[0]:
+            return runs[0]
+        out = {"n": runs[0]["n"], "time_s": _median([r["time_s"] for r in runs]),
+               "peak_extra_bytes": max(r["peak_extra_bytes"] for r in runs), "rounds": runs}
+        if all("cpu_s" in r for r in runs):
+            out["cpu_s"] = _median([r["cpu_s"] for r in runs])
+        return out
+
+    return combine(effs), combine(refs), ratios
+
+
+def _ratio(eff, ref, key, ratios=None):
+    if ratios and key in ratios:
+        return f"{ratios[key]:.2f}"
     return f"{eff[key] / ref[key]:.2f}" if key in eff and key in ref and ref[key] > 0 else "-"
 
 
@@ -136,6 +186,9 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=1333, help="image width (default 1333)")
     parser.add_argument("--batch", type=int, default=1, help="images per batch (default 1)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs after a warm-up; median (default 1)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate efficient and reference processes this many times per case; ratios are "
+                             "the median of the rounds' ratios (default 1; more on a loaded machine)")
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed runs first (default 1; 0 for the slow res2 cases: the first run then "
                              "also pays one-off initialisation)")
@@ -152,6 +205,8 @@ def main(argv=None):
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.worker:
         print(json.dumps(run_one(args)))
         return 0
@@ -163,7 +218,7 @@ def main(argv=None):
         return 2
     print(f"# non-local block forward+backward, batch {args.batch}, image {args.height}x{args.width}, "
           f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} CPUs, sub_sample={args.sub_sample}, "
-          f"warm-up runs {args.warmup}, timed runs {args.repeats} (median), threads {args.threads or torch.get_num_threads()}, "
+          f"warm-up runs {args.warmup}, timed runs {args.repeats} (median), rounds {args.rounds}, threads {args.threads or torch.get_num_threads()}, "
           f"softmax kernel {args.softmax_kernel}")
     header = (f"{'stage':5} {'N':>6} {'C':>5} {'mode':11} | {'efficient':>9} {'reference':>9} {'time eff/ref':>12} "
               f"{'cpu eff/ref':>11} | {'eff peak':>13} {'ref peak':>13} {'mem eff/ref':>11}")
@@ -173,9 +228,10 @@ def main(argv=None):
     for stage in args.stages:
         h, w, c = feature_size(stage, args.height, args.width)
         for mode in args.modes:
-            eff = _measure(stage, mode, "efficient", args)
-            ref = _measure(stage, mode, "reference", args)
+            eff, ref, ratios = _rounds(stage, mode, args)
             row = {"stage": stage, "h": h, "w": w, "channels": c, "mode": mode, "efficient": eff, "reference": ref}
+            if ratios:
+                row["ratios"] = ratios
             results.append(row)
             cells = [f"{stage:5} {h * w:6d} {c:5d} {mode:11} |"]
             if "skipped" in eff:
@@ -184,11 +240,11 @@ def main(argv=None):
                 cells.append(f" {eff['time_s']:8.2f}s {'-':>9} {'-':>12} {'-':>11} | {_fmt_mem(eff['peak_extra_bytes'])} "
                              f"{'-':>13} {'-':>11}   (reference skipped: {ref['skipped']})")
             else:
+                mem = ratios.get("peak_extra_bytes", eff["peak_extra_bytes"] / max(ref["peak_extra_bytes"], 1))
                 cells.append(
-                    f" {eff['time_s']:8.2f}s {ref['time_s']:8.2f}s {eff['time_s'] / ref['time_s']:12.2f} "
-                    f"{_ratio(eff, ref, 'cpu_s'):>11} | "
-                    f"{_fmt_mem(eff['peak_extra_bytes'])} {_fmt_mem(ref['peak_extra_bytes'])} "
-                    f"{eff['peak_extra_bytes'] / max(ref['peak_extra_bytes'], 1):11.3f}")
+                    f" {eff['time_s']:8.2f}s {ref['time_s']:8.2f}s {_ratio(eff, ref, 'time_s', ratios):>12} "
+                    f"{_ratio(eff, ref, 'cpu_s', ratios):>11} | "
+                    f"{_fmt_mem(eff['peak_extra_bytes'])} {_fmt_mem(ref['peak_extra_bytes'])} {mem:11.3f}")
             print("".join(cells), flush=True)
     if args.json:
         with open(args.json + ".tmp", "w") as f:
