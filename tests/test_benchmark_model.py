@@ -8,6 +8,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "demo", "Base-Demo-R18-FPN.yaml")
+SOLOV2_DEMO_CONFIG = os.path.join(ROOT, "configs", "demo", "SOLOv2-Demo-R18-FPN.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +108,33 @@ def test_profile_prints_the_top_ops(bench, capsys):
     assert "aten::mm" in table and "Self CPU" in table
     args = bench.build_parser().parse_args(["--profile", "7"])
     assert args.profile == 7
+
+
+@pytest.mark.parametrize("phase", ["inference", "train"])
+def test_worker_runs_solov2(bench, phase, monkeypatch, tmp_path):
+    """Any detector config: SOLOv2's loss, and its inference on every candidate (thresholds 0)."""
+    import torch
+
+    seen = {}
+    original = bench._fake_batch
+
+    def spy(h, w, device, num_classes, train):
+        seen["num_classes"] = num_classes
+        return original(h, w, device, num_classes, train)
+
+    monkeypatch.setattr(bench, "_fake_batch", spy)
+    config = tmp_path / "solo.yaml"  # 3 classes, where ROI_HEADS.NUM_CLASSES stays 6
+    config.write_text(f'_BASE_: "{SOLOV2_DEMO_CONFIG}"\nMODEL:\n  SOLOV2:\n    NUM_CLASSES: 3\n')
+    threads = torch.get_num_threads()
+    try:
+        args = bench.build_parser().parse_args(["--worker", "--variant", "wnlb-res3-5", "--mode", "embedded",
+                                                "--size", "64x64", "--phase", phase, "--repeats", "1",
+                                                "--threads", "1", "--config-file", str(config)])
+        args.sub_sample = False
+        cfg = bench._build_cfg(args, [])
+        assert cfg.MODEL.META_ARCHITECTURE == "SOLOv2"
+        assert cfg.MODEL.SOLOV2.SCORE_THRESH_TEST == 0.0 and cfg.MODEL.SOLOV2.UPDATE_THRESH_TEST == 0.0
+        res = bench.run_case(args)
+    finally:
+        torch.set_num_threads(threads)
+    assert res["time_s"] > 0 and seen["num_classes"] == 3  # MODEL.SOLOV2.NUM_CLASSES, not ROI_HEADS' 6

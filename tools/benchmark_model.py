@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Benchmark whole models: stock Mask R-CNN R50-FPN vs NLB / wNLB backbones, time and peak memory.
+"""Benchmark whole models: a stock detector (Mask R-CNN R50-FPN by default, or any config, e.g.
+SOLOv2) vs NLB / wNLB backbones, time and peak memory.
 
 For each image size, phase (inference; training step = forward + backward + SGD step), variant
 (``stock``, ``nlb-res3-5``, ``wnlb-res3-5``, ``nlb-res2-5``, ``wnlb-res2-5``), pairwise mode
@@ -10,7 +11,8 @@ are taken against the stock model measured in the same run.
 Fair comparison: every variant gets the stock model's weights (seed 0), and the blocks start as
 the identity, so all variants produce the same detections and their heads do the same work;
 ``SCORE_THRESH_TEST`` is 0, so inference always runs the mask head on
-``TEST.DETECTIONS_PER_IMAGE`` (100) boxes, as a trained model on a busy image does.
+``TEST.DETECTIONS_PER_IMAGE`` (100) boxes, as a trained model on a busy image does (SOLOv2: its
+score and update thresholds are 0, so its ``NMS_PRE_TOPK`` candidates go through Matrix NMS).
 
 Peak memory: CPU: the rise of the resident set (``VmHWM`` reset through ``/proc/self/clear_refs``
 after the warm-up, glibc's mmap threshold fixed at 64 KiB so freed blocks leave the resident
@@ -70,7 +72,8 @@ def _build_cfg(args, opts):
     wnlb_d2.add_wnlb_config(cfg)
     wnlb_d2.merge_from_file(cfg, args.config_file)
     cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DEVICE", args.device,
-                         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"] + opts)
+                         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.SOLOV2.SCORE_THRESH_TEST", "0.0",
+                         "MODEL.SOLOV2.UPDATE_THRESH_TEST", "0.0"] + opts)
     return cfg
 
 
@@ -114,7 +117,9 @@ def run_case(args):
         missing, unexpected = model.load_state_dict(stock_state, strict=False)
         assert not unexpected and all(".wnlb." in k for k in missing), (missing, unexpected)
     train = args.phase == "train"
-    batch = _fake_batch(h, w, cfg.MODEL.DEVICE, cfg.MODEL.ROI_HEADS.NUM_CLASSES, train)
+    solo = cfg.MODEL.META_ARCHITECTURE == "SOLOv2"
+    num_classes = cfg.MODEL.SOLOV2.NUM_CLASSES if solo else cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    batch = _fake_batch(h, w, cfg.MODEL.DEVICE, num_classes, train)
     cuda = cfg.MODEL.DEVICE.startswith("cuda")
     if train:
         model.train()
@@ -281,7 +286,7 @@ def main(argv=None):
     if not todo:
         print("benchmark_model.py: error: nothing to measure (check --variants/--phases/--skip-train)", file=sys.stderr)
         return 2
-    print(f"# Mask R-CNN ({args.config_file}), batch 1, device {args.device}, torch {torch.__version__}, "
+    print(f"# {args.config_file}, batch 1, device {args.device}, torch {torch.__version__}, "
           f"{os.cpu_count()} CPUs, threads {args.threads or torch.get_num_threads()}, median of {args.repeats}; "
           f"ratios vs stock of the same size and phase")
     print(f"{'size':11} {'phase':9} {'variant':32} | {'time':>10} {'ratio':>7} | {'cpu':>7} | {'peak memory':>13} "
