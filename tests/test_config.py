@@ -181,3 +181,17 @@ def test_yaml_errors_name_the_file(tmp_path, text, message):
         wnlb_d2.merge_from_file(get_cfg(), str(path))
     msg = str(info.value)
     assert msg.startswith(f"Config file {path} ") and message in msg and "\n" not in msg, msg
+
+
+def test_set_config_value_keeps_the_type_and_names_missing_nodes():
+    from detectron2.config import get_cfg
+
+    from wnlb_d2.config import add_lowlight_config, set_config_value
+
+    cfg = get_cfg()
+    add_lowlight_config(cfg)
+    set_config_value(cfg, "MODEL.WNLB.WEIGHT_INIT", [0.1, 0.2])
+    set_config_value(cfg, "INPUT.LOW_LIGHT.ENABLED", True)
+    assert cfg.MODEL.WNLB.WEIGHT_INIT == [0.1, 0.2] and cfg.INPUT.LOW_LIGHT.ENABLED is True
+    with pytest.raises(KeyError):
+        set_config_value(cfg, "MODEL.NO_SUCH_NODE.X", 1)

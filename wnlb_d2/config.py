@@ -21,7 +21,8 @@ import yaml
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_lowlight_config", "add_wnlb_config", "add_wnlb_model_config", "add_training_config",
-           "add_low_light_input_config", "add_enhancer_config", "merge_from_file", "merge_from_list", "MODEL_ZOO_PREFIX"]
+           "add_low_light_input_config", "add_enhancer_config", "merge_from_file", "merge_from_list", "set_config_value",
+           "MODEL_ZOO_PREFIX"]
 
 logger = logging.getLogger(__name__)
 
@@ -370,13 +371,27 @@ def _number_or_list(full_key, value, where):
     raise ValueError(f"{full_key} = {value!r} (in {where}) is invalid; expected a number or a list of numbers")
 
 
+def set_config_value(cfg, full_key, value):
+    """``cfg.A.B.C = value`` for ``full_key = "A.B.C"``, without yacs's string parsing.
+
+    Args:
+        cfg (CfgNode): modified in place (must not be frozen).
+        full_key (str): dotted key; every parent node must exist.
+        value: stored as it is (a list stays a list, a float a float).
+
+    Raises:
+        KeyError: a parent node is missing.
+    """
+    *parents, leaf = full_key.split(".")
+    node = cfg
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+
+
 def _set_keys(cfg, pairs):
     for full_key, value in pairs:
-        *parents, leaf = full_key.split(".")
-        node = cfg
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        set_config_value(cfg, full_key, value)
 
 
 def merge_from_list(cfg, opts):

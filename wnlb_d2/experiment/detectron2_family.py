@@ -10,6 +10,7 @@ import logging
 import os
 import time
 
+from ..config import set_config_value
 from ..engine.hooks import wnlb_weights
 from ..engine.setup import setup_cfg
 from ..engine.trainer import LowLightTrainer
@@ -19,14 +20,6 @@ from .family import DETECTOR_FAMILY_REGISTRY, DetectorFamily, TrainedRow, read_w
 __all__ = ["Detectron2Family", "MaskRCNNFamily", "SOLOv2Family"]
 
 logger = logging.getLogger(__name__)
-
-
-def _set(cfg, key, value):
-    node = cfg
-    *path, leaf = key.split(".")
-    for part in path:
-        node = node[part]
-    node[leaf] = value
 
 
 class Detectron2Family(DetectorFamily):
@@ -121,7 +114,7 @@ class Detectron2Family(DetectorFamily):
         cfg.INPUT.LOW_LIGHT.TEST = bool(low_light)
         cfg.TEST.BOOTSTRAP_SAMPLES = int(self.spec.bootstrap_samples)
         for key, value in (overrides or {}).items():
-            _set(cfg, key, value)
+            set_config_value(cfg, key, value)
         cfg.OUTPUT_DIR = output_dir
         cfg.freeze()
         return dict(LowLightTrainer.test(cfg, model))

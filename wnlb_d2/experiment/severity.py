@@ -16,6 +16,8 @@ key), so a level is the same bytes in every run.
 
 import math
 
+from ..config import set_config_value
+
 __all__ = ["DEFAULT_SEVERITIES", "severity_levels", "severity_config", "level_name"]
 
 #: Positions along the training range: mild ... harshest trained ... beyond training.
@@ -99,11 +101,7 @@ def severity_config(cfg, values):
     c.INPUT.LOW_LIGHT.ENABLED = True
     c.INPUT.LOW_LIGHT.TEST = True
     for key, value in values.items():
-        node = c
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
+        set_config_value(c, key, value)
     c.freeze()
     return c
 

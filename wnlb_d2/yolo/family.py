@@ -20,6 +20,7 @@ import os
 
 import yaml
 
+from ..config import set_config_value
 from ..experiment.family import DETECTOR_FAMILY_REGISTRY, DetectorFamily, TrainedRow
 from .api import evaluate_yolo, train_yolo_row
 from .data import LowLightSpec
@@ -76,11 +77,7 @@ class YOLOv8Family(DetectorFamily):
         cfg.INPUT.LOW_LIGHT.TEST = bool(degrade_val)
         cfg.INPUT.LOW_LIGHT.TRAIN_SEED = int(seed)
         for key, value in (overrides or {}).items():
-            node = cfg
-            *path, leaf = key.split(".")
-            for part in path:
-                node = node[part]
-            node[leaf] = value
+            set_config_value(cfg, key, value)
         return LowLightSpec.from_config(cfg)
 
     def _row(self, row, model, train_data, output_dir, seed, iters, lr, low_light, plain_weights=None):
