@@ -453,3 +453,21 @@ def test_shipped_configs_one_key_apart_and_build():
     demo.MODEL.BACKBONE.NAME = "build_resnet_wnlb_fpn_backbone"
     m = build_model(demo)
     assert sorted(m.backbone.bottom_up.wnlb) == ["res2", "res3", "res4", "res5"]
+
+
+def test_conv_init_normal_or_kaiming():
+    """MODEL.SOLOV2.CONV_INIT: the paper's std 0.01, or He-scaled weights where a norm follows."""
+    torch.manual_seed(0)
+    normal = build_model(tiny_cfg(INSTANCE_CHANNELS=64))
+    torch.manual_seed(0)
+    kaiming = build_model(tiny_cfg(INSTANCE_CHANNELS=64, CONV_INIT="kaiming"))
+    tower = "instance_head.cate_tower.1.weight"  # 64 -> 64, 3x3, GN after it
+    n, k = normal.state_dict()[tower], kaiming.state_dict()[tower]
+    assert float(n.std()) == pytest.approx(0.01, rel=0.05)
+    assert float(k.std()) == pytest.approx((2.0 / (64 * 9)) ** 0.5, rel=0.05)  # fan-out = 64 x 3 x 3
+    for name in ("instance_head.cate_pred.weight", "instance_head.kernel_pred.weight"):  # no norm after them
+        assert float(kaiming.state_dict()[name].std()) == pytest.approx(0.01, rel=0.1)
+    prior = -math.log((1 - 0.01) / 0.01)
+    assert torch.allclose(kaiming.instance_head.cate_pred.bias, torch.full((3,), prior))
+    with pytest.raises(ValueError, match="CONV_INIT"):
+        build_model(tiny_cfg(CONV_INIT="xavier"))

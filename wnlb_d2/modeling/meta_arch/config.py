@@ -44,6 +44,12 @@ def add_solov2_config(cfg):
     _C.MODEL.SOLOV2.PRIOR_PROB = 0.01
     # Norm of the stacked convs of both heads: "GN", "BN", "SyncBN", "" (none), ...
     _C.MODEL.SOLOV2.NORM = "GN"
+    # Initial weights of the heads' convs that a norm follows: "normal" (std 0.01, the paper's,
+    # tuned for SGD) or "kaiming" (He normal, fan-out). A norm makes such a conv's output blind
+    # to its weights' scale, so Adam's steps of about the learning rate change 0.01-std weights
+    # by a large fraction each iteration; He-scaled weights take the same steps in proportion.
+    # The prediction convs (no norm after them) always start at std 0.01.
+    _C.MODEL.SOLOV2.CONV_INIT = "normal"
 
     # --- mask-feature branch ---
     # Backbone features fused into the unified mask feature map, finest first (at its stride).

@@ -39,10 +39,20 @@ def _conv(in_channels, out_channels, norm, kernel_size=3):
     )
 
 
-def _init_normal(module, std=0.01):
+CONV_INITS = ("normal", "kaiming")
+
+
+def _init_convs(module, conv_init="normal", std=0.01):
+    """Every conv: zero bias, weights normal with ``std``; with ``conv_init="kaiming"``, the convs
+    followed by a norm get He-normal (fan-out) weights instead (see ``MODEL.SOLOV2.CONV_INIT``)."""
+    if conv_init not in CONV_INITS:
+        raise ValueError(f"MODEL.SOLOV2.CONV_INIT = {conv_init!r} is invalid; expected one of {CONV_INITS}")
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.normal_(m.weight, std=std)
+            if conv_init == "kaiming" and getattr(m, "norm", None) is not None:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            else:
+                nn.init.normal_(m.weight, std=std)
             if m.bias is not None:
                 nn.init.constant_(m.bias, 0)
 
@@ -64,7 +74,7 @@ class SOLOv2InstanceHead(nn.Module):
 
     @configurable
     def __init__(self, *, in_channels, num_classes, num_grids, channels=512, num_convs=4,
-                 num_kernels=256, use_coord_conv=True, norm="GN", prior_prob=0.01):
+                 num_kernels=256, use_coord_conv=True, norm="GN", prior_prob=0.01, conv_init="normal"):
         """
         Args:
             in_channels (int): channels of every input level (FPN: all equal).
@@ -76,6 +86,7 @@ class SOLOv2InstanceHead(nn.Module):
             use_coord_conv (bool): concatenate coordinates to the kernel branch's input.
             norm (str): norm of the stacked convs (detectron2 ``get_norm`` names, "" for none).
             prior_prob (float): initial foreground probability of the category branch.
+            conv_init (str): "normal" or "kaiming" (``MODEL.SOLOV2.CONV_INIT``).
         """
         super().__init__()
         if num_convs < 1:
@@ -94,7 +105,7 @@ class SOLOv2InstanceHead(nn.Module):
         )
         self.kernel_pred = nn.Conv2d(channels, num_kernels, kernel_size=3, padding=1)
         self.cate_pred = nn.Conv2d(channels, num_classes, kernel_size=3, padding=1)
-        _init_normal(self)
+        _init_convs(self, conv_init)
         # Focal-loss initialisation (Lin et al.): every cell starts at foreground probability
         # prior_prob, so the many background cells do not swamp the first iterations.
         nn.init.constant_(self.cate_pred.bias, -math.log((1 - prior_prob) / prior_prob))
@@ -115,6 +126,7 @@ class SOLOv2InstanceHead(nn.Module):
             "use_coord_conv": c.USE_COORD_CONV,
             "norm": c.NORM,
             "prior_prob": c.PRIOR_PROB,
+            "conv_init": c.CONV_INIT,
         }
 
     @staticmethod
@@ -164,7 +176,7 @@ class SOLOv2MaskHead(nn.Module):
     """
 
     @configurable
-    def __init__(self, *, in_channels, num_levels, channels=128, num_kernels=256, norm="GN"):
+    def __init__(self, *, in_channels, num_levels, channels=128, num_kernels=256, norm="GN", conv_init="normal"):
         """
         Args:
             in_channels (int): channels of every input level.
@@ -172,6 +184,7 @@ class SOLOv2MaskHead(nn.Module):
             channels (int): channels inside the branch.
             num_kernels (int): output channels (= length of the dynamic kernels).
             norm (str): norm of every conv.
+            conv_init (str): "normal" or "kaiming" (``MODEL.SOLOV2.CONV_INIT``).
         """
         super().__init__()
         _check_norm_channels(norm, channels, "MODEL.SOLOV2.MASK_CHANNELS")
@@ -189,7 +202,7 @@ class SOLOv2MaskHead(nn.Module):
                 layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
             self.levels.append(nn.Sequential(*layers))
         self.pred = _conv(channels, num_kernels, norm, kernel_size=1)
-        _init_normal(self)
+        _init_convs(self, conv_init)
 
     @classmethod
     def from_config(cls, cfg, input_shapes: List[ShapeSpec]):
@@ -203,6 +216,7 @@ class SOLOv2MaskHead(nn.Module):
             "channels": c.MASK_CHANNELS,
             "num_kernels": c.NUM_KERNELS,
             "norm": c.NORM,
+            "conv_init": c.CONV_INIT,
         }
 
     def forward(self, features: List[torch.Tensor]):
