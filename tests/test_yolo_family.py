@@ -55,6 +55,10 @@ def test_yolov8_rows_through_the_runner(tmp_path):
     assert on_disk["meta"]["identity"]["detector"] == "yolov8"
     with pytest.raises(ValueError, match="two-stage rows"):
         run_experiment(ExperimentSpec(**{**spec.__dict__, "enhancers": ["clahe"], "output_dir": str(tmp_path / "x")}))
+    # Bug: a learning-rate factor of the blocks was silently ignored by the YOLO rows.
+    for key in ("wnlb_weight_lr_factor", "wnlb_lr_factor"):
+        with pytest.raises(ValueError, match="lr-factor 100 is not supported"):
+            run_experiment(ExperimentSpec(**{**spec.__dict__, key: 100.0, "output_dir": str(tmp_path / "y")}))
 
 
 def test_importing_the_integration_leaves_pil_and_the_core_reader_alone(tmp_path):

@@ -51,6 +51,14 @@ class YOLOv8Family(DetectorFamily):
         if self.spec.enhancers:
             raise ValueError("--detector yolov8: two-stage rows (--enhancers) are run by the detectron2 families only")
         load_stock_yaml(self.spec.config_file)  # an unknown model YAML fails now, not after training
+        # The blocks' learning-rate factors are SOLVER keys of the detectron2 trainer; Ultralytics'
+        # trainer here has one learning rate for all, so a factor would be silently ignored.
+        factors = {"--wnlb-lr-factor": self.spec.wnlb_lr_factor,
+                   "--wnlb-weight-lr-factor": self.spec.wnlb_weight_lr_factor}
+        bad = [f"{k} {v:g}" for k, v in factors.items() if float(v) != 1.0]
+        if bad:
+            raise ValueError(f"--detector yolov8: {', '.join(bad)} is not supported (the YOLO rows train every "
+                             "parameter at one learning rate); leave the factors at 1")
         if self.spec.finetune_policy != "all":
             logger.info(f"--detector yolov8 trains every parameter (finetune_policy {self.spec.finetune_policy!r} "
                         "applies to the detectron2 families)")
