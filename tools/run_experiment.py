@@ -43,7 +43,7 @@ DETECTOR_DEMOS = {
     "maskrcnn": dict(config_file="configs/demo/Base-Demo-R18-FPN.yaml", pretrain_iters=800, finetune_iters=80,
                      finetune_lr=2e-4, wnlb_weight_lr_factor=100.0),
     "solov2": dict(config_file="configs/demo/SOLOv2-Demo-R18-FPN.yaml", pretrain_iters=1500, finetune_iters=80,
-                   finetune_lr=2e-4),
+                   finetune_lr=2e-4, wnlb_weight_lr_factor=100.0),
     # yolov8n-seg at 128 px, batch 16 (25 steps an epoch on the 400 demo images): 375 iterations =
     # 15 epochs from scratch, 125 = 5 fine-tuning epochs at AdamW lr 1e-3 (what learned in the
     # hand-run, README "YOLOv8"); mosaic off for the last 3 epochs. opts: Ultralytics arguments,
