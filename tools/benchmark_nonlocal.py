@@ -25,7 +25,7 @@ Usage::
     python tools/benchmark_nonlocal.py                      # all stages and modes, CPU
     python tools/benchmark_nonlocal.py --stages res3 --modes embedded dot --device cuda
     python tools/benchmark_nonlocal.py --stages res3 --modes embedded --softmax-kernel fused --threads 1
-    python tools/benchmark_nonlocal.py --stages res3 res4 res5 --threads 1 --rounds 3   # a loaded machine
+    python tools/benchmark_nonlocal.py --stages res3 res4 res5 --threads 1 --rounds 3 --min-seconds 10  # loaded
 """
 
 import argparse
@@ -34,6 +34,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 STAGES = {"res2": (4, 256), "res3": (8, 512), "res4": (16, 1024), "res5": (32, 2048)}  # stride, channels
 MODES = ("embedded", "gaussian", "dot", "concatenate")
@@ -95,11 +96,17 @@ def run_one(args):
         block.zero_grad(set_to_none=True)
         x.grad = None
 
+    start = time.perf_counter()
     for _ in range(args.warmup):  # lazy initialisation, allocator pools
         step()
+    warm = (time.perf_counter() - start) / max(args.warmup, 1)
+    repeats = args.repeats
+    if args.min_seconds and args.warmup:
+        # Short cases get more timed runs (their median is less noisy); long ones keep --repeats.
+        repeats = max(repeats, math.ceil(args.min_seconds / max(warm, 1e-3)))
     cpu = []
-    times, peaks = time_and_peak(step, args.repeats, cuda=dev.type == "cuda", cpu_times=cpu)
-    res = {"time_s": sorted(times)[len(times) // 2], "peak_extra_bytes": max(peaks), "n": n}
+    times, peaks = time_and_peak(step, repeats, cuda=dev.type == "cuda", cpu_times=cpu)
+    res = {"time_s": sorted(times)[len(times) // 2], "peak_extra_bytes": max(peaks), "n": n, "repeats": repeats}
     if cpu:
         res["cpu_s"] = sorted(cpu)[len(cpu) // 2]
     return res
@@ -109,6 +116,7 @@ def _measure(stage, mode, impl, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--stage", stage, "--mode", mode,
            "--impl", impl, "--height", str(args.height), "--width", str(args.width),
            "--batch", str(args.batch), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+           "--min-seconds", str(args.min_seconds),
            "--device", args.device, "--threads", str(args.threads), "--softmax-kernel", args.softmax_kernel]
     if args.sub_sample:
         cmd.append("--sub-sample")
@@ -186,6 +194,9 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=1333, help="image width (default 1333)")
     parser.add_argument("--batch", type=int, default=1, help="images per batch (default 1)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs after a warm-up; median (default 1)")
+    parser.add_argument("--min-seconds", type=float, default=0,
+                        help="at least this many seconds of timed runs per process: a case whose warm-up run "
+                             "takes t seconds gets max(--repeats, ceil(min / t)) timed runs (default 0: off)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="alternate efficient and reference processes this many times per case; ratios are "
                              "the median of the rounds' ratios (default 1; more on a loaded machine)")
@@ -218,7 +229,8 @@ def main(argv=None):
         return 2
     print(f"# non-local block forward+backward, batch {args.batch}, image {args.height}x{args.width}, "
           f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} CPUs, sub_sample={args.sub_sample}, "
-          f"warm-up runs {args.warmup}, timed runs {args.repeats} (median), rounds {args.rounds}, threads {args.threads or torch.get_num_threads()}, "
+          f"warm-up runs {args.warmup}, timed runs {args.repeats} (median)"
+          f"{f' or {args.min_seconds:g} s of them' if args.min_seconds else ''}, rounds {args.rounds}, threads {args.threads or torch.get_num_threads()}, "
           f"softmax kernel {args.softmax_kernel}")
     header = (f"{'stage':5} {'N':>6} {'C':>5} {'mode':11} | {'efficient':>9} {'reference':>9} {'time eff/ref':>12} "
               f"{'cpu eff/ref':>11} | {'eff peak':>13} {'ref peak':>13} {'mem eff/ref':>11}")
