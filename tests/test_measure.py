@@ -85,7 +85,7 @@ def test_benchmark_nonlocal_rounds_alternate_and_take_median_ratios(tmp_path):
     run = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", "benchmark_nonlocal.py"), "--stages", "res5", "--modes",
          "gaussian", "--height", "96", "--width", "96", "--softmax-kernel", "symmetric", "--threads", "1",
-         "--rounds", "2", "--min-seconds", "0.05", "--json", str(out)],
+         "--rounds", "2", "--min-seconds", "1.0", "--json", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-2000:]
@@ -93,7 +93,8 @@ def test_benchmark_nonlocal_rounds_alternate_and_take_median_ratios(tmp_path):
     (row,) = json.loads(out.read_text())
     for impl in ("efficient", "reference"):
         assert len(row[impl]["rounds"]) == 2 and row[impl]["cpu_s"] > 0
-        # A 3 x 3 map runs in milliseconds: 0.05 s of timed runs are several of them.
+        # A 3 x 3 map runs in milliseconds: 1 s of timed runs are several of them, even when a
+        # loaded machine makes the warm-up (the first call) take a tenth of a second.
         assert all(r["repeats"] > 1 for r in row[impl]["rounds"])
     assert set(row["ratios"]) == {"time_s", "cpu_s", "peak_extra_bytes"}
     assert f"{row['ratios']['cpu_s']:.2f}" in run.stdout
