@@ -47,9 +47,11 @@ def _softmax_reference(theta, phi, g):
 #: such buffers (probabilities and their gradient), forward one.
 TILE_BYTES = 32 * 2**20
 #: Bytes of probability tiles that forward may keep for backward instead of recomputing them
-#: there. Small maps (res5 of an 800x1333 image: 4.4 MB) are kept whole, so backward does the
-#: reference's arithmetic; large ones keep their first tiles and recompute the rest.
-KEEP_BYTES = 32 * 2**20
+#: there. Maps up to res4 of an 800x1333 image (4,200 positions: 67 MiB of probabilities) are
+#: kept whole, so backward does the reference's arithmetic, which beats the fused kernel's
+#: recomputation there (README, "Benchmark: one block"); larger ones keep their first tiles and
+#: recompute the rest.
+KEEP_BYTES = 80 * 2**20
 
 
 def softmax_tile_rows(batch, keys, itemsize, budget=None):
