@@ -174,3 +174,16 @@ def test_single_seed_says_no_interval(tmp_path):
     assert p["n"] == 1 and all(math.isnan(x) for x in p["ci95"])
     assert "from one seed: no interval" in results_markdown(results)
     assert results["wnlb"]["segm"]["AP"] == pytest.approx(expected_ap("wnlb", 0))
+
+
+def test_pair_without_ap_is_said_in_words():
+    from wnlb_d2.experiment.report import differences_in_words
+
+    nan = float("nan")
+    results = {"paired": {"wnlb-vs-finetuned": {
+        "segm": {"AP": {"n": 1, "mean_diff": nan, "ci95": [nan, nan]}},
+        "bbox": {"AP": {"n": 3, "mean_diff": 0.4, "ci95": [-0.5, 1.3]}}}}}
+    lines = differences_in_words(results)
+    assert lines[0] == "- wnlb-vs-finetuned, segm AP: no AP to compare (a row detected nothing on the test set)."
+    assert "nan" not in " ".join(lines)
+    assert lines[1].startswith("- wnlb-vs-finetuned, bbox AP: +0.4 [-0.5, +1.3] over 3 seeds: within")

@@ -43,6 +43,9 @@ def differences_in_words(results):
     for pair, entry in results.get("paired", {}).items():
         for task, metrics in entry.items():
             d = metrics["AP"]
+            if d["mean_diff"] != d["mean_diff"]:  # NaN: a row has no AP (nothing detected)
+                lines.append(f"- {pair}, {task} AP: no AP to compare (a row detected nothing on the test set).")
+                continue
             if d["n"] < 2:
                 lines.append(f"- {pair}, {task} AP: {d['mean_diff']:+.1f} from one seed: no interval, so "
                              "this difference cannot be told apart from run-to-run noise.")
