@@ -18,6 +18,19 @@ def _randomise(block, seed=0):
     return block
 
 
+def _assert_equal_in_float64(eff, ref, shape):
+    """Outputs, input gradients and parameter gradients of two float64 blocks on the same input."""
+    x1 = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    z1, z2 = eff(x1), ref(x2)
+    torch.testing.assert_close(z1, z2, rtol=1e-10, atol=1e-10)
+    z1.sin().sum().backward()
+    z2.sin().sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-10, atol=1e-10)
+    for (name, p1), p2 in zip(eff.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-9, atol=1e-10, msg=f"gradient of {name}")
+
+
 @pytest.mark.parametrize("mode", NONLOCAL_MODES)
 @pytest.mark.parametrize("norm", NONLOCAL_NORMS)
 @pytest.mark.parametrize("fusion", NONLOCAL_FUSIONS)
@@ -82,15 +95,7 @@ def test_each_softmax_kernel_in_the_block_equals_the_reference_block(mode, kerne
     _randomise(eff).double().eval()
     ref = NonLocalBlock2d(shape[1], mode=mode, impl="reference", sub_sample=sub_sample, norm=norm)
     ref.double().eval().load_state_dict(eff.state_dict())
-    x1 = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    x2 = x1.detach().clone().requires_grad_()
-    z1, z2 = eff(x1), ref(x2)
-    torch.testing.assert_close(z1, z2, rtol=1e-10, atol=1e-10)
-    z1.sin().sum().backward()
-    z2.sin().sum().backward()
-    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-10, atol=1e-10)
-    for (name, p1), p2 in zip(eff.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-9, atol=1e-10, msg=f"gradient of {name}")
+    _assert_equal_in_float64(eff, ref, shape)
 
 
 @pytest.mark.parametrize("mode", NONLOCAL_MODES)
@@ -141,15 +146,7 @@ def test_stacked_and_separate_embedding_convs_equal_the_reference(mode, stack, m
     eff = _randomise(NonLocalBlock2d(32, mode=mode, sub_sample=True, norm="GN")).double().eval()
     ref = NonLocalBlock2d(32, mode=mode, impl="reference", sub_sample=True, norm="GN").double().eval()
     ref.load_state_dict(eff.state_dict())
-    x1 = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    x2 = x1.detach().clone().requires_grad_()
-    z1, z2 = eff(x1), ref(x2)
-    torch.testing.assert_close(z1, z2, rtol=1e-10, atol=1e-10)
-    z1.sin().sum().backward()
-    z2.sin().sum().backward()
-    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-10, atol=1e-10)
-    for (name, p1), p2 in zip(eff.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-9, atol=1e-10, msg=f"gradient of {name}")
+    _assert_equal_in_float64(eff, ref, shape)
 
 
 def test_sub_sampling_changes_the_key_count_only():
