@@ -136,17 +136,36 @@ def test_weight_learnable_or_frozen():
 
 @pytest.mark.parametrize("mode", ["embedded", "dot", "concatenate"])
 @pytest.mark.parametrize("stack", [True, False])
-def test_stacked_and_separate_embedding_convs_equal_the_reference(mode, stack, monkeypatch):
+@pytest.mark.parametrize("sub_sample", [True, False])
+def test_stacked_and_separate_embedding_convs_equal_the_reference(mode, stack, sub_sample, monkeypatch):
     # Stacked by default where 3 Ci <= B H W (here 3 * 16 > 2 * 3 * 5: separate, as at res5).
     shape = (2, 32, 3, 5)
-    assert not NonLocalBlock2d(32, mode=mode)._stack_convs(torch.zeros(shape))
-    assert NonLocalBlock2d(32, mode=mode)._stack_convs(torch.zeros(2, 32, 4, 6))
-    monkeypatch.setattr(NonLocalBlock2d, "_stack_convs", lambda self, x: stack)
+    assert not NonLocalBlock2d._stack_convs(torch.zeros(shape), 3 * 16)
+    assert NonLocalBlock2d._stack_convs(torch.zeros(2, 32, 4, 6), 3 * 16)
+    monkeypatch.setattr(NonLocalBlock2d, "_stack_convs", staticmethod(lambda x, channels: stack))
     torch.manual_seed(3)
-    eff = _randomise(NonLocalBlock2d(32, mode=mode, sub_sample=True, norm="GN")).double().eval()
-    ref = NonLocalBlock2d(32, mode=mode, impl="reference", sub_sample=True, norm="GN").double().eval()
+    eff = _randomise(NonLocalBlock2d(32, mode=mode, sub_sample=sub_sample, norm="GN")).double().eval()
+    ref = NonLocalBlock2d(32, mode=mode, impl="reference", sub_sample=sub_sample, norm="GN").double().eval()
     ref.load_state_dict(eff.state_dict())
     _assert_equal_in_float64(eff, ref, shape)
+
+
+@pytest.mark.parametrize("sub_sample, stack, channels", [
+    (False, True, [16 + 2]), (False, False, [1, 1, 16]), (True, True, [1 + 2 * 16]), (True, False, [1, 16, 16]),
+])
+def test_concatenation_folds_its_projection_into_the_convs(sub_sample, stack, channels, monkeypatch):
+    # theta (and phi without sub-sampling) enter f only through a.theta and b.phi: the
+    # efficient block computes those one-channel maps directly instead of Ci-channel ones.
+    from wnlb_d2.layers import non_local
+
+    monkeypatch.setattr(NonLocalBlock2d, "_stack_convs", staticmethod(lambda x, c: stack))
+    seen = []
+    conv2d = non_local.F.conv2d
+    monkeypatch.setattr(non_local.F, "conv2d", lambda x, w, *a, **k: seen.append(w.shape[0]) or conv2d(x, w, *a, **k))
+    block = NonLocalBlock2d(32, mode="concatenate", sub_sample=sub_sample, norm="none")
+    block(torch.randn(1, 32, 6, 6))
+    assert seen[:len(channels)] == channels  # then W_z: 16 -> 32
+    assert seen[len(channels):] == [32]
 
 
 def test_sub_sampling_changes_the_key_count_only():

@@ -6,7 +6,7 @@ from torch import nn
 
 from detectron2.layers import Conv2d, FrozenBatchNorm2d, get_norm
 
-from .nonlocal_ops import NONLOCAL_IMPLS, NONLOCAL_MODES, SOFTMAX_KERNELS, nonlocal_aggregate
+from .nonlocal_ops import NONLOCAL_IMPLS, NONLOCAL_MODES, SOFTMAX_KERNELS, concat_aggregate, nonlocal_aggregate
 
 __all__ = ["NonLocalBlock2d", "NONLOCAL_FUSIONS", "NONLOCAL_NORMS"]
 
@@ -174,23 +174,62 @@ class NonLocalBlock2d(nn.Module):
         # (B, C, H, W) -> (B, H*W, C)
         return t.flatten(2).transpose(1, 2)
 
-    def _stack_convs(self, x):
-        """Whether to run theta, phi and g as one conv with stacked weights.
+    @staticmethod
+    def _stack_convs(x, channels):
+        """Whether to run the block's 1x1 convs on ``x`` as one conv with ``channels`` stacked outputs.
 
-        Stacking copies the three weights into one ``(3 Ci, C)`` matrix and builds its gradient
-        in one piece (2 x 3 Ci C elements), and saves the two extra ``(B, C, H, W)`` input
-        gradients that three convs add up. Small maps with many channels (res5 of an 800x1333
-        image: 3 Ci = 3072 > B H W = 1050) pay more for the weights than they save.
+        Stacking copies the weights into one ``(channels, C)`` matrix and builds its gradient
+        in one piece (2 x channels x C elements), and saves the ``(B, C, H, W)`` input
+        gradients that separate convs add up. Small maps with many channels (res5 of an
+        800x1333 image: 3 Ci = 3072 > B H W = 1050) pay more for the weights than they save.
         """
-        return 3 * self.inter_channels <= x.shape[0] * x.shape[2] * x.shape[3]
+        return channels <= x.shape[0] * x.shape[2] * x.shape[3]
+
+    def _run_convs(self, x, weights, biases):
+        """``x`` through 1x1 convs with weights ``(k_i, C)`` and biases ``(k_i,)``: one output per conv.
+
+        Stacked into one conv where :meth:`_stack_convs` says so; the outputs are then views
+        of its result, made by ``split``, whose backward concatenates their gradients in one copy.
+        """
+        if not self._stack_convs(x, sum(w.shape[0] for w in weights)):
+            return [F.conv2d(x, w[..., None, None], b) for w, b in zip(weights, biases)]
+        weight = torch.cat(weights)[..., None, None]
+        return F.conv2d(x, weight, torch.cat(biases)).split([w.shape[0] for w in weights], dim=1)
+
+    @staticmethod
+    def _conv_params(conv):
+        return conv.weight.flatten(1), conv.bias  # (Ci, C), (Ci,)
+
+    def _concat_embeddings(self, x):
+        """s ``(B, N)``, t ``(B, M)`` and g ``(B, M, Ci)`` of the concatenation ``f_ij = ReLU(s_i + t_j)``.
+
+        theta enters f only through ``s_i = a . theta_i = (a^T W_theta) x_i + a . beta_theta``,
+        so the efficient block folds ``a`` into theta's weight: one output channel instead of
+        Ci, for the conv and for both of its gradients. phi is folded the same way, except with
+        sub-sampling, where the max-pool comes between phi and its projection.
+        """
+        a, b = self.concat_project.weight.reshape(2, self.inter_channels)
+
+        def folded(vec, conv):
+            weight, bias = self._conv_params(conv)
+            return (vec @ weight).unsqueeze(0), (vec @ bias).unsqueeze(0)  # (1, C), (1,)
+
+        parts = [folded(a, self.theta), self._conv_params(self.phi) if self.sub_sample else folded(b, self.phi),
+                 self._conv_params(self.g)]
+        s, keys, g = self._run_convs(x, *zip(*parts))
+        if self.sub_sample:
+            t = self._flatten(self._pool(keys)) @ b
+        else:
+            t = keys.flatten(1)
+        return s.flatten(1), t, self._flatten(self._pool(g))
 
     def _embeddings(self, x):
         """theta ``(B, N, Cq)``, phi ``(B, M, Cq)`` and g ``(B, M, Cv)`` of the map ``x``.
 
         The efficient path runs the 1x1 convs theta, phi and g as one conv with their weights
-        stacked (one pass over x forward, one gradient for x backward instead of three summed)
-        and max-pools phi and g together, except on maps too small for it
-        (:meth:`_stack_convs`). The results stay in the conv's (B, C, N) layout:
+        stacked (one pass over x forward, one gradient for x backward instead of three summed),
+        except on maps too small for it (:meth:`_stack_convs`). The results stay in the conv's
+        (B, C, N) layout:
         the returned (B, N, C) tensors are transposed views, which the matmuls read directly
         and whose gradients come back in x's own layout.
         """
@@ -199,22 +238,13 @@ class NonLocalBlock2d(nn.Module):
             if self.mode == "gaussian":
                 return self._flatten(x), self._flatten(self._pool(x)), g
             return self._flatten(self.theta(x)), self._flatten(self._pool(self.phi(x))), g
-        ci = self.inter_channels
         if self.mode == "gaussian":
             g = self._flatten(self._pool(self.g(x)))
             theta = self._flatten(x)
             # The same tensor as keys, not a copy: softmax_attention then uses the symmetric kernel.
             return theta, (self._flatten(self._pool(x)) if self.sub_sample else theta), g
-        convs = (self.theta, self.phi, self.g)
-        if not self._stack_convs(x):
-            theta = self.theta(x)
-            phi, g = self._pool(self.phi(x)), self._pool(self.g(x))
-            return self._flatten(theta), self._flatten(phi), self._flatten(g)
-        weight = torch.cat([c.weight for c in convs])  # (3 Ci, C, 1, 1)
-        bias = torch.cat([c.bias for c in convs])
-        # split (not slicing): its backward concatenates the three gradients in one copy.
-        theta, keys = F.conv2d(x, weight, bias).split([ci, 2 * ci], dim=1)  # (B, Ci, H, W), (B, 2 Ci, H, W)
-        phi, g = self._pool(keys).split(ci, dim=1)
+        theta, phi, g = self._run_convs(x, *zip(*map(self._conv_params, (self.theta, self.phi, self.g))))
+        phi, g = self._pool(phi), self._pool(g)  # max-pooling is per channel: pooling them apart is the same
         return self._flatten(theta), self._flatten(phi), self._flatten(g)
 
     def forward(self, x):
@@ -231,10 +261,13 @@ class NonLocalBlock2d(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         b, _, h, w = x.shape
-        theta, phi, g = self._embeddings(x)  # (B, N, Cq), (B, M, Cq), (B, M, Ci); Cq = C for gaussian
-        concat_weight = self.concat_project.weight if self.mode == "concatenate" else None
-        y = nonlocal_aggregate(theta, phi, g, mode=self.mode, impl=self.impl, concat_weight=concat_weight,
-                               softmax_kernel=self.softmax_kernel)
+        if self.mode == "concatenate" and self.impl == "efficient":
+            y = concat_aggregate(*self._concat_embeddings(x))
+        else:
+            theta, phi, g = self._embeddings(x)  # (B, N, Cq), (B, M, Cq), (B, M, Ci); Cq = C for gaussian
+            concat_weight = self.concat_project.weight if self.mode == "concatenate" else None
+            y = nonlocal_aggregate(theta, phi, g, mode=self.mode, impl=self.impl, concat_weight=concat_weight,
+                                   softmax_kernel=self.softmax_kernel)
         y = y.transpose(1, 2).reshape(b, self.inter_channels, h, w)
         wy = self.w_z(y)
         if self.fusion == "residual":

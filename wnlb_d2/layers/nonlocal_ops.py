@@ -18,7 +18,8 @@ same signature and the same result:
   - concatenation: ``f_ij = ReLU(s_i + t_j)`` with ``s = a.theta``, ``t = b.phi``. For a fixed
     i the positive terms are exactly the j with ``t_j > -s_i``; sorting t once and taking
     prefix sums of ``g`` and ``t g`` gives ``sum_j f_ij g_j = s_i G(k_i) + TG(k_i)`` where k_i
-    is found by binary search. O((N + M) log M) time, O((N + M) C) memory, exact.
+    is found by binary search. O((N + M) log M) time, O((N + M) C) memory, exact
+    (:func:`concat_aggregate`, which takes s and t directly).
 
 Shapes everywhere: theta ``(B, N, Cq)`` (queries), phi ``(B, M, Cq)`` (keys), g ``(B, M, Cv)``
 (values), output ``(B, N, Cv)``.
@@ -30,7 +31,9 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-__all__ = ["NONLOCAL_MODES", "NONLOCAL_IMPLS", "SOFTMAX_KERNELS", "nonlocal_aggregate", "softmax_attention"]
+__all__ = [
+    "NONLOCAL_MODES", "NONLOCAL_IMPLS", "SOFTMAX_KERNELS", "concat_aggregate", "nonlocal_aggregate", "softmax_attention",
+]
 
 #: Pairwise functions, spelled as in the config (``MODEL.WNLB.MODE``).
 NONLOCAL_MODES = ("embedded", "gaussian", "dot", "concatenate")
@@ -464,8 +467,23 @@ def _concat_reference(theta, phi, g, concat_weight):
     return torch.bmm(affinity, g)
 
 
-def _concat_efficient(theta, phi, g, concat_weight):
-    s, t = _concat_scores(theta, phi, concat_weight)
+def concat_aggregate(s, t, g):
+    """``y_i = sum_j ReLU(s_i + t_j) g_j / M`` without the N x M matrix, exactly.
+
+    The concatenation's pairwise function needs theta and phi only through their projections
+    ``s = a.theta`` and ``t = b.phi``, so a caller that can make s and t directly (the block
+    folds ``a`` into theta's conv weight) passes them here. For a fixed i the positive terms are
+    the j with ``t_j > -s_i``: with t sorted once, prefix sums of g and t g and a binary search
+    give the sum in O((N + M) log M) time and O((N + M) Cv) memory.
+
+    Args:
+        s (Tensor): query scores, shape ``(B, N)``.
+        t (Tensor): key scores, shape ``(B, M)``.
+        g (Tensor): values, shape ``(B, M, Cv)``.
+
+    Returns:
+        Tensor: ``y``, shape ``(B, N, Cv)``.
+    """
     m, cv = g.shape[1], g.shape[2]
     t_desc, order = torch.sort(t, dim=1, descending=True)
     # C = M is applied to g once, before the prefix sums, instead of to the (B, N, Cv) result.
@@ -481,6 +499,11 @@ def _concat_efficient(theta, phi, g, concat_weight):
     g_sum = g_prefix.gather(1, k)
     tg_sum = tg_prefix.gather(1, k)
     return torch.addcmul(tg_sum, s.unsqueeze(-1), g_sum)
+
+
+def _concat_efficient(theta, phi, g, concat_weight):
+    s, t = _concat_scores(theta, phi, concat_weight)
+    return concat_aggregate(s, t, g)
 
 
 def nonlocal_aggregate(theta, phi, g, *, mode, impl="efficient", concat_weight=None, softmax_kernel="auto"):
