@@ -24,7 +24,8 @@ def test_yolov8_rows_through_the_runner(tmp_path):
                           pretrain_data="yolofam_demo_train", finetune_data="yolofam_demo_train_lowlight",
                           test_data="yolofam_demo_val_lowlight", normal_test_data="yolofam_demo_val",
                           pretrain_iters=2, finetune_iters=2, finetune_lr=1e-3, seeds=[0], severities=[0.0, 1.0],
-                          bootstrap_samples=20, opts=["imgsz", "64", "batch", "4", "close_mosaic", "0"])
+                          bootstrap_samples=20, opts=["imgsz", "64", "batch", "4", "close_mosaic", "0"],
+                          wnlb_weight_lr_factor=100.0)
     results, trained = run_experiment(spec)
     assert [(r["row"], r["seed"]) for r in results["runs"]] == [("finetuned", 0), ("nlb", 0), ("wnlb", 0)]
     for row in ("pretrained", "finetuned", "nlb", "wnlb", "pretrained_normal_light"):
@@ -33,6 +34,10 @@ def test_yolov8_rows_through_the_runner(tmp_path):
     for row in ("finetuned", "nlb", "wnlb"):
         info = json.load(open(os.path.join(trained[row].output_dir, "row.json")))
         assert info["epochs"] >= 1
+        # Bug: the blocks' learning-rate factors were refused (before that, silently ignored).
+        assert (info["wnlb_lr_factor"], info["wnlb_weight_lr_factor"]) == (1.0, 100.0), row
+    pre = json.load(open(os.path.join(trained["pretrained"].output_dir, "row.json")))
+    assert pre["wnlb_weight_lr_factor"] == 1.0  # the plain model's pre-training: no blocks, no factor
     w = results["runs"][-1]["w"]
     # Bugs: w was keyed "layer12", "layer5", "layer8" (sorted as strings in results.md), the
     # trajectory was empty and no row had a bootstrap interval, unlike the detectron2 rows.
@@ -55,10 +60,6 @@ def test_yolov8_rows_through_the_runner(tmp_path):
     assert on_disk["meta"]["identity"]["detector"] == "yolov8"
     with pytest.raises(ValueError, match="two-stage rows"):
         run_experiment(ExperimentSpec(**{**spec.__dict__, "enhancers": ["clahe"], "output_dir": str(tmp_path / "x")}))
-    # Bug: a learning-rate factor of the blocks was silently ignored by the YOLO rows.
-    for key in ("wnlb_weight_lr_factor", "wnlb_lr_factor"):
-        with pytest.raises(ValueError, match="lr-factor 100 is not supported"):
-            run_experiment(ExperimentSpec(**{**spec.__dict__, key: 100.0, "output_dir": str(tmp_path / "y")}))
 
 
 def test_importing_the_integration_leaves_pil_and_the_core_reader_alone(tmp_path):

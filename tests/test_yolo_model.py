@@ -236,3 +236,39 @@ def test_ultralytics_yolo_builds_a_shipped_yaml_by_name():
     assert model.task == "segment"
     blocks = [m for m in model.model.model if isinstance(m, YOLONonLocalBlock2d)]
     assert [b.in_channels for b in blocks] == [128, 256, 512] and {b.fusion for b in blocks} == {"residual"}
+
+
+@pytest.mark.parametrize("name", ["AdamW", "SGD"])
+def test_block_learning_rate_factors_give_the_blocks_groups_of_their_own(name):
+    # Bug: the YOLO rows trained the blocks' w at the one learning rate of every parameter, so
+    # w barely left its initial value (|w| <= 0.013) where the detectron2 rows use w x 100.
+    from types import SimpleNamespace
+
+    from wnlb_d2.yolo.train import LowLightSegmentationTrainer
+
+    model = SegmentationModel(insert_nonlocal_blocks("yolov8n-seg.yaml"), nc=NC, verbose=False)
+    blocks = [m for m in model.modules() if isinstance(m, YOLONonLocalBlock2d)]
+    block_params = {id(p) for m in blocks for p in m.parameters()}
+    ws = {id(m.fusion_weight) for m in blocks}
+
+    def groups(lr_factor, w_factor):
+        trainer = LowLightSegmentationTrainer.__new__(LowLightSegmentationTrainer)
+        trainer.args = SimpleNamespace(optimizer=name, lr0=1e-3, warmup_bias_lr=0.0)
+        trainer.wnlb_lr_factor, trainer.wnlb_weight_lr_factor = lr_factor, w_factor
+        opt = trainer.build_optimizer(model, name=name, lr=1e-3, momentum=0.9, decay=5e-4)
+        return {id(p): (g["lr"], g["weight_decay"], g["param_group"]) for g in opt.param_groups for p in g["params"]}, opt
+
+    plain, plain_opt = groups(1.0, 1.0)
+    scaled, opt = groups(10.0, 100.0)
+    assert len(plain_opt.param_groups) == 3  # Ultralytics' weight / bn / bias groups, nothing added
+    assert set(scaled) == set(plain) == {id(p) for p in model.parameters()}  # every parameter, once
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(scaled)
+    for i, (lr, decay, kind) in scaled.items():
+        factor = (1000.0 if i in ws else 10.0) if i in block_params else 1.0
+        assert lr == pytest.approx(plain[i][0] * factor), kind
+        assert (decay, kind) == plain[i][1:]  # same decay and Ultralytics group kind (bias warm-up)
+    assert {plain[i][1] for i in ws} == {0.0}  # w is never decayed
+    # Ultralytics' own groups keep their places (its callbacks read param_groups[0]).
+    assert [g["param_group"] for g in opt.param_groups[:3]] == ["weight", "bn", "bias"]
+    with pytest.raises(ValueError, match="wnlb_weight_lr_factor must be a positive finite number, got -1"):
+        LowLightSegmentationTrainer(overrides={}, wnlb_weight_lr_factor=-1)

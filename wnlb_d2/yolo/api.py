@@ -136,7 +136,7 @@ def evaluate_yolo(weights, dataset, output_dir, *, low_light=None, data_root=Non
 
 def train_yolo_row(model, train_dataset, val_dataset, output_dir, *, low_light=None, plain_weights=None,
                    data_root=None, epochs=10, imgsz=128, batch=16, device="cpu", link="symlink", eval_batch=32,
-                   callbacks=None, **train_args):
+                   callbacks=None, wnlb_lr_factor=1.0, wnlb_weight_lr_factor=1.0, **train_args):
     """Train one YOLO segmentation row and score it on ``val_dataset`` with pycocotools.
 
     Args:
@@ -153,6 +153,8 @@ def train_yolo_row(model, train_dataset, val_dataset, output_dir, *, low_light=N
         link (str): how images are exported.
         eval_batch (int): batch of the final evaluation.
         callbacks (dict or None): Ultralytics callbacks to add, ``{event: function(trainer)}``.
+        wnlb_lr_factor, wnlb_weight_lr_factor (float): learning-rate factors of the blocks'
+            parameters and, on top, of their w (see :class:`LowLightSegmentationTrainer`).
         **train_args: further Ultralytics arguments (over :data:`DEFAULT_TRAIN_ARGS`).
 
     Returns:
@@ -174,7 +176,8 @@ def train_yolo_row(model, train_dataset, val_dataset, output_dir, *, low_light=N
     train_args.setdefault("nbs", batch)
     overrides = {**DEFAULT_TRAIN_ARGS, **train_args, "model": str(model), "data": data_yaml, "epochs": epochs,
                  "imgsz": imgsz, "batch": batch, "device": device, "project": output_dir, "name": "train"}
-    trainer = LowLightSegmentationTrainer(overrides=overrides, plain_weights=plain_weights)
+    trainer = LowLightSegmentationTrainer(overrides=overrides, plain_weights=plain_weights,
+                                          wnlb_lr_factor=wnlb_lr_factor, wnlb_weight_lr_factor=wnlb_weight_lr_factor)
     w_trajectory = []
 
     def record_w(tr):
@@ -199,6 +202,7 @@ def train_yolo_row(model, train_dataset, val_dataset, output_dir, *, low_light=N
         "final_losses": {k: float(v) for k, v in (trainer.tloss or {}).items()},
         "block_w": block_weights(trainer.ema.ema if trainer.ema else trainer.model),
         "w_trajectory": w_trajectory,
+        "wnlb_lr_factor": trainer.wnlb_lr_factor, "wnlb_weight_lr_factor": trainer.wnlb_weight_lr_factor,
         "low_light": dict(spec), "results": results,
     }
     with open(os.path.join(output_dir, "row.json"), "w") as f:

@@ -51,14 +51,6 @@ class YOLOv8Family(DetectorFamily):
         if self.spec.enhancers:
             raise ValueError("--detector yolov8: two-stage rows (--enhancers) are run by the detectron2 families only")
         load_stock_yaml(self.spec.config_file)  # an unknown model YAML fails now, not after training
-        # The blocks' learning-rate factors are SOLVER keys of the detectron2 trainer; Ultralytics'
-        # trainer here has one learning rate for all, so a factor would be silently ignored.
-        factors = {"--wnlb-lr-factor": self.spec.wnlb_lr_factor,
-                   "--wnlb-weight-lr-factor": self.spec.wnlb_weight_lr_factor}
-        bad = [f"{k} {v:g}" for k, v in factors.items() if float(v) != 1.0]
-        if bad:
-            raise ValueError(f"--detector yolov8: {', '.join(bad)} is not supported (the YOLO rows train every "
-                             "parameter at one learning rate); leave the factors at 1")
         if self.spec.finetune_policy != "all":
             logger.info(f"--detector yolov8 trains every parameter (finetune_policy {self.spec.finetune_policy!r} "
                         "applies to the detectron2 families)")
@@ -88,8 +80,8 @@ class YOLOv8Family(DetectorFamily):
             set_config_value(cfg, key, value)
         return LowLightSpec.from_config(cfg)
 
-    def _row(self, row, model, train_data, output_dir, seed, iters, lr, low_light, plain_weights=None):
-        args = {**self.train_args, "seed": seed, "lr0": lr}
+    def _row(self, row, model, train_data, output_dir, seed, iters, lr, low_light, plain_weights=None, factors=None):
+        args = {**self.train_args, "seed": seed, "lr0": lr, **(factors or {})}
         if self.spec.finetune_optimizer and row != "pretrained":
             args["optimizer"] = self.spec.finetune_optimizer
         epochs = self._epochs(iters, train_data)
@@ -132,8 +124,10 @@ class YOLOv8Family(DetectorFamily):
             model = os.path.join(output_dir, model_yaml_name(s.config_file, fusion))
             write_model_yaml(model, insert_nonlocal_blocks(s.config_file, fusion=fusion, **options))
         low_light = self._spec(s.low_light_train, s.low_light_test, seed=seed)
+        # The blocks' learning-rate factors, as the detectron2 rows' SOLVER.WNLB_*_FACTOR.
+        factors = {"wnlb_lr_factor": float(s.wnlb_lr_factor), "wnlb_weight_lr_factor": float(s.wnlb_weight_lr_factor)}
         return self._row(row, model, s.finetune_data, output_dir, seed, s.finetune_iters, s.finetune_lr, low_light,
-                         plain_weights=pretrained.weights)
+                         plain_weights=pretrained.weights, factors=factors)
 
     def evaluate(self, trained, dataset, *, low_light, output_dir, overrides=None):
         if overrides and any(k.startswith("INPUT.ENHANCER") for k in overrides):

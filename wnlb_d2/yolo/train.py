@@ -6,13 +6,16 @@
   map (:func:`~wnlb_d2.yolo.weights.load_plain_weights`): Ultralytics' ``Model.train()``
   rebuilds a YAML model from scratch and matches weights by name, which the inserted layers
   break. The blocks' scalar weights ``w`` go into the optimizer's group without weight decay
-  (Ultralytics would decay every non-norm weight, pulling w back to 0, i.e. to the identity).
+  (Ultralytics would decay every non-norm weight, pulling w back to 0, i.e. to the identity),
+  and the blocks' parameters can get their own learning-rate factors, as
+  ``SOLVER.WNLB_LR_FACTOR`` / ``SOLVER.WNLB_WEIGHT_LR_FACTOR`` give them in detectron2.
 * :class:`LowLightSegmentationValidator` validates on the same low-light images; Ultralytics'
   COCO step is skipped (:mod:`wnlb_d2.yolo.evaluate` scores ``predictions.json`` with
   pycocotools against the detectron2 ground truth).
 """
 
 import logging
+import math
 from copy import copy
 
 from ultralytics.models.yolo.segment import SegmentationTrainer, SegmentationValidator
@@ -61,6 +64,13 @@ class LowLightSegmentationValidator(SegmentationValidator):
         return stats
 
 
+def _check_factor(name, value):
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return value
+
+
 class LowLightSegmentationTrainer(SegmentationTrainer):
     """``SegmentationTrainer`` with low-light data, plain-weight loading and no decay on w.
 
@@ -69,10 +79,18 @@ class LowLightSegmentationTrainer(SegmentationTrainer):
             YAML, ``overrides["data"]`` a data YAML from :func:`~wnlb_d2.yolo.data.write_data_yaml`).
         plain_weights: optional weights of the plain model (a ``.pt`` path, model or state
             dict) loaded into the model with blocks before training.
+        wnlb_lr_factor (float): multiplies the learning rate of every parameter of a non-local
+            block (1.0: one learning rate for all, Ultralytics' own).
+        wnlb_weight_lr_factor (float): multiplies, on top, the learning rate of the blocks'
+            fusion weights w alone (the study runner's presets use 100 for the detectron2
+            rows: w moves off its initial value in a short fine-tuning).
     """
 
-    def __init__(self, cfg=DEFAULT_CFG, overrides=None, _callbacks=None, plain_weights=None):
+    def __init__(self, cfg=DEFAULT_CFG, overrides=None, _callbacks=None, plain_weights=None,
+                 wnlb_lr_factor=1.0, wnlb_weight_lr_factor=1.0):
         self.plain_weights = plain_weights
+        self.wnlb_lr_factor = _check_factor("wnlb_lr_factor", wnlb_lr_factor)
+        self.wnlb_weight_lr_factor = _check_factor("wnlb_weight_lr_factor", wnlb_weight_lr_factor)
         super().__init__(cfg, overrides, _callbacks)
 
     def build_dataset(self, img_path, mode="train", batch=None):
@@ -98,10 +116,16 @@ class LowLightSegmentationTrainer(SegmentationTrainer):
         )
 
     def build_optimizer(self, model, name="auto", lr=0.001, momentum=0.9, decay=1e-5, iterations=1e5):
-        """Ultralytics' optimizer, with the blocks' w moved to the group without weight decay."""
+        """Ultralytics' optimizer, with the blocks' w moved to the group without weight decay.
+
+        With learning-rate factors, each group's block parameters move to a copy of that
+        group whose ``lr`` is multiplied by their factor. Ultralytics' warm-up and its
+        ``LambdaLR`` scale every group from its own initial ``lr``, so the factor holds for
+        the whole run.
+        """
         optimizer = super().build_optimizer(model, name, lr, momentum, decay, iterations)
-        ws = {id(m.fusion_weight) for m in unwrap_model(model).modules()
-              if isinstance(m, YOLONonLocalBlock2d) and m.fusion_weight.requires_grad}
+        blocks = [m for m in unwrap_model(model).modules() if isinstance(m, YOLONonLocalBlock2d)]
+        ws = {id(m.fusion_weight) for m in blocks if m.fusion_weight.requires_grad}
         no_decay = next((g for g in optimizer.param_groups if g.get("weight_decay", 0) == 0), None)
         moved = 0
         for group in optimizer.param_groups:
@@ -113,4 +137,26 @@ class LowLightSegmentationTrainer(SegmentationTrainer):
             group["params"] = keep
         if moved:
             logger.info(f"{moved} non-local block weight(s) w without weight decay")
+        factors = {id(p): self.wnlb_lr_factor for m in blocks for p in m.parameters()}
+        factors.update({i: self.wnlb_lr_factor * self.wnlb_weight_lr_factor for i in ws})
+        self._scale_block_lrs(optimizer, factors)
         return optimizer
+
+    @staticmethod
+    def _scale_block_lrs(optimizer, factors):
+        """Move the parameters with a factor != 1 (``{id(param): factor}``) into groups of their own lr.
+
+        A group left with no parameters stays (empty): Ultralytics' callbacks read groups by place.
+        """
+        added = []
+        for group in optimizer.param_groups:
+            by_factor = {}
+            for p in group["params"]:
+                by_factor.setdefault(factors.get(id(p), 1.0), []).append(p)
+            group["params"] = by_factor.pop(1.0, [])
+            for factor, params in by_factor.items():
+                added.append({**group, "params": params, "lr": group["lr"] * factor})
+        for group in added:  # appended: Ultralytics' own groups keep their places
+            optimizer.add_param_group(group)
+            logger.info(f"{len(group['params'])} non-local block parameter(s) at lr {group['lr']:g} "
+                        f"({group.get('param_group', 'group')}, weight decay {group.get('weight_decay', 0):g})")
