@@ -85,6 +85,7 @@ def test_yolov8_preset_opts_come_before_the_command_line():
     spec.loader.exec_module(tool)
     values = tool.spec_values(tool.build_parser().parse_args(["--preset", "demo", "--detector", "yolov8"]))
     assert values["opts"] == ["close_mosaic", "3"] and values["pretrain_iters"] * 16 % 400 == 0
+    assert values["wnlb_weight_lr_factor"] == 100.0  # as the detectron2 families' presets
     values = tool.spec_values(tool.build_parser().parse_args(["--preset", "study", "--detector", "yolov8",
                                                               "close_mosaic", "0", "imgsz", "64"]))
     assert values["opts"] == ["close_mosaic", "3", "close_mosaic", "0", "imgsz", "64"]  # later pairs win
