@@ -60,6 +60,33 @@ def test_yolov8_rows_through_the_runner(tmp_path):
     assert on_disk["meta"]["identity"]["detector"] == "yolov8"
     with pytest.raises(ValueError, match="two-stage rows"):
         run_experiment(ExperimentSpec(**{**spec.__dict__, "enhancers": ["clahe"], "output_dir": str(tmp_path / "x")}))
+    _check_side_by_side_pictures(spec, trained, tmp_path)
+
+
+def _check_side_by_side_pictures(spec, trained, tmp_path):
+    # Bug: the runner's side-by-side pictures were not drawn for YOLO rows ("draws no pictures").
+    import cv2
+    import numpy as np
+    from detectron2.data import DatasetCatalog
+
+    from wnlb_d2.data.mapper import LowLightDatasetMapper
+    from wnlb_d2.experiment import build_detector_family
+    from wnlb_d2.yolo.data import LowLightYOLODataset
+
+    family = build_detector_family(spec)
+    paths = family.save_pictures(trained, spec.test_data, str(tmp_path / "pictures"), num_images=2, low_light=True)
+    assert [os.path.basename(p) for p in paths] == ["sample_0.png", "sample_1.png"]
+    d = DatasetCatalog.get(spec.test_data)[0]
+    picture = cv2.imread(paths[0])
+    # The input panel, then one per row, each the image at scale 2 under a title bar.
+    assert picture.shape[1] == 2 * d["width"] * (1 + len(trained))
+    # The input panel is the image the evaluation scores: the mapper's evaluation degradation.
+    low = family._spec(False, True)
+    image = LowLightYOLODataset._build_mapper(low, training=False)(dict(d))["image"].numpy().transpose(1, 2, 0)
+    panel = picture[-2 * d["height"]:, :2 * d["width"]]
+    np.testing.assert_array_equal(panel, cv2.resize(np.ascontiguousarray(image), (2 * d["width"], 2 * d["height"]),
+                                                    interpolation=cv2.INTER_NEAREST))
+    assert isinstance(LowLightYOLODataset._build_mapper(low, training=False), LowLightDatasetMapper)
 
 
 def test_importing_the_integration_leaves_pil_and_the_core_reader_alone(tmp_path):

@@ -7,6 +7,7 @@ import ast
 import importlib.util
 import os
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -272,3 +273,25 @@ def test_block_learning_rate_factors_give_the_blocks_groups_of_their_own(name):
     assert [g["param_group"] for g in opt.param_groups[:3]] == ["weight", "bn", "bias"]
     with pytest.raises(ValueError, match="wnlb_weight_lr_factor must be a positive finite number, got -1"):
         LowLightSegmentationTrainer(overrides={}, wnlb_weight_lr_factor=-1)
+
+
+def test_results_to_instances_keeps_boxes_scores_classes_and_full_size_masks():
+    from ultralytics.engine.results import Results
+
+    from wnlb_d2.yolo.pictures import results_to_instances
+
+    image = np.zeros((20, 30, 3), np.uint8)
+    masks = torch.zeros(2, 20, 30)
+    masks[0, 2:5, 3:9] = 1
+    masks[1, 10:, 20:] = 0.7
+    boxes = torch.tensor([[3.0, 2.0, 9.0, 5.0, 0.9, 4], [20.0, 10.0, 30.0, 20.0, 0.6, 1]])
+    inst = results_to_instances(Results(image, "x.png", {i: str(i) for i in range(NC)}, boxes=boxes, masks=masks),
+                                (20, 30))
+    assert inst.image_size == (20, 30) and len(inst) == 2
+    assert inst.pred_boxes.tensor.tolist() == boxes[:, :4].tolist()
+    assert inst.scores.tolist() == pytest.approx([0.9, 0.6]) and inst.pred_classes.tolist() == [4, 1]
+    assert inst.pred_masks.dtype == torch.bool and torch.equal(inst.pred_masks, masks > 0.5)
+    empty = results_to_instances(Results(image, "x.png", {0: "a"}, boxes=torch.zeros(0, 6)), (20, 30))
+    assert len(empty) == 0 and empty.pred_masks.shape == (0, 20, 30)
+    with pytest.raises(ValueError, match=r"masks of shape \(10, 15\) for an image of \(20, 30\); predict with retina"):
+        results_to_instances(Results(image, "x.png", {0: "a"}, boxes=boxes[:1], masks=masks[:1, ::2, ::2]), (20, 30))

@@ -13,7 +13,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from ..utils.io import atomic_write
 
-__all__ = ["draw_predictions", "label_panel", "save_side_by_side"]
+__all__ = ["draw_predictions", "label_panel", "save_side_by_side", "write_side_by_side"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,6 @@ def save_side_by_side(models, cfg_test, dataset_name, out_dir, num_images=3, low
     cfg.INPUT.LOW_LIGHT.TEST = bool(low_light)
     mapper = LowLightDatasetMapper(cfg, is_train=False)
     meta = MetadataCatalog.get(dataset_name)
-    os.makedirs(out_dir, exist_ok=True)
     paths = []
     for k, d in enumerate(DatasetCatalog.get(dataset_name)[:num_images]):
         inp = mapper(dict(d))
@@ -95,17 +94,41 @@ def save_side_by_side(models, cfg_test, dataset_name, out_dir, num_images=3, low
         image_bgr = image[:, :, ::-1] if cfg.INPUT.FORMAT == "RGB" else image
         h, w = d["height"], d["width"]
         image_bgr = np.ascontiguousarray(cv2.resize(image_bgr, (w, h), interpolation=cv2.INTER_LINEAR))
-        size = (int(round(w * scale)), int(round(h * scale)))
-        panels = [label_panel(cv2.resize(image_bgr, size, interpolation=cv2.INTER_NEAREST), "low-light input")]
+        outputs = {}
         for row, (_, model) in models.items():
             model.eval()
             with torch.no_grad():
-                outputs = {"instances": model([inp])[0]["instances"].to("cpu")}
-            drawn = draw_predictions(image_bgr, outputs, meta, score_threshold=score_threshold, scale=scale)
-            panels.append(label_panel(cv2.resize(drawn, size, interpolation=cv2.INTER_AREA), row))
+                outputs[row] = {"instances": model([inp])[0]["instances"].to("cpu")}
         path = os.path.join(out_dir, f"sample_{k}.png")
-        with atomic_write(path) as tmp:
-            if not cv2.imwrite(tmp, np.concatenate(panels, axis=1)):
-                raise OSError(f"could not write {path}")
-        paths.append(path)
+        paths.append(write_side_by_side(path, image_bgr, outputs, meta, score_threshold=score_threshold, scale=scale))
     return paths
+
+
+def write_side_by_side(path, image_bgr, outputs, metadata, *, score_threshold=0.5, scale=2.0,
+                       input_title="low-light input"):
+    """Write one PNG: ``image_bgr``, then each row's predictions drawn on it, side by side.
+
+    Args:
+        path (str): the PNG to write (atomically; its folder is created).
+        image_bgr (np.ndarray): uint8 ``(H, W, 3)`` BGR image, the input every row saw.
+        outputs (dict[str, dict]): row -> that row's output on the image (``{"instances": Instances}``
+            in image coordinates).
+        metadata: detectron2 metadata (class names).
+        score_threshold (float): instances below it are not drawn.
+        scale (float): drawing scale (> 1 for small images).
+        input_title (str): title of the first panel.
+
+    Returns:
+        str: ``path``.
+    """
+    h, w = image_bgr.shape[:2]
+    size = (int(round(w * scale)), int(round(h * scale)))
+    panels = [label_panel(cv2.resize(image_bgr, size, interpolation=cv2.INTER_NEAREST), input_title)]
+    for row, out in outputs.items():
+        drawn = draw_predictions(image_bgr, out, metadata, score_threshold=score_threshold, scale=scale)
+        panels.append(label_panel(cv2.resize(drawn, size, interpolation=cv2.INTER_AREA), row))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_write(path) as tmp:
+        if not cv2.imwrite(tmp, np.concatenate(panels, axis=1)):
+            raise OSError(f"could not write {path}")
+    return path

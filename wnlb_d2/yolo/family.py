@@ -25,6 +25,7 @@ from ..experiment.family import DETECTOR_FAMILY_REGISTRY, DetectorFamily, Traine
 from .api import evaluate_yolo, train_yolo_row
 from .data import LowLightSpec
 from .model_yaml import DEFAULT_STAGES, insert_nonlocal_blocks, load_stock_yaml, model_yaml_name, write_model_yaml
+from .pictures import save_yolo_side_by_side
 
 __all__ = ["YOLOv8Family"]
 
@@ -141,3 +142,8 @@ class YOLOv8Family(DetectorFamily):
 
     def block_weights(self, trained):
         return self._stage_names((trained.handle or {}).get("block_w", {}))
+
+    def save_pictures(self, trained_rows, dataset, output_dir, *, num_images=3, low_light=False):
+        weights = {row: t.weights for row, t in trained_rows.items() if t.weights}
+        return save_yolo_side_by_side(weights, dataset, output_dir, low_light=self._spec(False, low_light),
+                                      num_images=num_images, imgsz=self.imgsz)
