@@ -18,6 +18,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import WNLBCheckpointer, remove_stale_temporaries
 from ..naming import is_fusion_weight_key, is_wnlb_key
+from ..utils.optim import group_by_lr_factor
 from .evaluation import build_coco_evaluator
 from .finetune import apply_finetune_policy
 from .hooks import WNLBWeightLogger
@@ -121,10 +122,7 @@ def optimizer_param_groups(cfg, model, wnlb_lr_factor=1.0, wnlb_weight_lr_factor
             factors[id(p)] = wnlb_lr_factor * (wnlb_weight_lr_factor if is_fusion_weight_key(n) else 1.0)
     out = []
     for group in groups:
-        by_factor = {}
-        for p in group["params"]:
-            by_factor.setdefault(factors.get(id(p), 1.0), []).append(p)
-        for factor, params in by_factor.items():
+        for factor, params in group_by_lr_factor(group["params"], factors).items():
             if factor == 1.0:
                 out.append({**group, "params": params})
             else:

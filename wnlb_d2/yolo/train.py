@@ -23,6 +23,8 @@ from ultralytics.nn.tasks import SegmentationModel
 from ultralytics.utils import DEFAULT_CFG, RANK, ops
 from ultralytics.utils.torch_utils import unwrap_model
 
+from ..utils.optim import group_by_lr_factor
+from ..utils.params import is_number
 from .data import build_lowlight_dataset
 from .modules import YOLONonLocalBlock2d
 from .weights import load_plain_weights
@@ -65,10 +67,10 @@ class LowLightSegmentationValidator(SegmentationValidator):
 
 
 def _check_factor(name, value):
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
+    # is_number: a bool is refused, as SOLVER.WNLB_*_FACTOR are in detectron2's setup.
+    if not is_number(value) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return value
+    return float(value)
 
 
 class LowLightSegmentationTrainer(SegmentationTrainer):
@@ -150,9 +152,7 @@ class LowLightSegmentationTrainer(SegmentationTrainer):
         """
         added = []
         for group in optimizer.param_groups:
-            by_factor = {}
-            for p in group["params"]:
-                by_factor.setdefault(factors.get(id(p), 1.0), []).append(p)
+            by_factor = group_by_lr_factor(group["params"], factors)
             group["params"] = by_factor.pop(1.0, [])
             for factor, params in by_factor.items():
                 added.append({**group, "params": params, "lr": group["lr"] * factor})
