@@ -13,6 +13,7 @@ from wnlb_d2.config import add_wnlb_config
 from wnlb_d2.experiment import DETECTOR_FAMILY_REGISTRY, DetectorFamily, ExperimentSpec, TrainedRow, run_experiment
 from wnlb_d2.experiment.report import plot_results, plot_severity, plot_w_trajectory, results_markdown
 from wnlb_d2.experiment.stats import paired_difference
+from wnlb_d2.utils.io import FolderLockedError
 
 # A row's "AP" in the stand-in family: a base per row, a per-seed offset shared by the rows of one
 # seed (what pairing removes), a per-(row, seed) wiggle, and a fall with the severity level.
@@ -39,7 +40,7 @@ class StandInFamily(DetectorFamily):
         add_wnlb_config(cfg)
         return cfg
 
-    def pretrain(self, output_dir):
+    def pretrain(self, output_dir, resume=False):
         StandInFamily.calls.append(("pretrain", output_dir))
         return TrainedRow("pretrained", None, os.path.join(output_dir, "model_final.pth"), output_dir)
 
@@ -47,7 +48,7 @@ class StandInFamily(DetectorFamily):
         StandInFamily.calls.append(("load", weights))
         return TrainedRow("pretrained", None, weights, output_dir)
 
-    def finetune(self, row, pretrained, seed, output_dir):
+    def finetune(self, row, pretrained, seed, output_dir, resume=False):
         StandInFamily.calls.append(("finetune", row, seed, pretrained.weights))
         traj = [{"iteration": i, "res3": 0.01 * i} for i in (19, 39)] if row == "wnlb" else []
         return TrainedRow(row, seed, os.path.join(output_dir, "model_final.pth"), output_dir, w_trajectory=traj)
@@ -140,7 +141,7 @@ def test_bad_seeds_and_severities_fail_before_anything_runs(tmp_path):
         run_experiment(_spec(tmp_path, seeds=[]))
     with pytest.raises(ValueError, match=r"repeat \[1\]"):
         run_experiment(_spec(tmp_path, seeds=[0, 1, 1]))
-    with pytest.raises(ValueError, match="non-negative integers"):
+    with pytest.raises(ValueError, match=r"integers in \[0, 2\*\*32\)"):
         run_experiment(_spec(tmp_path, seeds=[-1]))
     with pytest.raises(ValueError, match="outside the pipeline's valid range"):
         run_experiment(_spec(tmp_path, severities=[0.0, 3.0]))
@@ -155,10 +156,10 @@ def test_bad_seeds_and_severities_fail_before_anything_runs(tmp_path):
 def test_results_of_another_experiment_are_never_replaced(tmp_path):
     run_experiment(_spec(tmp_path, seeds=[0], preset="quick"))
     first = (tmp_path / "study" / "results.json").read_text()
-    with pytest.raises(FileExistsError, match="another experiment.*--overwrite"):
+    with pytest.raises(FileExistsError, match="another experiment.*preset 'quick' -> 'demo'.*--overwrite"):
         run_experiment(_spec(tmp_path, seeds=[0], preset="demo"))
     assert (tmp_path / "study" / "results.json").read_text() == first
-    run_experiment(_spec(tmp_path, seeds=[0, 1], preset="quick"))  # the same experiment may be re-run
+    run_experiment(_spec(tmp_path, seeds=[0], preset="quick"))  # the same experiment may be re-run
     old = tmp_path / "old"
     old.mkdir()
     (old / "results.json").write_text(json.dumps({"pretrained": {"segm": {"AP": 1.0}}, "meta": {"spec": {}}}))
@@ -166,6 +167,137 @@ def test_results_of_another_experiment_are_never_replaced(tmp_path):
         run_experiment(_spec(tmp_path, seeds=[0], output_dir=str(old)))
     run_experiment(_spec(tmp_path, seeds=[0], output_dir=str(old)), overwrite=True)
     assert json.loads((old / "results.json").read_text())["version"] == 2
+
+
+@pytest.mark.parametrize("change", [dict(rows=["pretrained", "finetuned"], seeds=[5], finetune_iters=2),
+                                    dict(finetune_iters=2), dict(finetune_lr=1e-3), dict(severities=[0.5]),
+                                    dict(wnlb_weight_lr_factor=10.0), dict(bootstrap_samples=20),
+                                    dict(test_data="wnlb_demo_val")])
+def test_every_field_that_changes_a_result_is_another_experiment(tmp_path, change):
+    first = dict(rows=["pretrained", "finetuned", "wnlb"], seeds=[0], finetune_iters=60)
+    run_experiment(_spec(tmp_path, **first))
+    before = {p: p.read_bytes() for p in (tmp_path / "study").rglob("*") if p.is_file() and p.name != ".lock"}
+    StandInFamily.calls = []
+    with pytest.raises(FileExistsError, match="another experiment .*--overwrite") as e:
+        run_experiment(_spec(tmp_path, **{**first, **change}))
+    differs = str(e.value).split("differs in ")[1]
+    for key, value in change.items():
+        assert f"{key} {first.get(key, getattr(_spec(tmp_path), key))!r} -> {value!r}" in differs
+    assert StandInFamily.calls == []
+    after = {p: p.read_bytes() for p in (tmp_path / "study").rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before
+
+
+def test_overwrite_removes_stale_rows_and_keeps_runs_it_would_repeat(tmp_path):
+    out = tmp_path / "study"
+    run_experiment(_spec(tmp_path, rows=["pretrained", "finetuned", "wnlb"], seeds=[0], finetune_iters=60))
+    (out / "pictures").mkdir()
+    (out / "pictures" / "000001.png").write_bytes(b"old picture")
+    (out / "w_trajectory.png").write_bytes(b"old plot")
+    (out / "notes.txt").write_text("the user's own file")
+    StandInFamily.calls = []
+    results, _ = run_experiment(_spec(tmp_path, rows=["pretrained", "finetuned"], seeds=[0], finetune_iters=2),
+                                overwrite=True)
+    # the pre-training is the same (same data, length, seed): kept; the finetuned row changed: retrained
+    assert [c[0] for c in StandInFamily.calls if c[0] in ("pretrain", "finetune")] == ["finetune"]
+    assert not (out / "wnlb").exists() and not (out / "pictures").exists() and not (out / "w_trajectory.png").exists()
+    assert (out / "notes.txt").read_text() == "the user's own file"
+    on_disk = json.loads((out / "results.json").read_text())
+    assert [r["row"] for r in on_disk["runs"]] == ["finetuned"] and "wnlb" not in on_disk
+    assert on_disk["meta"]["spec"]["finetune_iters"] == 2
+
+
+def test_a_rerun_keeps_every_finished_run_and_evaluation(tmp_path):
+    spec = _spec(tmp_path, seeds=[0, 1], severities=[0.0, 1.0])
+    first, _ = run_experiment(spec)
+    StandInFamily.calls = []
+    again, _ = run_experiment(spec)
+    assert StandInFamily.calls == []  # nothing trained, nothing evaluated
+    for key in ("runs", "summary", "paired", "severity", "pretrained", "pretrained_normal_light"):
+        assert json.dumps(again[key], sort_keys=True) == json.dumps(first[key], sort_keys=True), key
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_an_interrupted_study_resumes_without_redoing_finished_runs(tmp_path, monkeypatch):
+    spec = _spec(tmp_path, seeds=[0, 1], severities=[0.0, 1.0])
+    real = StandInFamily.finetune
+
+    def killed_at_wnlb_seed1(self, row, pretrained, seed, output_dir, resume=False):
+        if (row, seed) == ("wnlb", 1):
+            raise _Killed()
+        return real(self, row, pretrained, seed, output_dir, resume)
+
+    monkeypatch.setattr(StandInFamily, "finetune", killed_at_wnlb_seed1)
+    with pytest.raises(_Killed):
+        run_experiment(spec)
+    assert not (tmp_path / "study" / "results.json").exists()
+    monkeypatch.setattr(StandInFamily, "finetune", real)
+    StandInFamily.calls = []
+    results, _ = run_experiment(spec)
+    trained = [c[:3] for c in StandInFamily.calls if c[0] in ("pretrain", "finetune")]
+    assert trained == [("finetune", "wnlb", 1)]
+    evaluated = {(c[1], c[2], c[4]) for c in StandInFamily.calls if c[0] == "evaluate"}
+    # the new run on its test set and severity levels, and the pre-trained row's severity levels
+    # (the last step, not reached before the interruption)
+    assert evaluated == {("wnlb", 1, False), ("wnlb", 1, True), ("pretrained", None, True)}
+    assert [(r["row"], r["seed"]) for r in results["runs"]] == [(r, s) for s in (0, 1) for r in ("finetuned", "nlb", "wnlb")]
+    assert results["summary"]["wnlb"]["segm"]["AP"]["n"] == 2
+
+
+def test_a_run_of_another_identity_in_a_row_folder_starts_afresh(tmp_path):
+    spec = _spec(tmp_path, seeds=[0])
+    run_experiment(spec)
+    stale = tmp_path / "study" / "wnlb" / "metrics.json"
+    stale.write_text('{"iteration": 3, "wnlb/w_res3": 0.5}\n')
+    run_json = tmp_path / "study" / "wnlb" / "run.json"
+    record = json.loads(run_json.read_text())
+    record["identity"]["seed"] = 7  # as if another run had trained here
+    run_json.write_text(json.dumps(record))
+    StandInFamily.calls = []
+    run_experiment(spec)
+    assert [c[:3] for c in StandInFamily.calls if c[0] == "finetune"] == [("finetune", "wnlb", 0)]
+    assert not stale.exists()  # the folder was emptied before the run
+
+
+def test_a_second_run_on_the_same_folder_stops_at_once_naming_the_holder(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "study"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from wnlb_d2.utils.io import folder_lock\n"
+        f"with folder_lock({str(out)!r}):\n    print('locked', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        StandInFamily.calls = []
+        with pytest.raises(FolderLockedError, match=f"in use by pid {holder.pid} "):
+            run_experiment(_spec(tmp_path, seeds=[0]))
+        assert StandInFamily.calls == []
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    finally:
+        holder.kill()  # kill -9: the kernel releases the lock
+        holder.wait()
+    run_experiment(_spec(tmp_path, seeds=[0]))
+    assert (out / "results.json").exists()
+
+
+def test_w_trajectory_of_a_resumed_run_is_its_own():
+    import tempfile
+
+    from wnlb_d2.experiment.family import read_w_trajectory
+
+    lines = [{"iteration": i, "wnlb/w_res3": w} for i, w in ((3, 0.1), (19, 0.2), (39, 0.3))]
+    # resumed from a checkpoint at iteration 29: 39 is redone, then 59
+    lines += [{"iteration": 39, "wnlb/w_res3": 0.35}, {"iteration": 59, "wnlb/w_res3": 0.4}]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        f.write("\n".join(json.dumps(line) for line in lines) + "\n" + '{"iteration": 6')  # a line cut by a kill
+    got = read_w_trajectory(f.name)
+    os.remove(f.name)
+    assert [(p["iteration"], p["res3"]) for p in got] == [(3, 0.1), (19, 0.2), (39, 0.35), (59, 0.4)]
 
 
 def test_single_seed_says_no_interval(tmp_path):

@@ -138,14 +138,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     values = spec_values(args)
 
-    from detectron2.utils.logger import setup_logger
-
     import wnlb_d2  # noqa: F401  (registers backbones and datasets)
     from wnlb_d2.data.mapper import worker_error_message
-    from wnlb_d2.experiment import ExperimentSpec, build_detector_family, run_experiment
-    from wnlb_d2.experiment.report import plot_results, plot_severity, plot_w_trajectory, results_markdown
+    from wnlb_d2.experiment import ExperimentSpec, build_detector_family
     from wnlb_d2.experiment.runner import check_output_folder
     from wnlb_d2.experiment.severity import severity_levels
+    from wnlb_d2.utils.io import FolderLockedError, folder_lock, os_error_message
 
     spec = ExperimentSpec(**values)
     try:
@@ -156,28 +154,45 @@ def main(argv=None):
         family.validate()
         if spec.severities:
             severity_levels(family.low_light_config(), spec.severities)
-        check_output_folder(spec, args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        sys.exit(f"run_experiment.py: error: {type(e).__name__}: {e}")
-    os.makedirs(spec.output_dir, exist_ok=True)
+        # The lock first: a second run on this folder stops here, before it writes anything.
+        with folder_lock(spec.output_dir):
+            check_output_folder(spec, args.overwrite)
+            return _run(spec, family, args)
+    except (FileNotFoundError, FileExistsError, FolderLockedError, KeyError, ValueError, PermissionError,
+            FloatingPointError) as e:
+        # An unreadable image raised in a data-loader worker: its message, not the worker's traceback.
+        sys.exit(f"run_experiment.py: error: {type(e).__name__}: {worker_error_message(e)}")
+    except OSError as e:  # a full disk, a read-only folder: what and where, in one line
+        sys.exit(f"run_experiment.py: error: {os_error_message(e)}")
+
+
+def _run(spec, family, args):
+    """Run the study in the locked output folder, then its plots and pictures."""
+    from detectron2.utils.logger import setup_logger
+
+    from wnlb_d2.experiment import run_experiment
+    from wnlb_d2.experiment.report import plot_results, plot_severity, plot_w_trajectory, results_markdown
+    from wnlb_d2.utils.io import remove_tree
+
     log = os.path.join(spec.output_dir, "log.txt")
     setup_logger(output=log, name="detectron2", abbrev_name="d2")
     setup_logger(output=log, name="wnlb_d2")
     t0 = time.perf_counter()
-    try:
-        results, trained = run_experiment(spec, overwrite=args.overwrite)
-    except (FileNotFoundError, KeyError, ValueError, PermissionError, FloatingPointError) as e:
-        # An unreadable image raised in a data-loader worker: its message, not the worker's traceback.
-        sys.exit(f"run_experiment.py: error: {type(e).__name__}: {worker_error_message(e)}")
+    results, trained = run_experiment(spec, overwrite=args.overwrite)
     out = spec.output_dir
     plot_results(results, os.path.join(out, "ap.png"))
     if results.get("severity"):
         plot_severity(results, os.path.join(out, "severity.png"))
+    trajectory_plot = os.path.join(out, "w_trajectory.png")
     if any(r.get("w_trajectory") for r in results["runs"]):
-        plot_w_trajectory(results, os.path.join(out, "w_trajectory.png"))
+        plot_w_trajectory(results, trajectory_plot)
+    else:
+        remove_tree(trajectory_plot)  # an earlier run's, of rows this one does not have
+    pictures = os.path.join(out, "pictures")
+    remove_tree(pictures)  # drawn anew: nothing of an earlier run's rows stays beside them
     if args.pictures > 0:
         try:
-            family.save_pictures(trained, spec.test_data, os.path.join(out, "pictures"), num_images=args.pictures,
+            family.save_pictures(trained, spec.test_data, pictures, num_images=args.pictures,
                                  low_light=spec.low_light_test)
         except NotImplementedError as e:
             logging.getLogger("wnlb_d2").info(f"No side-by-side pictures: {e}")

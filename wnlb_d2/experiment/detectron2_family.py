@@ -8,6 +8,7 @@ row is evaluated by COCOEvaluator.
 
 import logging
 import os
+import re
 import time
 
 from ..config import set_config_value
@@ -29,6 +30,8 @@ class Detectron2Family(DetectorFamily):
     run. Training runs are seeded (``SEED``, ``INPUT.LOW_LIGHT.TRAIN_SEED`` and the global RNGs),
     so the same seed repeats a run up to the non-determinism of the CPU/GPU kernels.
     """
+
+    can_resume = True
 
     def _cfg(self, opts):
         return setup_cfg(self.spec.config_file, list(self.spec.opts) + list(opts))
@@ -56,33 +59,45 @@ class Detectron2Family(DetectorFamily):
             opts += ["MODEL.WNLB.WEIGHT_INIT", str(float(self.spec.wnlb_weight_init))]
         return opts
 
-    def _train(self, row, opts, output_dir, seed):
+    def _train(self, row, opts, output_dir, seed, resume=False):
         cfg = self._cfg(list(opts) + ["OUTPUT_DIR", output_dir, "SEED", str(seed),
                                       "INPUT.LOW_LIGHT.TRAIN_SEED", str(seed)])
+        # A run longer than the checkpoint period keeps a checkpoint every quarter, so a killed
+        # run resumes from there (checkpoints do not change the training); removed when it ends.
+        added_checkpoints = cfg.SOLVER.CHECKPOINT_PERIOD >= cfg.SOLVER.MAX_ITER > 1
+        if added_checkpoints:
+            cfg.defrost()
+            cfg.SOLVER.CHECKPOINT_PERIOD = max(1, cfg.SOLVER.MAX_ITER // 4)
+            cfg.freeze()
         from detectron2.utils.env import seed_all_rng
 
         # default_setup (which seeds) runs only under train_net.py; seed here so data order and
         # the blocks' initialisation follow the seed.
         seed_all_rng(seed)
-        logger.info(f"[{row}] seed {seed}: training {cfg.SOLVER.MAX_ITER} iterations on {cfg.DATASETS.TRAIN} -> {output_dir}")
+        logger.info(f"[{row}] seed {seed}: {'resuming' if resume else 'training'} {cfg.SOLVER.MAX_ITER} iterations "
+                    f"on {cfg.DATASETS.TRAIN} -> {output_dir}")
         t0 = time.perf_counter()
         trainer = LowLightTrainer(cfg)
-        trainer.resume_or_load(resume=False)
+        trainer.resume_or_load(resume=resume)
         trainer.train()
         seconds = time.perf_counter() - t0
+        if added_checkpoints:
+            for name in os.listdir(output_dir):
+                if re.fullmatch(r"model_\d+\.pth", name):
+                    os.remove(os.path.join(output_dir, name))
         model = getattr(trainer.model, "module", trainer.model)
         return TrainedRow(row=row, seed=seed, weights=os.path.join(output_dir, "model_final.pth"),
                           output_dir=output_dir, seconds=seconds, handle=(cfg, model),
                           w_trajectory=read_w_trajectory(os.path.join(output_dir, "metrics.json")))
 
-    def pretrain(self, output_dir):
+    def pretrain(self, output_dir, resume=False):
         s = self.spec
         steps = max(1, int(0.8 * s.pretrain_iters))  # one LR drop at 80 % of whatever length is asked for
         # DATASETS.TEST empty: the rows are evaluated afterwards, by the runner.
         opts = ["DATASETS.TRAIN", f"('{s.pretrain_data}',)", "DATASETS.TEST", "()",
                 "SOLVER.MAX_ITER", str(s.pretrain_iters), "SOLVER.STEPS", f"({steps},)",
                 "INPUT.LOW_LIGHT.ENABLED", "False"]
-        return self._train("pretrained", opts, output_dir, seed=s.seeds[0])
+        return self._train("pretrained", opts, output_dir, seed=s.seeds[0], resume=resume)
 
     def load(self, weights, output_dir):
         cfg = self._cfg(["MODEL.WEIGHTS", weights, "OUTPUT_DIR", output_dir])
@@ -90,7 +105,7 @@ class Detectron2Family(DetectorFamily):
         LowLightTrainer.load_for_inference(cfg, model)
         return TrainedRow(row="pretrained", seed=None, weights=weights, output_dir=output_dir, handle=(cfg, model))
 
-    def finetune(self, row, pretrained, seed, output_dir):
+    def finetune(self, row, pretrained, seed, output_dir, resume=False):
         s = self.spec
         base = self._cfg([])
         opts = ["DATASETS.TRAIN", f"('{s.finetune_data}',)", "DATASETS.TEST", "()",
@@ -103,7 +118,7 @@ class Detectron2Family(DetectorFamily):
         if s.finetune_optimizer:
             opts += ["SOLVER.OPTIMIZER", s.finetune_optimizer]
         opts += self._low_light_opts() + self._block_opts(base, row)
-        return self._train(row, opts, output_dir, seed)
+        return self._train(row, opts, output_dir, seed, resume=resume)
 
     def evaluate(self, trained, dataset, *, low_light, output_dir, overrides=None):
         cfg, model = trained.handle
@@ -118,6 +133,14 @@ class Detectron2Family(DetectorFamily):
         cfg.OUTPUT_DIR = output_dir
         cfg.freeze()
         return dict(LowLightTrainer.test(cfg, model))
+
+    def reload(self, trained):
+        # Inference needs the architecture of the row (the blocks and their fusion) and its weights.
+        opts = self._block_opts(self._cfg([]), trained.row) if trained.row in ("nlb", "wnlb") else []
+        cfg = self._cfg(opts + ["MODEL.WEIGHTS", trained.weights, "OUTPUT_DIR", trained.output_dir])
+        model = LowLightTrainer.build_model(cfg)
+        LowLightTrainer.load_for_inference(cfg, model)
+        trained.handle = (cfg, model)
 
     def block_weights(self, trained):
         return wnlb_weights(trained.handle[1]) if trained.handle else {}

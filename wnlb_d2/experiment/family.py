@@ -67,6 +67,9 @@ class DetectorFamily(abc.ABC):
     """
 
     name = ""
+    #: Whether an interrupted training run continues from its last checkpoint (``resume=True``
+    #: of :meth:`pretrain` / :meth:`finetune`); families that cannot restart it from scratch.
+    can_resume = False
 
     def __init__(self, spec):
         self.spec = spec
@@ -78,16 +81,24 @@ class DetectorFamily(abc.ABC):
             ValueError or FileNotFoundError: naming the bad input.
         """
 
+    def train_identity(self):
+        """What else, beyond the spec's training fields, changes this family's trained weights
+        (recorded with every run, so a change retrains; default: nothing)."""
+        return {}
+
     @abc.abstractmethod
-    def pretrain(self, output_dir):
-        """Train the normal-light model on ``spec.pretrain_data``; returns a :class:`TrainedRow`."""
+    def pretrain(self, output_dir, resume=False):
+        """Train the normal-light model on ``spec.pretrain_data``; returns a :class:`TrainedRow`.
+
+        ``resume``: continue the interrupted run in ``output_dir`` (only when :attr:`can_resume`).
+        """
 
     @abc.abstractmethod
     def load(self, weights, output_dir):
         """The normal-light model from ``weights`` (file or URL); returns a :class:`TrainedRow`."""
 
     @abc.abstractmethod
-    def finetune(self, row, pretrained, seed, output_dir):
+    def finetune(self, row, pretrained, seed, output_dir, resume=False):
         """Fine-tune ``row`` ("finetuned", "nlb" or "wnlb") from ``pretrained.weights``.
 
         Args:
@@ -95,6 +106,8 @@ class DetectorFamily(abc.ABC):
             pretrained (TrainedRow): the starting weights.
             seed (int): the run's seed (data order, block initialisation, degradation draws).
             output_dir (str): the run's folder.
+            resume (bool): continue the interrupted run in ``output_dir`` (only when
+                :attr:`can_resume`).
 
         Returns:
             TrainedRow
@@ -123,6 +136,10 @@ class DetectorFamily(abc.ABC):
     @abc.abstractmethod
     def low_light_config(self):
         """A detectron2 CfgNode whose ``INPUT.LOW_LIGHT`` is the study's degradation (for severity levels)."""
+
+    def reload(self, trained):
+        """Give a row restored from its record (weights on disk, ``handle`` None) what
+        :meth:`evaluate` and :meth:`save_pictures` need (default: nothing)."""
 
     def block_weights(self, trained):
         """The learned w per stage of the weighted blocks of ``trained`` (empty without blocks)."""
@@ -187,7 +204,10 @@ def read_w_trajectory(metrics_json):
 
     Returns:
         list[dict]: ``[{"iteration": i, "res3": w, ...}, ...]`` in iteration order; empty when
-        the file is missing or holds no w.
+        the file is missing or holds no w. JSONWriter appends: after a resume the file holds the
+        interrupted attempt, then the resumed one from its checkpoint on; an entry whose
+        iteration is not above the last one starts a new attempt, which replaces every earlier
+        entry from that iteration on (those iterations were redone from the checkpoint).
     """
     out = []
     if not os.path.isfile(metrics_json):
@@ -203,5 +223,8 @@ def read_w_trajectory(metrics_json):
                 continue  # a line cut by a kill: the others still count
             ws = {k[len("wnlb/w_"):]: float(v) for k, v in entry.items() if k.startswith("wnlb/w_")}
             if ws and "iteration" in entry:
-                out.append({"iteration": int(entry["iteration"]), **ws})
+                it = int(entry["iteration"])
+                while out and out[-1]["iteration"] >= it:
+                    out.pop()
+                out.append({"iteration": it, **ws})
     return out

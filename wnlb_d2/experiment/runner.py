@@ -15,6 +15,7 @@ fine-tuning rows the mean over seeds), ``runs``, ``summary``, ``paired``, ``seve
 ``severity_levels`` and ``meta``.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -23,47 +24,22 @@ from dataclasses import asdict
 
 from detectron2.utils import comm
 
-from ..utils.io import atomic_write_json, atomic_write_text
-from .family import build_detector_family
+from ..utils.io import atomic_write_json, atomic_write_text, folder_lock
+from .family import TrainedRow, build_detector_family
+from .records import RunRecord, claim_output_folder
 from .report import results_markdown
 from .severity import severity_levels
 from .spec import FINETUNE_ROWS, METRICS, PAIRS, TASKS, pair_name
 from .stats import paired_difference, summarise
-from .two_stage import enhancer_overrides, enhancer_row_name, zero_dce_weights_for
+from .two_stage import enhancer_overrides, enhancer_row_name, needs_zero_dce, zero_dce_weights_for
 
-__all__ = ["run_experiment", "check_output_folder", "summarise_runs", "paired_differences", "RESULTS_VERSION"]
+__all__ = ["run_experiment", "check_output_folder", "planned_run_folders", "summarise_runs", "paired_differences",
+           "RESULTS_VERSION"]
 
 logger = logging.getLogger(__name__)
 
 #: Version of the results.json layout written here (2: runs, summary, paired, severity).
 RESULTS_VERSION = 2
-
-
-def check_output_folder(spec, overwrite=False):
-    """Refuse to replace the results of a different experiment in ``spec.output_dir``.
-
-    A folder whose ``results.json`` was written by a run with another identity (preset,
-    detector, config, data), or by an older version without one, is left alone unless
-    ``overwrite``.
-
-    Raises:
-        FileExistsError: naming the file, what it holds and how to proceed.
-    """
-    path = os.path.join(spec.output_dir, "results.json")
-    if overwrite or not os.path.isfile(path):
-        return
-    try:
-        with open(path) as f:
-            old = json.load(f)
-        identity = old.get("meta", {}).get("identity")
-    except (OSError, ValueError, AttributeError):
-        identity = None
-    if identity == spec.identity():
-        return
-    what = "an older results layout without a recorded experiment" if identity is None \
-        else f"another experiment ({identity})"
-    raise FileExistsError(f"{path} holds the results of {what}; choose another --output, or pass "
-                          "--overwrite to replace them")
 
 
 def _metric_values(runs, row, task, metric):
@@ -121,8 +97,105 @@ def _bootstrap_of(result):
     return out
 
 
+def _run_folder(spec, row, seed):
+    return row if len(spec.seeds) == 1 else f"{row}_seed{seed}"
+
+
+def planned_run_folders(spec):
+    """The run folders (names in ``spec.output_dir``) that ``spec`` trains or evaluates in."""
+    names = ["pretrained"] + [_run_folder(spec, row, seed) for seed in spec.seeds for row in spec.finetune_rows()]
+    if needs_zero_dce(spec.enhancers) and not spec.zero_dce_weights:
+        names.append("zero_dce")
+    return names
+
+
+def check_output_folder(spec, overwrite=False):
+    """Refuse, before anything is written, a folder that holds another experiment's results.
+
+    Raises:
+        FileExistsError: naming the file, the fields that differ and how to proceed.
+    """
+    claim_output_folder(spec.output_dir, spec.identity(), planned_run_folders(spec), overwrite, dry_run=True)
+
+
+def _pretrain_identity(spec, family):
+    """Everything that changes the pre-trained row's weights."""
+    base = {"detector": spec.detector, "config_file": spec.config_file, "opts": list(spec.opts),
+            **family.train_identity()}
+    if spec.weights:
+        return {**base, "weights": spec.weights}
+    return {**base, "pretrain_data": spec.pretrain_data, "pretrain_iters": spec.pretrain_iters, "seed": spec.seeds[0]}
+
+
+def _finetune_identity(spec, row, seed, pretrained_identity):
+    """Everything that changes a fine-tuning row's weights (the pre-trained row's included)."""
+    out = {"row": row, "seed": seed, "pretrained": pretrained_identity, "finetune_data": spec.finetune_data,
+           "finetune_iters": spec.finetune_iters, "finetune_lr": spec.finetune_lr,
+           "finetune_optimizer": spec.finetune_optimizer, "finetune_policy": spec.finetune_policy,
+           "low_light_train": spec.low_light_train}
+    if row in ("nlb", "wnlb"):
+        out.update(wnlb_lr_factor=spec.wnlb_lr_factor, wnlb_weight_lr_factor=spec.wnlb_weight_lr_factor)
+    if row == "wnlb":
+        out["wnlb_weight_init"] = spec.wnlb_weight_init
+    return out
+
+
+class _Runs:
+    """Training and evaluation through the runs' records: what a record holds is not redone.
+
+    Args:
+        spec (ExperimentSpec), family (DetectorFamily): the study.
+        write (bool): whether this process writes records (the main process).
+    """
+
+    def __init__(self, spec, family, write):
+        self.spec, self.family, self.write = spec, family, write
+        self.records = {}
+
+    def train(self, name, identity, row, seed, train_fn):
+        """The run in folder ``name``: from its record when it finished with ``identity``, else
+        trained by ``train_fn(output_dir, resume)`` (resumed from its last checkpoint when a run of
+        the same identity was interrupted and the family can resume)."""
+        folder = os.path.join(self.spec.output_dir, name)
+        record = RunRecord(folder, identity, write=self.write)
+        self.records[folder] = record
+        done = record.trained
+        if done is not None:
+            logger.info(f"[{row}] seed {seed}: kept from an earlier run of this experiment ({folder}/run.json)")
+            return TrainedRow(row=row, seed=seed, weights=done["weights"], output_dir=folder,
+                              seconds=done["seconds"], w_trajectory=done["w_trajectory"]), done["w"]
+        resume = record.start(can_resume=self.family.can_resume)
+        if resume:
+            logger.info(f"[{row}] seed {seed}: resuming the interrupted run in {folder}")
+        trained = train_fn(folder, resume)
+        w = self.family.block_weights(trained)
+        record.finish(weights=trained.weights, seconds=trained.seconds, w=w, w_trajectory=trained.w_trajectory)
+        return trained, w
+
+    def evaluate(self, trained, dataset, low_light, name, overrides=None, extra_identity=None):
+        """COCO results of ``trained`` on ``dataset``; from its run's record when made the same way."""
+        record = self.records[trained.output_dir]
+        identity = {"dataset": dataset, "low_light": bool(low_light), "overrides": overrides or {},
+                    "bootstrap_samples": self.spec.bootstrap_samples, **(extra_identity or {})}
+        result = record.evaluation(name, identity)
+        if result is not None:
+            return result
+        if trained.handle is None:
+            self.family.reload(trained)
+        result = self.family.evaluate(trained, dataset, low_light=low_light, overrides=overrides,
+                                      output_dir=os.path.join(trained.output_dir, f"eval_{name}"))
+        result = json.loads(json.dumps(dict(result), default=float))  # as the record gives it back
+        record.add_evaluation(name, identity, result)
+        return result
+
+
 def run_experiment(spec, overwrite=False):
     """Train and evaluate the requested rows; write ``results.json`` and ``results.md``.
+
+    The output folder is locked for the whole run (a second run on it stops at once), belongs to
+    one experiment (another one is refused unless ``overwrite``), and every run keeps a record:
+    a rerun of the same experiment keeps what finished and resumes what was interrupted
+    (:mod:`wnlb_d2.experiment.records`).
 
     Args:
         spec (ExperimentSpec): the study.
@@ -131,49 +204,60 @@ def run_experiment(spec, overwrite=False):
     Returns:
         tuple[dict, dict]: the results (the layout of ``results.json``) and the trained rows
         ``{row: TrainedRow}`` of the last seed (plus "pretrained"), for pictures.
+
+    Raises:
+        FolderLockedError: another process runs in ``spec.output_dir``.
+        FileExistsError: another experiment's results are there (without ``overwrite``).
     """
     spec.validate()
     family = build_detector_family(spec)
     family.validate()
     levels = severity_levels(family.low_light_config(), spec.severities) if spec.severities else []
-    check_output_folder(spec, overwrite)
-    os.makedirs(spec.output_dir, exist_ok=True)
+    write = comm.is_main_process()
+    with folder_lock(spec.output_dir) if write else contextlib.nullcontext():
+        claim_output_folder(spec.output_dir, spec.identity(), planned_run_folders(spec), overwrite, dry_run=not write)
+        return _run(spec, family, levels, _Runs(spec, family, write), write)
+
+
+def _run(spec, family, levels, runs_io, write):
     t_start = time.perf_counter()
     results = {"version": RESULTS_VERSION}
     seconds = {}
     out = spec.output_dir
-
-    def evaluate(trained, dataset, low_light, name, overrides=None):
-        return family.evaluate(trained, dataset, low_light=low_light, overrides=overrides,
-                               output_dir=os.path.join(trained.output_dir, f"eval_{name}"))
+    evaluate = runs_io.evaluate
 
     # 1. pre-trained
+    pre_identity = _pretrain_identity(spec, family)
     if spec.weights:
-        pretrained = family.load(spec.weights, os.path.join(out, "pretrained"))
+        pretrained, _ = runs_io.train("pretrained", pre_identity, "pretrained", None,
+                                      lambda folder, resume: family.load(spec.weights, folder))
     else:
-        pretrained = family.pretrain(os.path.join(out, "pretrained"))
+        pretrained, _ = runs_io.train("pretrained", pre_identity, "pretrained", None,
+                                      lambda folder, resume: family.pretrain(folder, resume=resume))
     seconds["pretrained"] = pretrained.seconds
     results["pretrained"] = evaluate(pretrained, spec.test_data, spec.low_light_test, spec.test_data)
     if spec.normal_test_data:
         results["pretrained_normal_light"] = evaluate(pretrained, spec.normal_test_data, False, spec.normal_test_data)
 
     # 2. two-stage rows
-    zero_dce = zero_dce_weights_for(spec, family.low_light_config())
+    zero_dce, zero_dce_identity = zero_dce_weights_for(spec, family.low_light_config(), write=write)
     for name in spec.enhancers:
         results[enhancer_row_name(name)] = evaluate(pretrained, spec.test_data, spec.low_light_test,
-                                                    f"{spec.test_data}_{name}", enhancer_overrides(name, zero_dce))
+                                                    f"{spec.test_data}_{name}", enhancer_overrides(name, zero_dce),
+                                                    {"zero_dce": zero_dce_identity})
 
     # 3. fine-tuning rows, once per seed
     runs, trained_rows, severity_runs = [], {"pretrained": pretrained}, []
     for seed in spec.seeds:
         for row in spec.finetune_rows():
-            run_dir = os.path.join(out, row if len(spec.seeds) == 1 else f"{row}_seed{seed}")
-            trained = family.finetune(row, pretrained, seed, run_dir)
+            trained, w = runs_io.train(
+                _run_folder(spec, row, seed), _finetune_identity(spec, row, seed, pre_identity), row, seed,
+                lambda folder, resume, row=row, seed=seed: family.finetune(row, pretrained, seed, folder,
+                                                                           resume=resume))
             seconds[f"{row}_seed{seed}"] = trained.seconds
             res = evaluate(trained, spec.test_data, spec.low_light_test, spec.test_data)
             run = {"row": row, "seed": seed, **{t: res[t] for t in TASKS if t in res},
-                   "w": family.block_weights(trained), "w_trajectory": trained.w_trajectory,
-                   "seconds": trained.seconds}
+                   "w": w, "w_trajectory": trained.w_trajectory, "seconds": trained.seconds}
             if levels:
                 run["severity"] = _severity_of(evaluate, trained, spec, levels)
             runs.append(run)
@@ -188,10 +272,12 @@ def run_experiment(spec, overwrite=False):
             sev = {}
             for level, values in levels:
                 res = evaluate(pretrained, spec.normal_test_data, True, f"severity_{level}_{name}",
-                               {**values, **enhancer_overrides(name, zero_dce)})
+                               {**values, **enhancer_overrides(name, zero_dce)}, {"zero_dce": zero_dce_identity})
                 sev[level] = _ap_only(res)
             severity_runs.append((enhancer_row_name(name), sev))
-
+    for trained in trained_rows.values():  # the pictures draw them
+        if trained.handle is None:
+            family.reload(trained)
     # 4. tables
     for row in FINETUNE_ROWS:
         if any(r["row"] == row for r in runs):
@@ -217,7 +303,7 @@ def run_experiment(spec, overwrite=False):
                        "total_seconds": time.perf_counter() - t_start,
                        "pretrained_weights": pretrained.weights, "zero_dce_weights": zero_dce,
                        "wnlb_weights": {f"seed{r['seed']}": r["w"] for r in runs if r["row"] == "wnlb"}}
-    if comm.is_main_process():
+    if write:
         atomic_write_json(os.path.join(out, "results.json"), results, indent=1, default=float)
         atomic_write_text(os.path.join(out, "results.md"), results_markdown(results))
     return results, trained_rows

@@ -18,7 +18,7 @@ order, block initialisation and training degradation draws; the test set never c
 import difflib
 import numbers
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import List
 
 __all__ = ["ROWS", "FINETUNE_ROWS", "METRICS", "TASKS", "PAIRS", "pair_name", "ExperimentSpec"]
@@ -152,9 +152,11 @@ class ExperimentSpec:
         seeds = list(self.seeds)
         if not seeds:
             raise ValueError("seeds (--seeds) is empty; give at least one seed, e.g. --seeds 0 1 2")
-        bad = [s for s in seeds if not isinstance(s, numbers.Integral) or isinstance(s, bool) or s < 0]
+        # < 2**32: numpy's and detectron2's seeding take 32-bit seeds (a larger one fails only
+        # when the first run starts).
+        bad = [s for s in seeds if not isinstance(s, numbers.Integral) or isinstance(s, bool) or not 0 <= s < 2**32]
         if bad:
-            raise ValueError(f"seeds (--seeds) must be non-negative integers, got {bad}")
+            raise ValueError(f"seeds (--seeds) must be integers in [0, 2**32), got {bad}")
         dup = sorted({s for s in seeds if seeds.count(s) > 1})
         if dup:
             raise ValueError(f"seeds (--seeds) {seeds} repeat {dup}: a repeated seed is the same run twice "
@@ -183,6 +185,12 @@ class ExperimentSpec:
         return [r for r in FINETUNE_ROWS if r in self.rows]
 
     def identity(self):
-        """What makes two runs the same experiment (for refusing to overwrite another one's folder)."""
-        keys = ("preset", "detector", "config_file", "test_data", "finetune_data", "pretrain_data", "weights")
-        return {k: getattr(self, k) for k in keys}
+        """What makes two runs the same experiment: every field but the output folder.
+
+        Rows, seeds, iterations, learning rates and factors, severities, datasets, weights,
+        detector, preset, overrides and enhancers all change a result; a folder holds one
+        experiment (:func:`wnlb_d2.experiment.records.claim_output_folder`).
+        """
+        out = asdict(self)
+        del out["output_dir"]
+        return out

@@ -11,6 +11,7 @@ import logging
 import os
 
 from detectron2.data import DatasetCatalog
+from detectron2.utils import comm
 
 from ..enhance import parse_enhancer_name
 
@@ -64,23 +65,43 @@ def train_zero_dce_on_dataset(low_light_cfg, dataset_name, out_path, *, degrade,
     return save_zero_dce_weights(model, out_path)
 
 
-def zero_dce_weights_for(spec, low_light_cfg):
-    """The Zero-DCE++ weights the two-stage rows use: the spec's, an earlier run's, or trained now.
+def zero_dce_weights_for(spec, low_light_cfg, write=True):
+    """The Zero-DCE++ weights the two-stage rows use: the spec's, or trained in ``<output>/zero_dce``.
+
+    Weights trained by an earlier run of the same training (its ``run.json`` identity: data,
+    degradation, steps) are kept; anything else there is trained afresh.
+
+    Args:
+        spec (ExperimentSpec): the study.
+        low_light_cfg (CfgNode): its ``INPUT.LOW_LIGHT`` degrades the training images.
+        write (bool): whether this process trains and writes (the main process).
 
     Returns:
-        str: a weights path ("" when no row needs Zero-DCE++).
+        tuple[str, dict]: the weights path ("" when no row needs Zero-DCE++) and what identifies
+        them (recorded with every evaluation that uses them).
     """
+    from .records import RunRecord
+
     if not needs_zero_dce(spec.enhancers):
-        return ""
+        return "", {}
     if spec.zero_dce_weights:
-        return spec.zero_dce_weights
-    weights = os.path.join(spec.output_dir, "zero_dce", "zero_dce_pp.pth")
-    if os.path.isfile(weights):
-        logger.info(f"Using the Zero-DCE++ weights trained by an earlier run: {weights}")
-        return weights
-    os.makedirs(os.path.dirname(weights), exist_ok=True)
-    return train_zero_dce_on_dataset(low_light_cfg, spec.finetune_data, weights, degrade=spec.low_light_train,
-                                     iters=spec.zero_dce_iters)
+        return spec.zero_dce_weights, {"weights": spec.zero_dce_weights}
+    folder = os.path.join(spec.output_dir, "zero_dce")
+    identity = {"dataset": spec.finetune_data, "degrade": bool(spec.low_light_train),
+                "low_light": low_light_cfg.INPUT.LOW_LIGHT.dump() if spec.low_light_train else "",
+                "iters": spec.zero_dce_iters}
+    record = RunRecord(folder, identity, write=write)
+    weights = os.path.join(folder, "zero_dce_pp.pth")
+    if record.trained is not None:
+        logger.info(f"Using the Zero-DCE++ weights trained by an earlier run of this training: {weights}")
+        return weights, identity
+    record.start(can_resume=False)
+    if write:
+        train_zero_dce_on_dataset(low_light_cfg, spec.finetune_data, weights, degrade=spec.low_light_train,
+                                  iters=spec.zero_dce_iters)
+    comm.synchronize()
+    record.finish(weights=weights)
+    return weights, identity
 
 
 def enhancer_overrides(name, zero_dce_weights):

@@ -8,15 +8,20 @@ and :func:`remove_stale_temporaries` deletes those whose process is gone.
 """
 
 import contextlib
+import datetime
+import fcntl
 import json
 import logging
 import os
 import re
 import shutil
+import socket
+import sys
 import tempfile
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "temporary_name",
-           "temporary_folder", "is_temporary", "remove_stale_temporaries", "pid_alive"]
+           "temporary_folder", "is_temporary", "remove_stale_temporaries", "pid_alive", "remove_tree",
+           "FolderLockedError", "folder_lock", "os_error_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,3 +147,83 @@ def remove_stale_temporaries(folder, recursive=False):
         if not recursive:
             break
     return removed
+
+
+def remove_tree(path):
+    """Delete a file or a folder with everything in it (nothing when it is missing)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+class FolderLockedError(RuntimeError):
+    """Another process holds the lock of a folder (:func:`folder_lock`)."""
+
+
+# Lock files this process holds: {real path: (open file, depth)}, so a nested folder_lock of the
+# same folder (the runner inside the command that also draws pictures) does not lock itself out:
+# flock locks belong to an open file, and a second open of the same file would conflict.
+_HELD_LOCKS = {}
+
+
+@contextlib.contextmanager
+def folder_lock(folder, name=".lock"):
+    """Hold an exclusive lock on ``folder`` for the duration of the block.
+
+    The lock is ``fcntl.flock`` on ``<folder>/<name>``: the kernel releases it when the process
+    ends, however it ends (kill -9 included), so a lock is never left stale. The file records its
+    holder (pid, host, start time, command line), which a second process names in its error.
+    Re-entrant within one process.
+
+    Raises:
+        FolderLockedError: another process holds the lock (the message names it).
+    """
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.realpath(os.path.join(folder, name))
+    if path in _HELD_LOCKS:
+        f, depth = _HELD_LOCKS[path]
+        _HELD_LOCKS[path] = (f, depth + 1)
+        try:
+            yield
+        finally:
+            f, depth = _HELD_LOCKS[path]
+            _HELD_LOCKS[path] = (f, depth - 1)
+        return
+    # "a+": never truncates the holder's record before the lock is ours.
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise FolderLockedError(f"{folder} is in use by {holder}; wait for it to finish or choose another folder") \
+            from None
+    try:
+        # The lock file is rewritten in place (not renamed): the lock belongs to this file.
+        f.seek(0)
+        f.truncate()
+        started = datetime.datetime.now().isoformat(timespec="seconds")
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {started} ({' '.join(sys.argv)})\n")
+        f.flush()
+        _HELD_LOCKS[path] = (f, 1)
+        yield
+    finally:
+        _HELD_LOCKS.pop(path, None)
+        with contextlib.suppress(OSError):
+            f.seek(0)
+            f.truncate()
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        f.close()
+
+
+def os_error_message(e):
+    """One line for an OSError of a write or read: what went wrong and with which file.
+
+    ``OSError(ENOSPC, ..., "out/model.pth")`` -> ``"out/model.pth: No space left on device"``.
+    """
+    reason = e.strerror or str(e) or type(e).__name__
+    names = [n for n in (e.filename, e.filename2) if n]
+    return f"{' -> '.join(map(str, names))}: {reason}" if names else f"{type(e).__name__}: {reason}"

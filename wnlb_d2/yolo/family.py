@@ -106,7 +106,12 @@ class YOLOv8Family(DetectorFamily):
             return {f"layer{k}": float(w[str(k)] if str(k) in w else w[k]) for k in layers}
         return {stage: float(w[str(k)] if str(k) in w else w[k]) for stage, k in zip(DEFAULT_STAGES, layers)}
 
-    def pretrain(self, output_dir):
+    def train_identity(self):
+        # Ultralytics validates at the end of training on this set; the weights it keeps follow.
+        return {"val_data": self.spec.normal_test_data or self.spec.test_data,
+                "low_light_test": bool(self.spec.low_light_test)}
+
+    def pretrain(self, output_dir, resume=False):
         s = self.spec
         return self._row("pretrained", s.config_file, s.pretrain_data, output_dir, s.seeds[0], s.pretrain_iters,
                          2e-3, self._spec(False, False))
@@ -114,7 +119,7 @@ class YOLOv8Family(DetectorFamily):
     def load(self, weights, output_dir):
         return TrainedRow(row="pretrained", seed=None, weights=weights, output_dir=output_dir, handle={})
 
-    def finetune(self, row, pretrained, seed, output_dir):
+    def finetune(self, row, pretrained, seed, output_dir, resume=False):
         s = self.spec
         model = s.config_file
         if row in ("nlb", "wnlb"):
@@ -139,6 +144,14 @@ class YOLOv8Family(DetectorFamily):
         samples = 0 if overrides else int(self.spec.bootstrap_samples)
         return evaluate_yolo(trained.weights, dataset, output_dir, low_light=spec, imgsz=self.imgsz,
                              batch=max(self.batch, 32), bootstrap_samples=samples)
+
+    def reload(self, trained):
+        path = os.path.join(trained.output_dir, "row.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                trained.handle = json.load(f)
+        else:
+            trained.handle = {}  # loaded weights (the pretrained row from --weights)
 
     def block_weights(self, trained):
         return self._stage_names((trained.handle or {}).get("block_w", {}))
