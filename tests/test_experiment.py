@@ -138,3 +138,60 @@ def test_bad_names_and_paths_fail_before_any_training(tmp_path, monkeypatch):
     assert not out.exists()  # nothing written for a bad command line
     msg = _run_tool(["--config-file", DEMO_CONFIG, "--test-data", "a", "--finetune-data", "b"])
     assert "missing --output " in msg and "--output-dir" not in msg
+
+
+def test_a_rerun_keeps_the_trained_rows_and_reloads_them(experiment, monkeypatch):
+    spec, results, models = experiment
+    from wnlb_d2.experiment import detectron2_family
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(detectron2_family.Detectron2Family, "_train", no_training)
+    again, trained = run_experiment(spec)
+    for row in ROWS:
+        assert again[row]["segm"]["AP"] == pytest.approx(results[row]["segm"]["AP"], nan_ok=True), row
+    # the rows come back from their weights with their architecture, for the pictures
+    import torch
+
+    assert {b.fusion for b in trained["wnlb"].handle[1].backbone.bottom_up.wnlb.values()} == {"weighted"}
+    saved = torch.load(os.path.join(spec.output_dir, "wnlb", "model_final.pth"), weights_only=False)["model"]
+    for key, value in trained["wnlb"].handle[1].state_dict().items():
+        assert torch.equal(value, saved[key]), key
+
+
+def test_an_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    register_tiny_demo(str(tmp_path / "demo"))
+    from wnlb_d2.engine.trainer import LowLightTrainer
+
+    spec = ExperimentSpec(config_file=DEMO_CONFIG, output_dir=str(tmp_path / "exp"), pretrain_data="tiny_demo_train",
+                          finetune_data="tiny_demo_train_lowlight", test_data="tiny_demo_val_lowlight",
+                          rows=["pretrained", "wnlb"], pretrain_iters=2, finetune_iters=8, finetune_lr=0.001,
+                          opts=SMALL, bootstrap_samples=0)
+    real_step, starts = LowLightTrainer.run_step, []
+
+    def killed_in_wnlb_at_iteration_5(self):
+        if "wnlb" in self.cfg.MODEL.BACKBONE.NAME and self.iter == 5:
+            raise KeyboardInterrupt("killed")
+        return real_step(self)
+
+    real_train = LowLightTrainer.train
+
+    def record_start(self):
+        starts.append((self.cfg.MODEL.BACKBONE.NAME, self.start_iter))
+        return real_train(self)
+
+    monkeypatch.setattr(LowLightTrainer, "run_step", killed_in_wnlb_at_iteration_5)
+    monkeypatch.setattr(LowLightTrainer, "train", record_start)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(spec)
+    run_dir = os.path.join(spec.output_dir, "wnlb")
+    # a checkpoint every quarter of the run (every 2 iterations): the last one before the kill
+    assert open(os.path.join(run_dir, "last_checkpoint")).read().strip() == "model_0000003.pth"
+    monkeypatch.setattr(LowLightTrainer, "run_step", real_step)
+    starts.clear()
+    results, _ = run_experiment(spec)
+    assert len(starts) == 1 and "wnlb" in starts[0][0] and starts[0][1] == 4  # pre-training kept; wnlb resumed
+    assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pth")) == ["model_final.pth"]
+    assert json.load(open(os.path.join(run_dir, "run.json")))["state"] == "trained"
+    assert set(results["runs"][0]["w"]) == {"res2", "res3", "res4", "res5"}
