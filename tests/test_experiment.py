@@ -131,11 +131,28 @@ def test_bad_names_and_paths_fail_before_any_training(tmp_path, monkeypatch):
         (["--seeds", "0", "1", "0"], "repeat [0]"),
         (["--severities", "0", "3", "--normal-test-data", "tiny_demo_val"], "outside the pipeline's valid range"),
         (["--detector", "nope"], "unknown detector family"),
+        (["--seeds", "0", str(2**32)], "integers in [0, 2**32), got [4294967296]"),
     ]
     for extra, expected in cases:
         msg = _run_tool(base + extra + ["--output", str(out)])
         assert msg.startswith("run_experiment.py: error:") and expected in msg and "\n" not in msg, (extra, msg)
     assert not out.exists()  # nothing written for a bad command line
+    # A second run on a folder in use stops at once, naming the holder, and writes nothing there.
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from wnlb_d2.utils.io import folder_lock\n"
+        f"with folder_lock({str(out)!r}):\n    print('locked', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        msg = _run_tool(base + ["--output", str(out)])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert msg.startswith("run_experiment.py: error: FolderLockedError: ") and f"in use by pid {holder.pid} " in msg
+    assert sorted(os.listdir(out)) == [".lock"]
     msg = _run_tool(["--config-file", DEMO_CONFIG, "--test-data", "a", "--finetune-data", "b"])
     assert "missing --output " in msg and "--output-dir" not in msg
 

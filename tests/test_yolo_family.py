@@ -58,6 +58,19 @@ def test_yolov8_rows_through_the_runner(tmp_path):
     assert list(results["severity_levels"]) == ["t=0.00", "t=1.00"]
     on_disk = json.load(open(tmp_path / "study" / "results.json"))
     assert on_disk["meta"]["identity"]["detector"] == "yolov8"
+    # A rerun keeps every trained row and evaluation (nothing trains or scores again).
+    import wnlb_d2.yolo.family as yolo_family
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished YOLO run was trained or scored again")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(yolo_family, "train_yolo_row", no_training)
+        mp.setattr(yolo_family, "evaluate_yolo", no_training)
+        again, trained_again = run_experiment(spec)
+    for key in ("runs", "wnlb", "pretrained", "severity"):  # as JSON: NaN (no large objects) is not == NaN
+        assert json.dumps(again[key], sort_keys=True) == json.dumps(on_disk[key], sort_keys=True), key
+    assert trained_again["wnlb"].handle["model"] == trained["wnlb"].handle["model"]
     with pytest.raises(ValueError, match="two-stage rows"):
         run_experiment(ExperimentSpec(**{**spec.__dict__, "enhancers": ["clahe"], "output_dir": str(tmp_path / "x")}))
     _check_side_by_side_pictures(spec, trained, tmp_path)
@@ -118,3 +131,19 @@ def test_yolov8_preset_opts_come_before_the_command_line():
     assert values["opts"] == ["close_mosaic", "3", "close_mosaic", "0", "imgsz", "64"]  # later pairs win
     assert values["seeds"] == [0, 1, 2] and values["output_dir"] == "output/study-yolov8"
     assert tool.spec_values(tool.build_parser().parse_args(["--preset", "demo"]))["opts"] == []  # maskrcnn
+
+
+def test_a_detectron2_config_for_yolov8_fails_before_the_output_folder_exists(tmp_path):
+    import importlib.util as iu
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = iu.spec_from_file_location("run_experiment_tool_yolo", os.path.join(root, "tools", "run_experiment.py"))
+    tool = iu.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        tool.main(["--preset", "quick", "--detector", "yolov8", "--config-file",
+                   os.path.join(root, "configs", "demo", "Base-Demo-R18-FPN.yaml"),
+                   "--output", str(out)])
+    assert "has no 'backbone' list of layers" in str(e.value.code) and "\n" not in str(e.value.code)
+    assert not out.exists()
