@@ -90,6 +90,9 @@ def register_coco_lowlight(name, root, split_dir, lowlight_dir="coco/lowlight"):
         evaluator_type="coco",
         low_light="synthetic",
         low_light_manifest=os.path.join(image_root, "manifest.jsonl"),
+        # The copy keeps COCO's image ids: its clean twins (wnlb_d2.analysis.clean_pairs).
+        clean_counterpart=f"coco_2017_{split_dir[:-len('2017')]}",
+        clean_pairing="image_id",
         **coco_metadata(),
     )
 

@@ -46,4 +46,6 @@ def register_demo(prefix="wnlb_demo", root=None, spec=None):
             evaluator_type="coco",
             low_light="synthetic" if lowlight else "none",
             demo_spec=spec,
+            # The low-light copy keeps the normal-light images' ids (wnlb_d2.analysis.clean_pairs).
+            **({"clean_counterpart": prefix + f"_{split}", "clean_pairing": "image_id"} if lowlight else {}),
         )

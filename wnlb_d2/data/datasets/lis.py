@@ -220,7 +220,7 @@ def _load_lis(name, json_file, image_root, extension, erratum):
     return dicts
 
 
-def register_lis(name, root, split, light, image_type="rgb", erratum="auto"):
+def register_lis(name, root, split, light, image_type="rgb", erratum="auto", clean_counterpart=None):
     """Register one LIS variant in COCO's label space (lazily: nothing is read now).
 
     Args:
@@ -228,6 +228,8 @@ def register_lis(name, root, split, light, image_type="rgb", erratum="auto"):
         root (str): the datasets root (holds ``LIS/``).
         split, light, image_type: see :func:`lis_paths`.
         erratum (str): see :func:`lis_category_mapper`.
+        clean_counterpart (str or None): for a dark variant, the registered normal variant of
+            the same split (its images are the dark ones' long-exposure twins).
     """
     image_root, json_file = lis_paths(root, split, light, image_type)
     if erratum not in ERRATUM_MODES:
@@ -244,6 +246,7 @@ def register_lis(name, root, split, light, image_type="rgb", erratum="auto"):
         image_extension=extension,
         evaluator_type="coco",
         low_light="real" if light == "dark" else "none",
+        **({"clean_counterpart": clean_counterpart, "clean_pairing": "lis"} if clean_counterpart else {}),
         **coco_metadata(),
     )
 
@@ -256,6 +259,7 @@ def register_all_lis(root):
     """
     for split in SPLITS:
         for light in ("dark", "normal"):
-            register_lis(f"lis_{split}_{light}", root, split, light, "rgb")
-            register_lis(f"lis_raw_{split}_{light}", root, split, light, "raw")
+            twin = (lambda prefix: f"{prefix}_{split}_normal") if light == "dark" else (lambda prefix: None)
+            register_lis(f"lis_{split}_{light}", root, split, light, "rgb", clean_counterpart=twin("lis"))
+            register_lis(f"lis_raw_{split}_{light}", root, split, light, "raw", clean_counterpart=twin("lis_raw"))
 
