@@ -40,13 +40,26 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from wnlb_d2.yolo.demo import run_demo
-
     extra = {"time": args.minutes / 60} if args.minutes else {}
-    summary = run_demo(args.output, model=args.model, train=args.train, val=args.val, extra_val=args.extra_val,
-                       low_light=args.low_light, plain_weights=args.plain_weights, imgsz=args.imgsz,
-                       epochs=args.epochs, batch=args.batch, lr0=args.lr0, close_mosaic=args.close_mosaic,
-                       warmup_epochs=args.warmup_epochs, **extra)
+    try:
+        from wnlb_d2.yolo.weights import check_weights_file
+
+        # Before anything runs: Ultralytics would take a missing `yolov8n-seg.pt` for a release
+        # asset and look it up on GitHub, offline or not. (The model YAML is checked first thing
+        # by train_yolo_row.)
+        if args.plain_weights is not None:
+            check_weights_file(args.plain_weights, "--plain-weights")
+        from wnlb_d2.yolo.demo import run_demo
+
+        summary = run_demo(args.output, model=args.model, train=args.train, val=args.val, extra_val=args.extra_val,
+                           low_light=args.low_light, plain_weights=args.plain_weights, imgsz=args.imgsz,
+                           epochs=args.epochs, batch=args.batch, lr0=args.lr0, close_mosaic=args.close_mosaic,
+                           warmup_epochs=args.warmup_epochs, **extra)
+    except (FileNotFoundError, KeyError, ValueError, PermissionError) as e:
+        from wnlb_d2.data.mapper import worker_error_message
+
+        # A data-loader worker's error: its message (which names the file), not its traceback.
+        sys.exit(f"yolo_demo.py: error: {type(e).__name__}: {worker_error_message(e)}")
     for name, res in summary["results"].items():
         print(f"{name}: segm AP {res['segm']['AP']:.1f} AP50 {res['segm']['AP50']:.1f} | "
               f"bbox AP {res['bbox']['AP']:.1f} (pycocotools)")

@@ -22,7 +22,9 @@ from pathlib import Path
 from .convert import dataset_fingerprint, export_yolo_dataset, load_dataset, read_index
 from .data import LowLightSpec, write_data_yaml
 from .evaluate import coco_ground_truth, results_to_dataset_ids, score_coco
+from .model_yaml import check_model_yaml
 from .train import LowLightSegmentationTrainer, LowLightSegmentationValidator, block_weights
+from .weights import check_class_names, check_weights_file, is_weights_path, model_class_names
 
 __all__ = ["export_splits", "evaluate_yolo", "train_yolo_row", "DEFAULT_TRAIN_ARGS"]
 
@@ -78,6 +80,18 @@ def export_splits(datasets, data_root, link="symlink"):
     return out
 
 
+def _check_model_classes(weights, dataset, caller):
+    """Refuse weights that name no local file, or whose class names are not ``dataset``'s."""
+    from detectron2.data import MetadataCatalog
+
+    what = f"{caller}: the model"
+    if is_weights_path(weights):
+        what = f"{caller}: weights {check_weights_file(weights, caller)!r}"
+    classes = getattr(MetadataCatalog.get(dataset), "thing_classes", None)
+    if classes is not None:
+        check_class_names(model_class_names(weights), classes, what, dataset)
+
+
 def _data_yaml(path, data_root, train, val, index, low_light):
     return write_data_yaml(path, data_root, index["names"], train=_split_name(train), val=_split_name(val),
                            low_light=low_light)
@@ -102,8 +116,14 @@ def evaluate_yolo(weights, dataset, output_dir, *, low_light=None, data_root=Non
 
     Returns:
         dict: ``{"segm": {"AP": ..., ...}, "bbox": {...}}`` as detectron2's COCOEvaluator returns.
+
+    Raises:
+        FileNotFoundError: ``weights`` names no local file (nothing is downloaded).
+        ValueError: the weights' class names differ from the dataset's, or an image of the
+            dataset cannot be read (:class:`~wnlb_d2.data.image_io.ImageReadError`, naming it).
     """
     spec = LowLightSpec.from_dict(low_light) if not isinstance(low_light, LowLightSpec) else low_light
+    _check_model_classes(weights, dataset, "evaluate_yolo")
     output_dir = os.path.abspath(output_dir)
     data_root = os.path.abspath(data_root or os.path.join(output_dir, "yolo_data"))
     index = export_splits([dataset], data_root, link)[dataset]
@@ -120,9 +140,10 @@ def evaluate_yolo(weights, dataset, output_dir, *, low_light=None, data_root=Non
     t0 = time.perf_counter()
     stats = validator(model=weights)
     raw = json.loads(pred_file.read_text()) if pred_file.exists() else []
+    classes = sorted(index["category_ids"])
     results = score_coco(coco_ground_truth(dataset), results_to_dataset_ids(raw, index),
-                         class_names=[index["names"][i] for i in sorted(index["names"])],
-                         bootstrap_samples=bootstrap_samples)
+                         class_names=[index["names"][i] for i in classes],
+                         class_ids=[index["category_ids"][i] for i in classes], bootstrap_samples=bootstrap_samples)
     ultra = {k: float(v) * 100 for k, v in stats.items() if k.startswith("metrics/mAP")}
     logger.info(f"{dataset}: pycocotools segm AP {results['segm']['AP']:.1f}, bbox AP {results['bbox']['AP']:.1f} "
                 f"(Ultralytics' own mAP50-95: masks {ultra.get('metrics/mAP50-95(M)', float('nan')):.1f}, boxes "
@@ -162,8 +183,17 @@ def train_yolo_row(model, train_dataset, val_dataset, output_dir, *, low_light=N
         ``<output_dir>/row.json`` also records the weights, times, final losses and block w
         (``block_w``: ``{layer index: w}``; ``w_trajectory``: ``[{"iteration": i, <layer index>: w},
         ...]`` at each epoch's end).
+
+    Raises:
+        FileNotFoundError: ``plain_weights`` names no local file (nothing is downloaded).
+        ValueError: ``model`` is not a valid model YAML, the plain weights' class names differ
+            from the training data's, or an image cannot be read (the message names the file).
     """
     spec = LowLightSpec.from_dict(low_light) if not isinstance(low_light, LowLightSpec) else low_light
+    # Before anything is written: a bad YAML or weights file fails now, in one line.
+    check_model_yaml(model)
+    if plain_weights is not None:
+        _check_model_classes(plain_weights, train_dataset, "train_yolo_row: plain_weights")
     output_dir = os.path.abspath(output_dir)
     data_root = os.path.abspath(data_root or os.path.join(output_dir, "yolo_data"))
     indexes = export_splits([train_dataset, val_dataset], data_root, link)

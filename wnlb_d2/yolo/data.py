@@ -17,6 +17,10 @@ is reused. Image caching (``cache=ram/disk``) would freeze one draw and is turne
 
 What to degrade is written into the data YAML (:func:`write_data_yaml`, key ``wnlb``), so the
 trainer, its validator and a later standalone validation all read it from one place.
+
+An image that cannot be read stops the run, as in detectron2 (``train_net.py``), with an
+:class:`~wnlb_d2.data.image_io.ImageReadError` naming the dataset's file: Ultralytics' label
+scan would drop it with a warning, and its objects would be scored as misses.
 """
 
 import logging
@@ -30,6 +34,7 @@ from ultralytics.data import YOLODataset
 from ultralytics.data.utils import get_split_fraction
 from ultralytics.utils import colorstr
 
+from ..data.image_io import ImageReadError, read_image
 from ..data.synthesis import PIPELINES, build_pipeline
 from .convert import read_index
 
@@ -121,11 +126,15 @@ def write_data_yaml(path, root, names, train="train", val="val", low_light=None)
 class LowLightYOLODataset(YOLODataset):
     """``YOLODataset`` that degrades images with the detectron2 mapper's low-light pipeline.
 
+    Images Ultralytics cannot use raise :class:`~wnlb_d2.data.image_io.ImageReadError` (naming
+    the file) instead of being dropped with a warning.
+
     Args:
         *args, **kwargs: those of ``YOLODataset``.
         low_light (LowLightSpec): what to degrade; inactive for this side: plain ``YOLODataset``.
         records (dict[str, dict]): file stem -> detectron2 record (``file_name``, ``image_id``,
-            ``height``, ``width``) of every image, from the export index.
+            ``height``, ``width``) of every image, from the export index (needed to degrade; an
+            error about an image names its ``file_name``).
 
     ``load_image(i)`` returns ``(image (H, W, 3) uint8 BGR resized, (h0, w0), (h, w))`` as in
     Ultralytics.
@@ -148,6 +157,54 @@ class LowLightYOLODataset(YOLODataset):
             if missing:
                 raise ValueError(f"LowLightYOLODataset: {len(missing)} images are not in the export index, e.g. "
                                  f"{missing[0]}; re-run export_yolo_dataset")
+
+    def get_labels(self):
+        """Ultralytics' labels; an image its scan drops (corrupt, unreadable, too small) is an error.
+
+        Raises:
+            ImageReadError: naming the first such image (the dataset's file behind the export's
+                link) and how many of the split's images are unusable.
+        """
+        listed = list(self.im_files)
+        try:
+            labels = super().get_labels()
+        except RuntimeError as e:  # "No valid images found in ...": the scan dropped every image
+            if not listed:
+                raise
+            raise self._unusable_image_error(listed[0], len(listed), len(listed)) from e
+        kept = {lb["im_file"] for lb in labels}
+        dropped = [f for f in listed if f not in kept]
+        if dropped:
+            raise self._unusable_image_error(dropped[0], len(dropped), len(listed))
+        return labels
+
+    def _scan_reason(self, im_file):
+        """Why Ultralytics' label scan rejects an image (its own check, run again for the message)."""
+        from ultralytics.data.utils import img2label_paths, verify_image_label
+
+        nkpt, ndim = self.data.get("kpt_shape", (0, 0))
+        args = (im_file, img2label_paths([im_file])[0], "", self.use_keypoints,
+                self.data.get("bg_class_idx") or len(self.data["names"]), nkpt, ndim, self.single_cls)
+        msg = verify_image_label(args)[-1]
+        return " ".join(msg.split("ignoring corrupt image/label:", 1)[-1].split()) or "rejected"
+
+    def _unusable_image_error(self, im_file, dropped, total, reason=None):
+        """An :class:`ImageReadError` naming the dataset's file (not the export's link) and what is wrong.
+
+        detectron2's reader says why it cannot read the file; a file it reads but Ultralytics
+        rejects gets Ultralytics' reason (e.g. fewer than 10 pixels a side).
+        """
+        record = self.records.get(self._stem(im_file))
+        source = record["file_name"] if record else os.path.realpath(im_file)
+        try:
+            read_image(source)
+        except ImageReadError as e:
+            message = str(e)
+        else:
+            message = f"Cannot use image {source!r} for YOLO: {reason or self._scan_reason(im_file)}"
+        if dropped > 1:
+            message += f" ({dropped} of the {total} images of {self.img_path} are unusable)"
+        return ImageReadError(message)
 
     @staticmethod
     def _build_mapper(spec, training):
@@ -190,7 +247,11 @@ class LowLightYOLODataset(YOLODataset):
     def load_image(self, i, rect_mode=True, resize_short=False):
         """Read image ``i``, degrade it (when active) and resize it as Ultralytics does."""
         if self.mapper is None:
-            return super().load_image(i, rect_mode, resize_short)
+            try:
+                return super().load_image(i, rect_mode, resize_short)
+            except FileNotFoundError as e:  # Ultralytics' "Image Not Found": OpenCV could not decode it
+                raise self._unusable_image_error(self.im_files[i], 1, len(self.im_files),
+                                                 reason="OpenCV cannot decode it") from e
         im, _ = self.degraded_image(i)
         h0, w0 = im.shape[:2]
         im = self._resize(im, rect_mode, resize_short)
@@ -202,10 +263,16 @@ class LowLightYOLODataset(YOLODataset):
         return im, (h0, w0), im.shape[:2]
 
 
-def _split_records(data, img_path):
+def _split_records(data, img_path, required=True):
+    """File stem -> detectron2 record of the split's export index (None: no index and not ``required``)."""
     root = str(data["path"])
     split = os.path.basename(os.path.normpath(str(img_path)))
-    index = read_index(root, split)
+    try:
+        index = read_index(root, split)
+    except FileNotFoundError:
+        if required:
+            raise
+        return None
     return {os.path.splitext(os.path.basename(r["yolo_file"]))[0]: r for r in index["images"]}
 
 
@@ -220,7 +287,8 @@ def build_lowlight_dataset(cfg, img_path, batch, data, mode="train", rect=False,
     """
     spec = LowLightSpec.from_dict((data.get("wnlb") or {}).get("low_light"))
     training = mode == "train"
-    records = _split_records(data, img_path) if spec.active(training) else None
+    # The degradation needs each image's record; without it they still name the dataset's files in errors.
+    records = _split_records(data, img_path, required=spec.active(training))
     if fraction is None:
         fraction = get_split_fraction(cfg.fraction, "train" if training else cfg.split)
     return LowLightYOLODataset(

@@ -79,28 +79,63 @@ def results_to_dataset_ids(results, index):
     return out
 
 
-def _class_aps(coco_eval, class_names):
-    # As detectron2's COCOEvaluator._derive_coco_results: area "all", maxDets 100, mean over
-    # IoU thresholds and recall points of the valid precisions.
-    precisions = coco_eval.eval["precision"]  # (iou, recall, cls, area, maxdet)
+def _class_aps(coco_eval, classes):
+    """Per-class AP (``{"AP-<name>": value}``) of ``classes``, ``[(name, dataset category id), ...]``.
+
+    As detectron2's ``COCOEvaluator._derive_coco_results``: area "all", maxDets 100, mean over IoU
+    thresholds and recall points of the valid precisions. A class is found in COCOeval's
+    precision array by its category id, not its position: the ground truth may list fewer
+    categories than the metadata (a category of the metadata with no entry in the ground truth
+    has no instance to score, like a listed category without instances: NaN).
+    """
+    precisions = coco_eval.eval["precision"]  # (iou, recall, category in params.catIds order, area, maxdet)
+    position = {int(c): k for k, c in enumerate(coco_eval.params.catIds)}
     out = {}
-    for k, name in enumerate(class_names):
-        p = precisions[:, :, k, 0, -1]
+    for name, cat_id in classes:
+        k = position.get(int(cat_id))
+        p = precisions[:, :, k, 0, -1] if k is not None else np.empty(0)
         p = p[p > -1]
         out[f"AP-{name}"] = float(np.mean(p) * 100) if p.size else float("nan")
     return out
 
 
-def score_coco(ground_truth, results, iou_types=("segm", "bbox"), class_names=None, bootstrap_samples=0,
-               bootstrap_seed=0):
+def _named_classes(gt, class_names, class_ids):
+    """``[(name, category id), ...]`` for the per-class APs (see :func:`score_coco`)."""
+    cat_ids = sorted(gt.getCatIds())
+    if class_names is None:
+        return [(gt.cats[c]["name"], c) for c in cat_ids]
+    if class_ids is None:
+        if len(class_names) != len(cat_ids):
+            raise ValueError(f"score_coco: {len(class_names)} class names {list(class_names)} for a ground truth of "
+                             f"{len(cat_ids)} categories {cat_ids}; pass class_ids (each name's category id)")
+        return list(zip(class_names, cat_ids))
+    if len(class_ids) != len(class_names):
+        raise ValueError(f"score_coco: {len(class_names)} class names but {len(class_ids)} class ids")
+    unlisted = sorted(set(cat_ids) - {int(c) for c in class_ids})
+    if unlisted:
+        # Objects of these categories can never be predicted: scored as misses, and said so.
+        logger.warning(f"score_coco: ground-truth categories {unlisted} are not among the model's classes; their "
+                       "objects count as misses")
+    missing = [(n, c) for n, c in zip(class_names, class_ids) if int(c) not in gt.cats]
+    if missing:
+        logger.info(f"score_coco: classes {missing} have no category in the ground truth (no instance): AP NaN")
+    return list(zip(class_names, class_ids))
+
+
+def score_coco(ground_truth, results, iou_types=("segm", "bbox"), class_names=None, class_ids=None,
+               bootstrap_samples=0, bootstrap_seed=0):
     """pycocotools COCOeval of ``results`` against ``ground_truth``, in detectron2's format.
 
     Args:
         ground_truth (dict): COCO-format ground truth (see :func:`coco_ground_truth`).
         results (list[dict]): COCO results in the ground truth's ids.
         iou_types (sequence of str): ``"segm"`` and/or ``"bbox"``.
-        class_names (list[str] or None): names for the per-class APs, in the order of the
-            ground truth's sorted category ids; default the categories' names.
+        class_names (list[str] or None): names for the per-class APs; default the ground truth's
+            category names. Without ``class_ids``, one per ground-truth category, in the order of
+            the sorted category ids.
+        class_ids (list[int] or None): the dataset category id of each of ``class_names``. A
+            category the ground truth does not list (a dataset may have categories without
+            instances) gets AP NaN, as a listed category without instances does.
         bootstrap_samples (int): with >= 2, each task also gets ``"AP-ci95-lo"`` /
             ``"AP-ci95-hi"``: the image-level bootstrap interval of its AP, as
             :class:`wnlb_d2.engine.evaluation.BootstrapCOCOEvaluator` adds it (0: off).
@@ -109,6 +144,10 @@ def score_coco(ground_truth, results, iou_types=("segm", "bbox"), class_names=No
     Returns:
         dict: ``{"segm": {"AP": ..., "AP50": ..., ..., "AP-<class>": ...}, "bbox": {...}}``,
         in percent; NaN where COCOeval has no value (as detectron2).
+
+    Raises:
+        ValueError: a bad iou type or bootstrap count, or class names that do not fit the ground
+            truth's categories.
     """
     if bootstrap_samples == 1 or bootstrap_samples < 0:
         raise ValueError(f"score_coco: bootstrap_samples must be 0 (off) or >= 2, got {bootstrap_samples}")
@@ -119,8 +158,7 @@ def score_coco(ground_truth, results, iou_types=("segm", "bbox"), class_names=No
     gt.dataset = copy.deepcopy(ground_truth)
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
-    cat_ids = sorted(gt.getCatIds())
-    names = class_names or [gt.cats[c]["name"] for c in cat_ids]
+    classes = _named_classes(gt, class_names, class_ids)
     out = {}
     for iou_type in iou_types:
         if iou_type not in ("segm", "bbox"):
@@ -149,7 +187,7 @@ def score_coco(ground_truth, results, iou_types=("segm", "bbox"), class_names=No
         logger.info(f"COCOeval ({iou_type}):\n{buf.getvalue()}")
         metrics = {m: float(ev.stats[i] * 100) if ev.stats[i] >= 0 else float("nan")
                    for i, m in enumerate(COCO_METRICS)}
-        metrics.update(_class_aps(ev, names))
+        metrics.update(_class_aps(ev, classes))
         if bootstrap_samples >= 2:
             from ..experiment.stats import bootstrap_ap
 

@@ -13,6 +13,12 @@ Why the generated dict holds a single scale: Ultralytics takes the scale from th
 row carries the channel count of one scale. A single-entry ``scales`` builds that scale
 whatever the file is called (Ultralytics falls back to the first entry), instead of silently
 building scale n with the channels of another scale.
+
+Every model YAML given to this package is read by :func:`read_model_yaml` and, before a run,
+built once by :func:`check_model_yaml`, so that a wrong file (not YAML, a missing key, a row
+that is not ``[from, repeats, module, args]``, an unknown module, arguments its module does not
+take) is refused in one line naming the file, the layer and what is wrong, instead of
+Ultralytics' traceback in the middle of a run.
 """
 
 import copy
@@ -24,8 +30,8 @@ import yaml
 
 from .modules import BLOCK_OPTIONS, YOLONonLocalBlock2d
 
-__all__ = ["STAGES", "DEFAULT_STAGES", "SHIPPED_MODELS", "load_stock_yaml", "stage_layers",
-           "insert_nonlocal_blocks", "model_yaml_name", "dump_model_yaml", "write_model_yaml",
+__all__ = ["STAGES", "DEFAULT_STAGES", "SHIPPED_MODELS", "read_model_yaml", "check_model_yaml", "load_stock_yaml",
+           "stage_layers", "insert_nonlocal_blocks", "model_yaml_name", "dump_model_yaml", "write_model_yaml",
            "write_shipped_yamls", "plain_layer_map"]
 
 logger = logging.getLogger(__name__)
@@ -55,6 +61,196 @@ def _make_divisible(x, divisor):
     return math.ceil(x / divisor) * divisor
 
 
+def _one_line(e):
+    """An exception's message on one line (YAML and Ultralytics messages span several)."""
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _yaml_problem(e):
+    # PyYAML says what and where: "did not find expected ',' or ']' (line 2, column 3)".
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        mark = e.problem_mark
+        return f"{e.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return _one_line(e)
+
+
+def _check_yaml_text(path, name):
+    """Parse a local file as YAML first: Ultralytics' own errors are several lines (and a link)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"model YAML {name!r} is not a text file (not UTF-8)") from None
+    except OSError as e:
+        raise ValueError(f"model YAML {name!r} cannot be read: {e.strerror or e}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"model YAML {name!r} is not valid YAML: {_yaml_problem(e)}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ValueError(f"model YAML {name!r} holds a {type(data).__name__}, not a mapping of model keys "
+                         "(backbone, head, nc, scales ...)")
+
+
+def _resolves(module):
+    """Whether Ultralytics' ``parse_model`` can find a module by this name."""
+    import torch
+    from ultralytics.nn import tasks
+
+    if module.startswith("nn."):
+        return hasattr(torch.nn, module[3:])
+    if module.startswith("torchvision.ops."):
+        import torchvision
+
+        return hasattr(torchvision.ops, module[16:])
+    return module in vars(tasks)
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_row(name, section, j, i, row):
+    """One layer row ``[from, repeats, module, args]`` (layer ``i`` overall, row ``j`` of ``section``)."""
+    where = f"model YAML {name!r}: {section} row {j} (layer {i})"
+    if not isinstance(row, list) or len(row) != 4:
+        raise ValueError(f"{where} must be [from, repeats, module, args], got {row!r}")
+    f, n, m, args = row
+    sources = f if isinstance(f, list) else [f]
+    if not sources or not all(_is_int(x) for x in sources):
+        raise ValueError(f"{where}: 'from' must be a layer index or a list of them, got {f!r}")
+    for x in sources:
+        # -1 is the previous layer (the image for layer 0); an absolute index must come before.
+        if (x < 0 and i + x < -1) or x >= i > 0 or (i == 0 and x != -1):
+            raise ValueError(f"{where}: takes input from layer {x}, which does not come before it")
+    if not _is_int(n) or n < 1:
+        raise ValueError(f"{where}: repeats must be an integer >= 1, got {n!r}")
+    if not isinstance(m, str) or not _resolves(m):
+        raise ValueError(f"{where}: unknown module {m!r} (neither an Ultralytics module, nn.<torch module> nor "
+                         "torchvision.ops.<op>)")
+    if not isinstance(args, list):
+        raise ValueError(f"{where}: the arguments of {m} must be a list, got {args!r}")
+
+
+def _check_model_dict(d, name):
+    """What Ultralytics' ``parse_model`` needs of a model dict, each failure a one-line ValueError."""
+    for section in ("backbone", "head"):
+        if section not in d:
+            keys = sorted(k for k in d if k not in ("scale", "yaml_file"))  # those two Ultralytics adds
+            raise ValueError(f"model YAML {name!r} has no {section!r} list of layers (its keys: {keys})")
+        if not isinstance(d[section], list) or not d[section]:
+            raise ValueError(f"model YAML {name!r}: {section!r} must be a non-empty list of layer rows, "
+                             f"got {d[section]!r}")
+    rows = [("backbone", j, row) for j, row in enumerate(d["backbone"])] + \
+           [("head", j, row) for j, row in enumerate(d["head"])]
+    for i, (section, j, row) in enumerate(rows):
+        _check_row(name, section, j, i, row)
+    nc = d.get("nc")
+    if nc is not None and (not _is_int(nc) or nc < 1):
+        raise ValueError(f"model YAML {name!r}: nc must be a positive integer, got {nc!r}")
+    scales = d.get("scales")
+    if scales is None:
+        return
+    if not isinstance(scales, dict) or not scales:
+        raise ValueError(f"model YAML {name!r}: scales must map a scale letter to [depth, width, max_channels], "
+                         f"got {scales!r}")
+    for key, value in scales.items():
+        if not isinstance(value, list) or len(value) != 3 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value):
+            raise ValueError(f"model YAML {name!r}: scale {key!r} must be [depth, width, max_channels] (positive "
+                             f"numbers), got {value!r}")
+    if d.get("scale") and d["scale"] not in scales:
+        raise ValueError(f"model YAML {name!r}: its file name says scale {d['scale']!r} (Ultralytics reads the scale "
+                         f"from the name), but it defines only {sorted(scales)}")
+
+
+def read_model_yaml(name):
+    """A model YAML read as Ultralytics reads it (scale from the name), checked for what building it needs.
+
+    Args:
+        name (str or os.PathLike): a path or a stock name (``"yolov8n-seg.yaml"``, resolved in
+            Ultralytics' ``cfg/models``).
+
+    Returns:
+        dict: the model dict, ``scale`` and ``yaml_file`` set by Ultralytics.
+
+    Raises:
+        ValueError: not a ``.yaml`` name, no such file, not YAML, not a mapping, a missing or
+            malformed key or layer row, an unknown module; one line naming the file.
+    """
+    from ultralytics.nn.tasks import yaml_model_load
+
+    name = os.fspath(name) if isinstance(name, os.PathLike) else name
+    if not isinstance(name, str) or not name.lower().endswith((".yaml", ".yml")):
+        raise ValueError(f"expected a model YAML such as 'yolov8n-seg.yaml' or configs/yolo/yolov8n-seg-wnlb.yaml, "
+                         f"got {name!r}")
+    if os.path.isdir(name):
+        raise ValueError(f"model YAML {name!r} is a folder")
+    if os.path.isfile(name):  # Ultralytics reads a local file before its own model names
+        _check_yaml_text(name, name)
+    try:
+        d = yaml_model_load(name)
+    except FileNotFoundError:
+        raise ValueError(f"model YAML {name!r} does not exist (neither a file nor a model YAML of Ultralytics)") \
+            from None
+    except (ValueError, OSError, AssertionError) as e:  # Ultralytics' own checks of its model YAMLs
+        raise ValueError(f"model YAML {name!r} is not a valid model YAML: {_one_line(e)}") from e
+    _check_model_dict(d, name)
+    return d
+
+
+def _failed_layer(e):
+    """``(layer index, module name)`` where building a model raised ``e``, from its traceback, or None."""
+    found = None
+    tb = e.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "parse_model" and "i" in frame.f_locals:
+            m = frame.f_locals.get("m")
+            found = (frame.f_locals["i"], m if isinstance(m, str) else getattr(m, "__name__", str(m)))
+        elif frame.f_code.co_name == "_predict_once" and hasattr(frame.f_locals.get("m"), "i"):
+            m = frame.f_locals["m"]
+            found = (m.i, getattr(m, "type", type(m).__name__))
+        tb = tb.tb_next
+    return found
+
+
+def check_model_yaml(name):
+    """Read a model YAML (:func:`read_model_yaml`) and build its segmentation model once, on the CPU.
+
+    Run before training, so that a YAML whose layers cannot be built (arguments a module does
+    not take, channels that do not fit) or that is not a segmentation model fails in one line
+    at the start, not as a traceback from inside Ultralytics' trainer.
+
+    Args:
+        name (str or os.PathLike): a model YAML path or stock name.
+
+    Returns:
+        dict: the model dict (as :func:`read_model_yaml`).
+
+    Raises:
+        ValueError: the message names the file, the layer and what is wrong.
+    """
+    from ultralytics.nn.modules import Conv
+    from ultralytics.nn.modules.head import Segment
+    from ultralytics.nn.tasks import SegmentationModel
+
+    d = read_model_yaml(name)
+    default_act = Conv.default_act  # parse_model sets the YAML's activation process-wide, restored only on success
+    try:
+        model = SegmentationModel(copy.deepcopy(d), verbose=False)
+    except Exception as e:  # parse_model and the modules raise KeyError, TypeError, IndexError, RuntimeError ...
+        layer = _failed_layer(e)
+        where = f" layer {layer[0]} ({layer[1]})" if layer else ""
+        raise ValueError(f"model YAML {name!r}:{where} cannot be built: {type(e).__name__}: {_one_line(e)}") from e
+    finally:
+        Conv.default_act = default_act
+    if not isinstance(model.model[-1], Segment):
+        raise ValueError(f"model YAML {name!r} is not a segmentation model: its last layer is "
+                         f"{type(model.model[-1]).__name__}, not Segment (use a -seg YAML)")
+    return d
+
+
 def load_stock_yaml(name):
     """A stock Ultralytics model dict, as Ultralytics itself reads it (scale from the name).
 
@@ -65,18 +261,12 @@ def load_stock_yaml(name):
         dict: with ``scale`` set from the name.
 
     Raises:
-        ValueError: the name has no scale letter or names no YAML.
+        ValueError: the name has no scale letter or names no valid model YAML (see
+            :func:`read_model_yaml`), in one line naming the file.
     """
-    from ultralytics.nn.tasks import yaml_model_load
-
-    if not str(name).endswith((".yaml", ".yml")):
-        raise ValueError(f"load_stock_yaml: expected a model YAML name such as 'yolov8n-seg.yaml', got {name!r}")
-    try:
-        d = yaml_model_load(name)
-    except FileNotFoundError as e:
-        raise ValueError(f"load_stock_yaml: no Ultralytics model YAML {name!r} ({e})") from e
+    d = read_model_yaml(name)
     if d.get("scales") and not d.get("scale"):
-        raise ValueError(f"load_stock_yaml: {name!r} names no scale (n/s/m/l/x), e.g. 'yolov8n-seg.yaml'")
+        raise ValueError(f"model YAML {name!r} names no scale (n/s/m/l/x), e.g. 'yolov8n-seg.yaml'")
     return d
 
 
@@ -257,11 +447,10 @@ def dump_model_yaml(model_dict):
 
 def write_model_yaml(path, model_dict):
     """Write :func:`dump_model_yaml` of ``model_dict`` to ``path`` (atomically)."""
+    from ..utils.io import atomic_write_text
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(dump_model_yaml(model_dict))
-    os.replace(tmp, path)
+    atomic_write_text(path, dump_model_yaml(model_dict))
     return path
 
 

@@ -71,6 +71,7 @@ def save_yolo_side_by_side(weights, dataset_name, out_dir, *, low_light=None, nu
         list[str]: paths written.
 
     Raises:
+        FileNotFoundError: a row's weights name no local file (nothing is downloaded).
         ValueError: a row's class names differ from the dataset's (its class indices would be
             drawn with the wrong names).
     """
@@ -80,6 +81,7 @@ def save_yolo_side_by_side(weights, dataset_name, out_dir, *, low_light=None, nu
     from ..data.image_io import read_image
     from ..visualization import write_side_by_side
     from .data import LowLightSpec, LowLightYOLODataset
+    from .weights import check_class_names, check_weights_file, model_class_names
 
     spec = LowLightSpec.from_dict(low_light) if not isinstance(low_light, LowLightSpec) else low_light
     mapper = LowLightYOLODataset._build_mapper(spec, training=False) if spec.active(training=False) else None
@@ -87,11 +89,11 @@ def save_yolo_side_by_side(weights, dataset_name, out_dir, *, low_light=None, nu
     classes = list(meta.thing_classes)
     models = {}
     for row, path in weights.items():
-        model = YOLO(str(path), task="segment")
-        names = [model.names[i] for i in sorted(model.names)]
-        if names != classes:
-            raise ValueError(f"save_yolo_side_by_side: row {row!r} ({path}) has classes {names}, the dataset "
-                             f"{dataset_name!r} has {classes}")
+        # Checked before Ultralytics sees the path: it would look a missing file up online.
+        path = check_weights_file(path, f"save_yolo_side_by_side: row {row!r}")
+        model = YOLO(path, task="segment")
+        check_class_names(model_class_names(model), classes, f"save_yolo_side_by_side: row {row!r} ({path})",
+                          dataset_name)
         models[row] = model
     paths = []
     for k, d in enumerate(DatasetCatalog.get(dataset_name)[:num_images]):
