@@ -1,7 +1,12 @@
 """tools/demo.py: images, folders, globs, a video, degradation, failures and the exit status."""
 
+import contextlib
+import errno
 import importlib.util
+import logging
 import os
+import resource
+import signal
 
 import cv2
 import numpy as np
@@ -268,3 +273,201 @@ def test_solov2_checkpoint_with_blocks(demo, tmp_path):
     assert np.abs(drawn - original).mean() > 1.0  # masks were drawn
     cfg = setup_cfg(SOLOV2_CONFIG, SMALL + ["OUTPUT_DIR", str(tmp_path)])
     assert backbone_opts_for_checkpoint(cfg, ckpt)[:2] == ["MODEL.BACKBONE.NAME", "build_resnet_wnlb_fpn_backbone"]
+
+
+@contextlib.contextmanager
+def _disk_with_room_for(n_bytes):
+    """Writes beyond ``n_bytes`` in any file fail at the system level (EFBIG, as a full disk's ENOSPC).
+
+    RLIMIT_FSIZE makes the kernel refuse them; SIGXFSZ, which would kill the process, is
+    ignored meanwhile. Only for short windows around one write: every file of the process is limited.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def _temporaries(folder):
+    return [n for n in os.listdir(folder) if ".tmp." in n]
+
+
+def _count_frames(path):
+    cap = cv2.VideoCapture(path)
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def test_a_video_truncated_by_a_full_disk_fails_and_keeps_the_previous_output(demo, checkpoint, tmp_path, capsys,
+                                                                              monkeypatch):
+    video = _write_video(str(tmp_path / "night.avi"), n=6)
+    out = tmp_path / "out" / "night.avi"
+    out.parent.mkdir()
+    out.write_bytes(b"a previous good output")
+    real_writer = cv2.VideoWriter
+
+    class FullDiskWriter:
+        """OpenCV's own writer, with 20 kB left on the disk while it writes (it reports no error)."""
+
+        def __init__(self, *args):
+            self.writer = real_writer(*args)
+
+        def isOpened(self):  # noqa: N802  (OpenCV's name)
+            return self.writer.isOpened()
+
+        def write(self, frame):
+            with _disk_with_room_for(20_000):
+                self.writer.write(frame)
+
+        def release(self):
+            with _disk_with_room_for(20_000):
+                self.writer.release()
+
+    monkeypatch.setattr(cv2, "VideoWriter", FullDiskWriter)
+    rc = demo.main(["--config-file", DEMO_CONFIG, "--video-input", video, "--output", str(out)] + _opts(checkpoint))
+    captured = capsys.readouterr()
+    assert rc == 1 and "Wrote" not in captured.out
+    assert "1 of 1 input(s) failed" in captured.err
+    (line,) = [line for line in captured.err.splitlines() if line.startswith(f"  {video}")]
+    assert line.startswith(f"  {video}: could not write the video {out}: the file has ")
+    assert "the output was not replaced" in line
+    assert out.read_bytes() == b"a previous good output"  # not replaced by the truncated file
+    assert _temporaries(out.parent) == []
+    # With room on the disk, the same command replaces it with every frame.
+    monkeypatch.setattr(cv2, "VideoWriter", real_writer)
+    assert demo.main(["--config-file", DEMO_CONFIG, "--video-input", video, "--output", str(out)]
+                     + _opts(checkpoint)) == 0
+    assert _count_frames(str(out)) == 6
+
+
+def test_a_failed_image_or_frame_does_not_end_the_batch(demo, checkpoint, tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "in"
+    _images(folder)
+    cv2.imwrite(str(folder / "dot.png"), np.full((1, 1, 3), 128, np.uint8))  # too small for lv2021
+    out = tmp_path / "out"
+    rc = demo.main(["--config-file", DEMO_CONFIG, "--input", str(folder), "--output", str(out), "--low-light",
+                    "lv2021"] + _opts(checkpoint))
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert sorted(os.listdir(out)) == ["img0.png", "img1.png"]  # the batch went on after dot.png
+    assert "1 of 3 input(s) failed" in err
+    assert f"{folder / 'dot.png'}: ValueError: lv2021: image must be at least 2x2 pixels" in err
+    # A video: frames 1 and 3 fail in the model; the others are still drawn and written.
+    video = _write_video(str(tmp_path / "clip.avi"), n=5)
+    from wnlb_d2.engine.predictor import LowLightPredictor
+
+    real_predict = LowLightPredictor.predict
+    calls = []
+
+    def failing_predict(self, image):
+        calls.append(len(calls))
+        if calls[-1] in (1, 3):
+            raise RuntimeError("simulated model failure")
+        return real_predict(self, image)
+
+    monkeypatch.setattr(LowLightPredictor, "predict", failing_predict)
+    target = str(tmp_path / "clip_pred.avi")
+    rc = demo.main(["--config-file", DEMO_CONFIG, "--video-input", video, "--output", target] + _opts(checkpoint))
+    err = capsys.readouterr().err
+    assert rc == 1 and _count_frames(target) == 3
+    assert "1 of 1 input(s) failed" in err
+    assert [line.strip() for line in err.splitlines() if line.startswith(f"  {video}:")] == [
+        f"{video}: frame 1: RuntimeError: simulated model failure",
+        f"{video}: frame 3: RuntimeError: simulated model failure"]
+
+
+def test_huge_images_are_drawn_at_a_bounded_size(demo, checkpoint, tmp_path, caplog):
+    wide = tmp_path / "wide.png"
+    cv2.imwrite(str(wide), np.random.default_rng(0).integers(0, 255, (200, 6000, 3), dtype=np.uint8))
+    base = ["--config-file", DEMO_CONFIG, "--input", str(wide), "--low-light", "lv2021", "--side-by-side"]
+    # Three panels of 6000 px would make an 18008 px picture: the default bound shrinks them.
+    assert demo.main(base + ["--output", str(tmp_path / "default.png")] + _opts(checkpoint)) == 0
+    assert max(cv2.imread(str(tmp_path / "default.png")).shape[:2]) <= 4096  # the documented default
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="wnlb_d2.demo"):
+        assert demo.main(base + ["--max-picture-side", "1000", "--output", str(tmp_path / "small.png")]
+                         + _opts(checkpoint)) == 0
+    pic = cv2.imread(str(tmp_path / "small.png"))
+    # 3 panels of (1000 - 2 gaps of 4) // 3 = 330 px; 200 px scaled by 330 / 6000 = 11 px, plus the title bar.
+    assert pic.shape[1] == 3 * 330 + 2 * 4 and pic.shape[0] <= 1000
+    assert "drawn at scale 0.055 instead of 1" in caplog.text and "--max-picture-side" in caplog.text
+    with pytest.raises(SystemExit, match="--max-picture-side must be at least 256"):
+        demo.main(base + ["--max-picture-side", "10"] + _opts(checkpoint))
+
+
+def test_drawing_shrunk_keeps_the_predictions_in_place():
+    from detectron2.data import MetadataCatalog
+    from detectron2.structures import Boxes, Instances
+
+    from wnlb_d2.visualization import draw_predictions
+
+    inst = Instances((200, 6000))
+    inst.pred_boxes = Boxes(torch.tensor([[100.0, 20.0, 1100.0, 180.0]]))
+    inst.scores = torch.tensor([0.9])
+    inst.pred_classes = torch.tensor([0])
+    masks = torch.zeros((1, 200, 6000), dtype=torch.bool)
+    masks[0, 20:180, 100:1100] = True
+    inst.pred_masks = masks
+    black = np.zeros((200, 6000, 3), np.uint8)
+    drawn = draw_predictions(black, {"instances": inst}, MetadataCatalog.get("__unused"), 0.5, scale=0.1)
+    assert drawn.shape == (20, 600, 3)
+    coloured = np.nonzero(drawn.max(axis=(0, 2)) > 40)[0]
+    # The mask's and box's 10..110 px (and the label's text, a little further right); nothing near
+    # where the unscaled box (100..1100 px) would be.
+    assert coloured.min() >= 8 and coloured.max() < 200
+    assert set(range(12, 108)) <= set(coloured.tolist())
+
+
+def test_a_full_disk_or_a_refused_write_is_reported_as_such(demo, checkpoint, tmp_path, capsys, monkeypatch):
+    paths = _images(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "img0.png").write_bytes(b"a previous picture")
+    real_write_image = demo._write_image
+
+    def write_on_a_full_disk(path, image):
+        with _disk_with_room_for(1000):  # the PNGs of these noise images are about 9 kB
+            return real_write_image(path, image)
+
+    monkeypatch.setattr(demo, "_write_image", write_on_a_full_disk)
+    assert demo.main(["--config-file", DEMO_CONFIG, "--input", *paths, "--output", str(out)] + _opts(checkpoint)) == 1
+    err = capsys.readouterr().err
+    assert "unsupported extension" not in err
+    for name in ("img0.png", "img1.png"):  # both attempted: the first failure did not end the batch
+        assert f"could not write {out / name}: {os.strerror(errno.EFBIG)}" in err
+    assert os.listdir(out) == ["img0.png"] and (out / "img0.png").read_bytes() == b"a previous picture"
+    monkeypatch.setattr(demo, "_write_image", real_write_image)
+
+    # ENOSPC and EACCES from the system, as the file is opened or written.
+    import wnlb_d2.utils.io as io_module
+
+    for code in (errno.ENOSPC, errno.EACCES):
+        def refusing_open(path, mode="r", *args, code=code, **kwargs):
+            if "w" in mode and os.path.dirname(path) == str(out):
+                raise OSError(code, os.strerror(code), path)
+            return open(path, mode, *args, **kwargs)
+
+        monkeypatch.setattr(io_module, "open", refusing_open, raising=False)
+        assert demo.main(["--config-file", DEMO_CONFIG, "--input", paths[0], "--output", str(out) + os.sep]
+                         + _opts(checkpoint)) == 1
+        err = capsys.readouterr().err
+        assert f"  {paths[0]}: could not write {out / 'img0.png'}: {os.strerror(code)}" in err.splitlines()
+        assert (out / "img0.png").read_bytes() == b"a previous picture"
+    monkeypatch.undo()
+
+    # An output folder that cannot be made (its parent is a file): named, with the system's reason.
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    video = _write_video(str(tmp_path / "clip.avi"), n=2)
+    for case in (["--input", paths[0], "--output", str(blocker / "pics") + os.sep],
+                 ["--video-input", video, "--output", str(blocker / "vid" / "clip.avi")]):
+        assert demo.main(["--config-file", DEMO_CONFIG, *case] + _opts(checkpoint)) == 1, case
+        err = capsys.readouterr().err
+        assert f"could not create the folder {blocker / case[-1].split(os.sep)[-2]}: {os.strerror(errno.ENOTDIR)}" in err

@@ -8,11 +8,19 @@ normal-light photos what the dark does; ``--opts INPUT.ENHANCER.NAME clahe`` put
 in front of the model. A checkpoint with non-local blocks gets them even when the config names
 the stock backbone (``MODEL.BACKBONE.NAME`` and ``MODEL.WNLB.STAGES`` are read from its
 keys; the fusion from the config). ``--side-by-side`` shows every stage next to the
-predictions. Missing or unreadable inputs are reported and skipped; the exit status is 1 if
-any input failed, or if a video ends before the frame count its header announces
-(``CAP_PROP_FRAME_COUNT``: a truncated or damaged file; the frames decoded are still written).
-An output that would overwrite an input (the same file, or the input folder as the output
-folder) is refused before anything runs, with exit status 2.
+predictions. A picture whose longest side would exceed ``--max-picture-side`` (default 4096 px)
+is drawn smaller, with a warning: drawing memory follows the picture's size (a 12000 x 9000
+photo drawn at full size needs over 12 GB).
+
+Every image or video frame that fails (unreadable, too small for the degradation, a model or
+drawing error) is reported in one line and the others are still processed; a picture or video
+that cannot be written (full disk, no permission) is reported with the file and the system's
+reason. The exit status is 1 if any input, frame or write failed, or if a video ends before the
+frame count its header announces (``CAP_PROP_FRAME_COUNT``: a truncated or damaged file; the
+frames decoded are still written). A video is written to a temporary beside the output and read
+back before it replaces the output (OpenCV's writer reports no failed write), so a failed write
+leaves a previous output as it was. An output that would overwrite an input (the same file, or
+the input folder as the output folder) is refused before anything runs, with exit status 2.
 
 Examples::
 
@@ -27,13 +35,26 @@ import argparse
 import itertools
 import logging
 import os
+import struct
 import sys
 import tempfile
 
 VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "MJPG"}
 _IMAGE_OUTPUT_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: Default bound of a picture's longest side in pixels (``--max-picture-side``).
+MAX_PICTURE_SIDE = 4096
+_PANEL_GAP = 4  # white pixels between side-by-side panels
+_TITLE_BAR_MAX = 28  # the tallest title bar wnlb_d2.visualization.label_panel draws
 
 logger = logging.getLogger("wnlb_d2.demo")
+
+
+class OutputError(Exception):
+    """A picture or video could not be written; the message names the file and the reason."""
+
+
+class _NothingWritten(Exception):
+    """Leaves a video's atomic_write without renaming: no frame was drawn (each cause already reported)."""
 
 
 def build_parser():
@@ -56,6 +77,9 @@ def build_parser():
     p.add_argument("--side-by-side", action="store_true",
                    help="show the input, the low-light and enhanced versions and the predictions side by side")
     p.add_argument("--scale", type=float, default=1.0, help="drawing scale (e.g. 3 for 128 px images)")
+    p.add_argument("--max-picture-side", type=int, default=MAX_PICTURE_SIDE, metavar="PX",
+                   help="longest side of a picture (all panels together); larger ones are drawn at a smaller "
+                        f"scale, with a warning (default {MAX_PICTURE_SIDE}; memory grows with it)")
     # A flag, as in detectron2's demo: a positional list would be swallowed by --input's paths.
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                    help="config overrides, last on the line, e.g. --opts MODEL.WEIGHTS model_final.pth")
@@ -68,6 +92,26 @@ def _output_is_folder(output, n_inputs):
     return not output.lower().endswith(_IMAGE_OUTPUT_EXTS + tuple(VIDEO_CODECS))
 
 
+def drawing_scale(size, n_panels, scale, max_side):
+    """The scale to draw each panel at so that the whole picture's longest side is at most ``max_side``.
+
+    Args:
+        size (tuple[int, int]): the image's ``(height, width)``.
+        n_panels (int): panels side by side (1: the predictions only, without title bars).
+        scale (float): the scale asked for (``--scale``).
+        max_side (int): bound of the picture's width and height, gaps and title bars included.
+
+    Returns:
+        float: ``scale``, or less where the picture would exceed the bound.
+    """
+    h, w = size
+    gaps = _PANEL_GAP * (n_panels - 1)
+    bar = _TITLE_BAR_MAX if n_panels > 1 else 0
+    # Whole pixels per panel: n panels of round(w * s) px plus the gaps stay within the bound.
+    fit = min((max_side - gaps) // n_panels / w, (max_side - bar) / h)
+    return min(scale, fit)
+
+
 def _compose(stages, drawn, side_by_side):
     import cv2
     import numpy as np
@@ -77,11 +121,38 @@ def _compose(stages, drawn, side_by_side):
     if not side_by_side:
         return drawn
     h, w = drawn.shape[:2]
-    panels = [label_panel(cv2.resize(img, (w, h), interpolation=cv2.INTER_NEAREST), name)
-              for name, img in stages.items()]
+    panels = []
+    for name, img in stages.items():
+        # Area averaging where a huge stage is shrunk; nearest pixels keep small images crisp.
+        shrink = img.shape[0] > h or img.shape[1] > w
+        resized = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_NEAREST)
+        panels.append(label_panel(resized, name))
     panels.append(label_panel(drawn, "predictions"))
-    gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)  # white 4 px between panels
+    gap = np.full((panels[0].shape[0], _PANEL_GAP, 3), 255, np.uint8)
     return np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
+
+
+def _draw_picture(stages, outputs, metadata, args):
+    """The picture of one image or frame: its predictions, beside every stage with ``--side-by-side``.
+
+    Returns:
+        tuple[np.ndarray, float]: the BGR picture and the scale it was drawn at (below
+        ``args.scale`` where ``--max-picture-side`` needed it).
+    """
+    from wnlb_d2.visualization import draw_predictions
+
+    image = list(stages.values())[-1]
+    n_panels = len(stages) + 1 if args.side_by_side else 1
+    scale = drawing_scale(image.shape[:2], n_panels, args.scale, args.max_picture_side)
+    drawn = draw_predictions(image, outputs, metadata, args.confidence_threshold, scale)
+    return _compose(stages, drawn, args.side_by_side), scale
+
+
+def _warn_if_shrunk(name, image, scale, args):
+    if scale < args.scale:
+        logger.warning(f"{name}: {image.shape[1]}x{image.shape[0]} drawn at scale {scale:.3g} instead of "
+                       f"{args.scale:g}, so that the picture's longest side stays within {args.max_picture_side} px "
+                       "(--max-picture-side)")
 
 
 def _summary(outputs, metadata, threshold):
@@ -157,121 +228,328 @@ def check_outputs_spare_inputs(inputs, outputs):
                 )
 
 
+def _os_error_line(action, path, error):
+    """``could not <action> <path>: <the system's reason>`` (not the temporary's name ``str(error)`` holds)."""
+    return f"could not {action} {path}: {os.strerror(error.errno) if error.errno else error}"
+
+
+def _make_folder_for(path):
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise OutputError(_os_error_line("create the folder", folder, e)) from e
+
+
 def _write_image(path, image):
+    """Write ``image`` to ``path`` atomically; raises OutputError naming the file and the reason."""
+    import cv2
+
+    from wnlb_d2.utils.io import atomic_write_bytes
+
+    ext = os.path.splitext(path)[1].lower()
+    # Encoded in memory and written by Python: a failed write raises the system's own error
+    # (ENOSPC, EACCES), where cv2.imwrite returns False alike for a full disk and an unknown extension.
+    try:
+        ok, encoded = cv2.imencode(ext, image)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise OutputError(f"OpenCV cannot encode {path} as {ext!r} (expected one of {', '.join(_IMAGE_OUTPUT_EXTS)})")
+    _make_folder_for(path)
+    try:
+        atomic_write_bytes(path, encoded.tobytes())
+    except OSError as e:
+        raise OutputError(_os_error_line("write", path, e)) from e
+
+
+def _reason(error):
+    """One line for an exception met on one input: its own message where it is ours, else its type too."""
+    from wnlb_d2.data.image_io import ImageReadError
+
+    if isinstance(error, (OutputError, ImageReadError)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def _record_failure(failures, path, reason):
+    logger.error(f"{path}: {reason}")
+    failures.append((path, reason))
+
+
+def _process_image(predictor, path, out, args):
+    """Predict, draw and write one image. Returns whether a picture was written."""
+    from wnlb_d2.data.image_io import read_image
+
+    image = read_image(path, format="BGR")
+    stages, outputs = predictor(image, os.path.basename(path))
+    logger.info(f"{path}: {_summary(outputs, predictor.metadata, args.confidence_threshold)}")
+    if out is None:
+        return False
+    picture, scale = _draw_picture(stages, outputs, predictor.metadata, args)
+    _warn_if_shrunk(path, image, scale, args)
+    _write_image(out, picture)
+    return True
+
+
+def run_images(predictor, files, args, failures):
+    """Process image files; appends ``(path, reason)`` to ``failures``. Returns files written.
+
+    One image that fails (unreadable, rejected by a stage, a model or drawing error, a failed
+    write) is reported and the others are still processed.
+    """
+    from tqdm import tqdm
+
+    written = []
+    for path, out in tqdm(list(zip(files, _image_outputs(files, args.output))), desc="images", unit="img",
+                          disable=len(files) < 2):
+        try:
+            if _process_image(predictor, path, out, args):
+                written.append(out)
+        except Exception as e:  # noqa: BLE001  (one bad input must not end the batch; each is reported)
+            _record_failure(failures, path, _reason(e))
+    return written
+
+
+class _VideoOutput:
+    """The frames of one video, written to a temporary (``atomic_write``'s) and checked by reading them back.
+
+    OpenCV's ``VideoWriter.write`` reports nothing (it returns None), so a full disk gives a
+    truncated file and no error; :meth:`check` compares the file with its container's sizes and
+    counts the frames that decode from it.
+    """
+
+    def __init__(self, tmp, out_path, fps):
+        self.tmp, self.out_path, self.fps = tmp, out_path, fps
+        self.writer, self.frames = None, 0
+
+    def write(self, picture):
+        if self.writer is None:
+            self.writer = self._open(picture.shape[1], picture.shape[0])
+        self.writer.write(picture)
+        self.frames += 1
+
+    def _open(self, width, height):
+        import cv2
+
+        codec = VIDEO_CODECS[os.path.splitext(self.out_path)[1].lower()]
+        # Creating the file first reports an unwritable folder as what it is; the writer only says "not opened".
+        try:
+            open(self.tmp, "wb").close()
+        except OSError as e:
+            raise OutputError(_os_error_line("write", self.out_path, e)) from e
+        writer = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*codec), self.fps, (width, height))
+        if not writer.isOpened():
+            raise OutputError(f"OpenCV cannot write the video {self.out_path} with codec {codec}")
+        return writer
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.release()
+
+    def check(self):
+        """Raise OutputError unless the file is whole and every frame written decodes from it.
+
+        Both are needed: a truncated AVI or MKV still decodes its last, partial frame (with the
+        damage concealed), and a lost frame leaves the container's sizes right.
+        """
+        import cv2
+
+        missing = missing_video_bytes(self.tmp)
+        if missing:
+            raise OutputError(f"could not write the video {self.out_path}: {missing} (OpenCV reports no failed "
+                              "write: a full disk?); the output was not replaced")
+        cap = cv2.VideoCapture(self.tmp)
+        readable = 0
+        try:
+            while cap.isOpened() and cap.read()[0]:
+                readable += 1
+        finally:
+            cap.release()
+        if readable != self.frames:
+            raise OutputError(
+                f"could not write the video {self.out_path}: only {readable} of the {self.frames} frames written "
+                "could be read back (OpenCV reports no failed write: a full disk?); the output was not replaced")
+
+
+def missing_video_bytes(path):
+    """What the top-level structure of an AVI, MP4 or MKV file says is missing from it, or None.
+
+    Each container records the size of its top-level parts (RIFF chunks, ISO boxes, EBML
+    elements), patched in when the file is closed; a file cut short by a failed write is smaller
+    than they say (or, for MP4, lacks its ``moov`` index, written last). Bytes beyond the
+    declared end are not counted as damage.
+
+    Args:
+        path (str): a ``.avi``, ``.mp4`` or ``.mkv`` file (other extensions: None).
+
+    Returns:
+        str or None: e.g. ``"the file has 20000 bytes where its container declares 31406"``.
+    """
+    ext = os.path.splitext(path)[1].lower()
+    step = {".avi": _riff_chunk, ".mp4": _iso_box, ".mkv": _ebml_element}.get(ext)
+    if step is None:
+        return None
+    size = os.path.getsize(path)
+    pos, tags = 0, []
+    with open(path, "rb") as f:
+        while pos < size:
+            f.seek(pos)
+            part = step(f, size - pos)
+            if part is None:  # an EBML element of unknown size runs to the end: nothing to compare
+                return None
+            tag, length = part
+            tags.append(tag)
+            pos += length
+    if pos > size:
+        return f"the file has {size} bytes where its container declares {pos}"
+    if ext == ".mp4" and b"moov" not in tags:
+        return "the file has no moov box (the index an MP4 writer adds last)"
+    return None
+
+
+def _riff_chunk(f, left):
+    """(tag, bytes) of the RIFF chunk at the file position: 4-byte tag, little-endian size, padded to even."""
+    head = f.read(8)
+    if len(head) < 8:
+        return b"", 8
+    tag, n = struct.unpack("<4sI", head)
+    return tag, 8 + n + (n & 1)
+
+
+def _iso_box(f, left):
+    """(type, bytes) of the ISO base media box at the file position (size 1: 64-bit size follows; 0: to the end)."""
+    head = f.read(8)
+    if len(head) < 8:
+        return b"", 8
+    n, tag = struct.unpack(">I4s", head)
+    if n == 1:
+        large = f.read(8)
+        n = struct.unpack(">Q", large)[0] if len(large) == 8 else 16
+    elif n == 0:
+        n = left
+    return tag, max(n, 8)
+
+
+def _ebml_element(f, left):
+    """(ID, bytes) of the EBML element at the file position; None when its size is "unknown"."""
+    ident = _ebml_vint(f)
+    size = _ebml_vint(f) if ident else None
+    if not ident or not size:
+        return b"", left + 1  # cut inside the element's header
+    (id_value, id_len, _), (n, size_len, unknown) = ident, size
+    if unknown:
+        return None
+    return id_value.to_bytes(id_len, "big"), id_len + size_len + n
+
+
+def _ebml_vint(f):
+    """(value without its length marker, bytes, whether all value bits are 1) of an EBML variable-size integer."""
+    first = f.read(1)
+    if not first or first[0] == 0:
+        return None
+    length = 9 - first[0].bit_length()  # leading zero bits + 1
+    rest = f.read(length - 1)
+    if len(rest) < length - 1:
+        return None
+    value = int.from_bytes(bytes([first[0] & ((1 << (8 - length)) - 1)]) + rest, "big")
+    return value, length, value == (1 << (7 * length)) - 1
+
+
+def _process_frames(predictor, cap, path, args, failures, video):
+    """Predict (and draw into ``video`` unless None) every frame of ``cap``. Returns the frames decoded.
+
+    A frame that fails is reported and skipped; a video that cannot be written (OutputError)
+    stops here.
+    """
+    import cv2
+    from tqdm import tqdm
+
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    base = os.path.basename(path)
+    decoded, warned = 0, False
+    for idx in tqdm(itertools.count(), total=total, desc=base, unit="frame"):
+        ok, frame = cap.read()
+        if not ok:
+            break
+        decoded += 1
+        try:
+            stages, outputs = predictor(frame, f"{base}:{idx}")
+            logger.debug(f"{base} frame {idx}: {_summary(outputs, predictor.metadata, args.confidence_threshold)}")
+            if video is None:
+                continue
+            picture, scale = _draw_picture(stages, outputs, predictor.metadata, args)
+        except Exception as e:  # noqa: BLE001  (one bad frame must not end the video; each is reported)
+            _record_failure(failures, path, f"frame {idx}: {_reason(e)}")
+            continue
+        if not warned:
+            _warn_if_shrunk(path, frame, scale, args)
+            warned = True
+        video.write(picture)
+    logger.info(f"{path}: {decoded} frame(s) processed")
+    if decoded == 0:
+        failures.append((path, "no frame could be decoded"))
+    elif total and decoded < total:
+        # OpenCV's read() says only "no frame": fewer frames than the header announces means a
+        # truncated or damaged file, not its end. The frames decoded are still written.
+        reason = (f"only {decoded} of the {total} frames its header announces (CAP_PROP_FRAME_COUNT) "
+                  "could be decoded: truncated or damaged video")
+        logger.warning(f"{path}: {reason}")
+        failures.append((path, reason))
+    return decoded
+
+
+def _write_video(predictor, cap, path, out_path, args, failures):
+    """Draw every frame into ``out_path``, which is replaced only by a complete, readable video."""
     import cv2
 
     from wnlb_d2.utils.io import atomic_write
 
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    with atomic_write(path) as tmp:
-        if not cv2.imwrite(tmp, image):
-            raise OSError(f"OpenCV could not write {path!r} (unsupported extension or unwritable folder)")
-
-
-def run_images(predictor, files, args, failures):
-    """Process image files; appends ``(path, reason)`` to ``failures``. Returns files written."""
-    from tqdm import tqdm
-
-    from wnlb_d2.data.image_io import ImageReadError, read_image
-    from wnlb_d2.visualization import draw_predictions
-
-    outputs = _image_outputs(files, args.output)
-    written = []
-    for path, out in tqdm(list(zip(files, outputs)), desc="images", unit="img", disable=len(files) < 2):
-        try:
-            image = read_image(path, format="BGR")
-        except ImageReadError as e:
-            failures.append((path, str(e)))
-            logger.error(str(e))
-            continue
-        stages, outputs = predictor(image, os.path.basename(path))
-        logger.info(f"{path}: {_summary(outputs, predictor.metadata, args.confidence_threshold)}")
-        if not args.output:
-            continue
-        drawn = draw_predictions(list(stages.values())[-1], outputs, predictor.metadata,
-                                 args.confidence_threshold, args.scale)
-        picture = _compose(stages, drawn, args.side_by_side)
-        try:
-            _write_image(out, picture)
-        except OSError as e:
-            failures.append((path, str(e)))
-            logger.error(str(e))
-            continue
-        written.append(out)
-    return written
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    try:
+        _make_folder_for(out_path)
+        with atomic_write(out_path) as tmp:
+            video = _VideoOutput(tmp, out_path, fps)
+            try:
+                _process_frames(predictor, cap, path, args, failures, video)
+            finally:
+                video.close()
+            if video.frames == 0:
+                raise _NothingWritten()
+            video.check()
+    except _NothingWritten:
+        return None
+    except OutputError as e:
+        _record_failure(failures, path, str(e))
+        return None
+    except OSError as e:  # the rename over out_path
+        _record_failure(failures, path, _os_error_line("write", out_path, e))
+        return None
+    return out_path
 
 
 def run_video(predictor, path, args, failures):
     """Process one video file frame by frame. Returns the output path or None."""
     import cv2
-    from tqdm import tqdm
-
-    from wnlb_d2.utils.io import temporary_name
-    from wnlb_d2.visualization import draw_predictions
 
     if not os.path.isfile(path):
         failures.append((path, "no such video file"))
         return None
-    cap = cv2.VideoCapture(path)
-    if not cap.isOpened():
-        failures.append((path, "OpenCV cannot open this video (unsupported or damaged file)"))
-        return None
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    base = os.path.basename(path)
     out_path = _video_output(path, args.output)
-    if out_path is not None:
-        ext = os.path.splitext(out_path)[1].lower()
-        if ext not in VIDEO_CODECS:
-            failures.append((path, f"video output {out_path!r} must end with one of {list(VIDEO_CODECS)}"))
-            cap.release()
-            return None
-        os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    writer, frames, tmp = None, 0, None
+    if out_path is not None and os.path.splitext(out_path)[1].lower() not in VIDEO_CODECS:
+        failures.append((path, f"video output {out_path!r} must end with one of {list(VIDEO_CODECS)}"))
+        return None
+    cap = cv2.VideoCapture(path)
     try:
-        for idx in tqdm(itertools.count(), total=total, desc=base, unit="frame"):
-            ok, frame = cap.read()
-            if not ok:
-                break
-            stages, outputs = predictor(frame, f"{base}:{idx}")
-            frames += 1
-            logger.debug(f"{base} frame {idx}: {_summary(outputs, predictor.metadata, args.confidence_threshold)}")
-            if out_path is None:
-                continue
-            drawn = draw_predictions(list(stages.values())[-1], outputs, predictor.metadata,
-                                     args.confidence_threshold, args.scale)
-            picture = _compose(stages, drawn, args.side_by_side)
-            if writer is None:
-                ext = os.path.splitext(out_path)[1].lower()
-                tmp = temporary_name(out_path)  # renamed over out_path once every frame is written
-                writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*VIDEO_CODECS[ext]), fps,
-                                         (picture.shape[1], picture.shape[0]))
-                if not writer.isOpened():
-                    failures.append((path, f"OpenCV cannot write video {out_path!r} with codec {VIDEO_CODECS[ext]}"))
-                    return None
-            writer.write(picture)
+        if not cap.isOpened():
+            failures.append((path, "OpenCV cannot open this video (unsupported or damaged file)"))
+            return None
+        if out_path is None:
+            _process_frames(predictor, cap, path, args, failures, None)
+            return None
+        return _write_video(predictor, cap, path, out_path, args, failures)
     finally:
         cap.release()
-        if writer is not None:
-            writer.release()
-    if frames == 0:
-        failures.append((path, "no frame could be decoded"))
-        if tmp and os.path.exists(tmp):
-            os.remove(tmp)
-        return None
-    logger.info(f"{path}: {frames} frame(s) processed")
-    if total and frames < total:
-        # OpenCV's read() says only "no frame": fewer frames than the header announces means a
-        # truncated or damaged file, not its end. The frames decoded are still written.
-        reason = (f"only {frames} of the {total} frames its header announces (CAP_PROP_FRAME_COUNT) "
-                  "could be decoded: truncated or damaged video")
-        logger.warning(f"{path}: {reason}")
-        failures.append((path, reason))
-    if out_path is None:
-        return None
-    os.replace(tmp, out_path)
-    return out_path
 
 
 def score_threshold_opts(threshold):
@@ -310,6 +588,8 @@ def main(argv=None):
         sys.exit(f"demo.py: error: --confidence-threshold must be in [0, 1], got {t}")
     if not args.scale > 0:
         sys.exit(f"demo.py: error: --scale must be positive, got {args.scale}")
+    if args.max_picture_side < 256:
+        sys.exit(f"demo.py: error: --max-picture-side must be at least 256 px, got {args.max_picture_side}")
     # The demo writes nothing to OUTPUT_DIR; a temporary folder keeps setup_cfg's write check
     # from creating ./output (a user's OUTPUT_DIR in opts still wins).
     base = ["OUTPUT_DIR", tempfile.gettempdir()] + score_threshold_opts(t)
@@ -321,7 +601,7 @@ def main(argv=None):
                            f"using {' '.join(extra)} (fusion: MODEL.WNLB.FUSION = {cfg.MODEL.WNLB.FUSION})")
             cfg = setup_cfg(args.config_file, base + extra + list(args.opts))
         predictor = LowLightPredictor(cfg, low_light=args.low_light, seed=args.low_light_seed)
-    except (FileNotFoundError, KeyError, ValueError, PermissionError) as e:
+    except (OSError, KeyError, ValueError) as e:
         sys.exit(f"demo.py: error: {type(e).__name__}: {e}")
 
     failures = []
@@ -339,7 +619,8 @@ def main(argv=None):
             where = args.output if len(written) > 1 else written[0]
             print(f"Wrote {len(written)} picture(s) to {where}")
     if failures:
-        print(f"demo.py: {len(failures)} of {n_inputs} input(s) failed:", file=sys.stderr)
+        failed = len({path for path, _ in failures})  # a video's failed frames are one input
+        print(f"demo.py: {failed} of {n_inputs} input(s) failed:", file=sys.stderr)
         for path, reason in failures:
             print(f"  {path}: {reason}", file=sys.stderr)
         return 1
