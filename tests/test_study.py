@@ -66,6 +66,26 @@ class StandInFamily(DetectorFamily):
     def block_weights(self, trained):
         return {"res3": 0.39} if trained.row == "wnlb" else {}
 
+    def feature_errors(self, trained, dataset, *, low_light, num_images):
+        StandInFamily.calls.append(("features", trained.row, trained.seed))
+        return stand_in_features(trained.row, trained.seed, num_images)
+
+
+# NFE of the stand-in per image i: a base per row and place, a seed offset, a per-image wiggle;
+# the wnlb row's block lowers res3's NFE by 0.05 + 0.01 * seed.
+NFE_BASE = {"pretrained": 0.9, "finetuned": 0.6, "nlb": 0.58, "wnlb": 0.55}
+
+
+def stand_in_features(row, seed, num_images):
+    s = 0.0 if seed is None else 0.02 * seed
+    per_image = [0.01 * (i % 3) for i in range(num_images)]
+    nfe = {"res3": [NFE_BASE[row] + s + d for d in per_image], "p3": [NFE_BASE[row] + 0.1 + s + d for d in per_image]}
+    out = {"nfe": nfe, "nonlocal_share": {}, "images": num_images}
+    if row in ("nlb", "wnlb"):
+        nfe["res3.after"] = [x - 0.05 - 0.01 * (seed or 0) for x in nfe["res3"]]
+        out["nonlocal_share"] = {"res3": [0.2 + 0.1 * (seed or 0)] * num_images}
+    return out
+
 
 if "StandInFamily" not in DETECTOR_FAMILY_REGISTRY:
     DETECTOR_FAMILY_REGISTRY.register()(StandInFamily)
@@ -298,6 +318,48 @@ def test_w_trajectory_of_a_resumed_run_is_its_own():
     got = read_w_trajectory(f.name)
     os.remove(f.name)
     assert [(p["iteration"], p["res3"]) for p in got] == [(3, 0.1), (19, 0.2), (39, 0.35), (59, 0.4)]
+
+
+def test_feature_sections_match_hand_computation(tmp_path):
+    results, _ = run_experiment(_spec(tmp_path, feature_images=6))
+    f = results["features"]
+    assert set(f) == {"pretrained", "finetuned", "nlb", "wnlb"}
+    # fine-tuning rows: mean over seeds of the per-image means, t interval over the 3 seeds
+    seed_means = [np.mean(stand_in_features("wnlb", s, 6)["nfe"]["res3.after"]) for s in (0, 1, 2)]
+    e = f["wnlb"]["res3.after"]["nfe"]
+    assert e["mean"] == pytest.approx(np.mean(seed_means)) and e["n"] == 3 and e["unit"] == "seeds"
+    half = 4.302652729911275 * np.std(seed_means, ddof=1) / math.sqrt(3)
+    assert e["ci95"] == pytest.approx([np.mean(seed_means) - half, np.mean(seed_means) + half])
+    # the pre-trained row: one run, image-level bootstrap
+    assert f["pretrained"]["res3"]["nfe"]["unit"] == "images" and f["pretrained"]["res3"]["nfe"]["n"] == 6
+    assert results["nonlocal_share"]["wnlb"]["res3"] == {"mean": pytest.approx(0.3), "n": 3}
+    assert "finetuned" not in results["nonlocal_share"]
+    # paired: wnlb's res3 as passed on (after its block) against finetuned's res3
+    p = results["paired_features"]["wnlb-vs-finetuned"]["res3"]
+    diffs = [np.mean(np.subtract(stand_in_features("wnlb", s, 6)["nfe"]["res3.after"],
+                                 stand_in_features("finetuned", s, 6)["nfe"]["res3"])) for s in (0, 1, 2)]
+    assert p["mean_diff"] == pytest.approx(np.mean(diffs)) and p["n"] == 3
+    assert p["ci95"][1] < 0  # -0.10 - 0.01 s: nearer beyond the noise
+    assert set(results["paired_features"]["wnlb-vs-finetuned"]) == {"res3", "p3"}
+    md = results_markdown(results)
+    assert "- res3: -0.1100 [" in md and "nearer the clean features beyond the noise" in md
+    assert "Non-local share of the wnlb blocks" in md
+    # deterministic for a seed: a second experiment gives the same sections to the last digit
+    again, _ = run_experiment(_spec(tmp_path, feature_images=6, output_dir=str(tmp_path / "again")))
+    for key in ("features", "nonlocal_share", "paired_features"):
+        assert json.dumps(again[key], sort_keys=True) == json.dumps(results[key], sort_keys=True)
+
+
+def test_features_of_a_test_set_without_clean_counterparts_are_skipped_and_said(tmp_path):
+    StandInFamily.calls = []
+    results, _ = run_experiment(_spec(tmp_path, seeds=[0], test_data="wnlb_demo_val"))
+    assert "features" not in results and "no clean counterparts" in results["features_note"]
+    assert not [c for c in StandInFamily.calls if c[0] == "features"]
+    assert "Feature denoising: not measured: the test set wnlb_demo_val has no clean counterparts" in \
+        results_markdown(results)
+    with_fly, _ = run_experiment(_spec(tmp_path, seeds=[0], test_data="wnlb_demo_val", low_light_test=True,
+                                       output_dir=str(tmp_path / "fly")))
+    assert "features" in with_fly and "features_note" not in with_fly
 
 
 def test_single_seed_says_no_interval(tmp_path):

@@ -61,7 +61,8 @@ def preset_values(preset, detector):
     values = dict(DEMO_DATA, **demo, output_dir=out, detector=detector, preset=preset, seeds=[0],
                   severities=list(SEVERITIES))
     if preset == "quick":
-        values.update(pretrain_iters=20, finetune_iters=5, severities=[0.0, 1.0], bootstrap_samples=50)
+        values.update(pretrain_iters=20, finetune_iters=5, severities=[0.0, 1.0], bootstrap_samples=50,
+                      feature_images=4)
     elif preset == "study":
         values.update(seeds=[0, 1, 2])
     return values
@@ -101,6 +102,9 @@ def build_parser():
                    help="evaluate every row at these fixed severities (0: mildest end of the training range, "
                         "1: harshest, > 1 beyond); needs --normal-test-data; none: no severity curves")
     p.add_argument("--bootstrap-samples", type=int, help="image-level bootstrap samples per evaluation (0: off)")
+    p.add_argument("--feature-images", type=int,
+                   help="test images on which the normalised feature error and the blocks' non-local share are "
+                        "measured against their clean counterparts (default 50; 0: off)")
     p.add_argument("--low-light-train", action="store_const", const=True,
                    help="degrade --finetune-data on the fly (INPUT.LOW_LIGHT); off for low-light datasets")
     p.add_argument("--low-light-test", action="store_const", const=True, help="degrade --test-data on the fly")

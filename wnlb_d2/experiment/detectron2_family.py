@@ -134,6 +134,12 @@ class Detectron2Family(DetectorFamily):
         cfg.freeze()
         return dict(LowLightTrainer.test(cfg, model))
 
+    def feature_errors(self, trained, dataset, *, low_light, num_images):
+        from ..analysis.detectron2_features import detectron2_feature_errors
+
+        cfg, model = trained.handle
+        return detectron2_feature_errors(cfg, model, dataset, low_light=low_light, num_images=num_images)
+
     def reload(self, trained):
         # Inference needs the architecture of the row (the blocks and their fusion) and its weights.
         opts = self._block_opts(self._cfg([]), trained.row) if trained.row in ("nlb", "wnlb") else []

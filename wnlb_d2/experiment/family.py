@@ -137,6 +137,16 @@ class DetectorFamily(abc.ABC):
     def low_light_config(self):
         """A detectron2 CfgNode whose ``INPUT.LOW_LIGHT`` is the study's degradation (for severity levels)."""
 
+    def feature_errors(self, trained, dataset, *, low_light, num_images):
+        """Per-image normalised feature errors and non-local shares of ``trained`` (see
+        :func:`wnlb_d2.analysis.detectron2_features.detectron2_feature_errors` for the layout).
+
+        Raises:
+            NotImplementedError: the family measures no features.
+            NoCleanCounterpartError: the test set's images have no clean counterparts.
+        """
+        raise NotImplementedError(f"detector family {self.name!r} measures no feature errors")
+
     def reload(self, trained):
         """Give a row restored from its record (weights on disk, ``handle`` None) what
         :meth:`evaluate` and :meth:`save_pictures` need (default: nothing)."""

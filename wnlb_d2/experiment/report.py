@@ -10,6 +10,7 @@ import logging
 import numpy as np
 
 from ..utils.io import atomic_write
+from .feature_tables import features_in_words
 from .spec import FINETUNE_ROWS, METRICS, ROWS, TASKS
 from .stats import differs_from_zero
 from .two_stage import enhancer_rows
@@ -85,6 +86,7 @@ def results_markdown(results):
             cells = [f"{_fmt(b[t]['AP'])} [{_fmt(b[t]['ci95'][0])}, {_fmt(b[t]['ci95'][1])}]" if t in b else "-"
                      for t in TASKS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += features_in_words(results)
     ws = [(run["seed"], run["w"]) for run in results.get("runs", []) if run["row"] == "wnlb" and run.get("w")]
     if ws:
         stages = sorted(ws[0][1])

@@ -26,6 +26,8 @@ from detectron2.utils import comm
 
 from ..utils.io import atomic_write_json, atomic_write_text, folder_lock
 from .family import TrainedRow, build_detector_family
+from ..analysis.clean_pairs import NoCleanCounterpartError, has_clean_counterpart
+from .feature_tables import feature_sections
 from .records import RunRecord, claim_output_folder
 from .report import results_markdown
 from .severity import severity_levels
@@ -151,6 +153,14 @@ class _Runs:
     def __init__(self, spec, family, write):
         self.spec, self.family, self.write = spec, family, write
         self.records = {}
+        self.features_note = ""
+        if not spec.feature_images:
+            self.features_note = "not measured (feature_images 0)"
+        elif not has_clean_counterpart(spec.test_data, spec.low_light_test):
+            self.features_note = (f"not measured: the test set {spec.test_data} has no clean counterparts (it is not "
+                                  "degraded on the fly and its metadata names no 'clean_counterpart')")
+        if self.features_note:
+            logger.info(f"Normalised feature error: {self.features_note}")
 
     def train(self, name, identity, row, seed, train_fn):
         """The run in folder ``name``: from its record when it finished with ``identity``, else
@@ -186,6 +196,29 @@ class _Runs:
                                       output_dir=os.path.join(trained.output_dir, f"eval_{name}"))
         result = json.loads(json.dumps(dict(result), default=float))  # as the record gives it back
         record.add_evaluation(name, identity, result)
+        return result
+
+    def feature_errors(self, trained):
+        """Per-image NFE and non-local shares of ``trained`` on the test set (None when not measured)."""
+        if self.features_note:
+            return None
+        spec = self.spec
+        record = self.records[trained.output_dir]
+        identity = {"dataset": spec.test_data, "low_light": bool(spec.low_light_test), "images": spec.feature_images}
+        result = record.evaluation("features", identity)
+        if result is not None:
+            return result
+        if trained.handle is None:
+            self.family.reload(trained)
+        try:
+            result = self.family.feature_errors(trained, spec.test_data, low_light=spec.low_light_test,
+                                                num_images=spec.feature_images)
+        except (NotImplementedError, NoCleanCounterpartError) as e:
+            self.features_note = f"not measured: {e}"
+            logger.warning(f"Normalised feature error {self.features_note}")
+            return None
+        result = json.loads(json.dumps(result, default=float))
+        record.add_evaluation("features", identity, result)
         return result
 
 
@@ -238,6 +271,7 @@ def _run(spec, family, levels, runs_io, write):
     results["pretrained"] = evaluate(pretrained, spec.test_data, spec.low_light_test, spec.test_data)
     if spec.normal_test_data:
         results["pretrained_normal_light"] = evaluate(pretrained, spec.normal_test_data, False, spec.normal_test_data)
+    pretrained_features = runs_io.feature_errors(pretrained)
 
     # 2. two-stage rows
     zero_dce, zero_dce_identity = zero_dce_weights_for(spec, family.low_light_config(), write=write)
@@ -258,6 +292,9 @@ def _run(spec, family, levels, runs_io, write):
             res = evaluate(trained, spec.test_data, spec.low_light_test, spec.test_data)
             run = {"row": row, "seed": seed, **{t: res[t] for t in TASKS if t in res},
                    "w": w, "w_trajectory": trained.w_trajectory, "seconds": trained.seconds}
+            features = runs_io.feature_errors(trained)
+            if features:
+                run["feature_errors"] = features
             if levels:
                 run["severity"] = _severity_of(evaluate, trained, spec, levels)
             runs.append(run)
@@ -285,6 +322,10 @@ def _run(spec, family, levels, runs_io, write):
     results["runs"] = runs
     results["summary"] = summarise_runs(runs)
     results["paired"] = paired_differences(runs)
+    if runs_io.features_note:
+        results["features_note"] = runs_io.features_note
+    else:
+        results.update(feature_sections(runs, pretrained_features, spec.bootstrap_samples))
     results["bootstrap"] = {row: _bootstrap_of(results[row]) for row in ("pretrained",) if row in results}
     for r in runs:
         r["bootstrap"] = _bootstrap_of(r)

@@ -67,6 +67,9 @@ class ExperimentSpec:
         severities: positions along the training range of the degradation at which every row
             is evaluated on ``normal_test_data`` (``wnlb_d2.experiment.severity``); empty: none.
         bootstrap_samples: image-level bootstrap samples of each evaluation's AP (0: off).
+        feature_images: test images (the first ones) on which every row's normalised feature
+            error and the blocks' non-local share are measured against the clean counterparts
+            (:mod:`wnlb_d2.analysis`; 0: off; skipped, and said so, for a test set without them).
         opts: extra ``KEY VALUE`` config overrides for every run.
         enhancers: two-stage rows to add, enhancer names such as "clahe" or "nlm+clahe".
         zero_dce_weights: Zero-DCE++ weights for "zero_dce" rows; empty: trained here for
@@ -97,6 +100,7 @@ class ExperimentSpec:
     low_light_test: bool = False
     severities: List[float] = field(default_factory=list)
     bootstrap_samples: int = 1000
+    feature_images: int = 50
     opts: List[str] = field(default_factory=list)
     enhancers: List[str] = field(default_factory=list)
     zero_dce_weights: str = ""
@@ -133,6 +137,9 @@ class ExperimentSpec:
         if not isinstance(self.bootstrap_samples, numbers.Integral) or self.bootstrap_samples < 0 \
                 or self.bootstrap_samples == 1:
             raise ValueError(f"bootstrap_samples must be 0 (off) or >= 2, got {self.bootstrap_samples!r}")
+        if not isinstance(self.feature_images, numbers.Integral) or isinstance(self.feature_images, bool) \
+                or self.feature_images < 0:
+            raise ValueError(f"feature_images must be a non-negative integer (0: off), got {self.feature_images!r}")
         if self.severities and not self.normal_test_data:
             raise ValueError("severities need normal_test_data (--normal-test-data): the levels degrade "
                              "normal-light test images")

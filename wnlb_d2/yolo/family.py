@@ -24,7 +24,7 @@ from ..config import set_config_value
 from ..experiment.family import DETECTOR_FAMILY_REGISTRY, DetectorFamily, TrainedRow
 from .api import evaluate_yolo, train_yolo_row
 from .data import LowLightSpec
-from .model_yaml import DEFAULT_STAGES, insert_nonlocal_blocks, load_stock_yaml, model_yaml_name, write_model_yaml
+from .model_yaml import DEFAULT_STAGES, check_model_yaml, insert_nonlocal_blocks, model_yaml_name, write_model_yaml
 from .pictures import save_yolo_side_by_side
 
 __all__ = ["YOLOv8Family"]
@@ -51,7 +51,9 @@ class YOLOv8Family(DetectorFamily):
     def validate(self):
         if self.spec.enhancers:
             raise ValueError("--detector yolov8: two-stage rows (--enhancers) are run by the detectron2 families only")
-        load_stock_yaml(self.spec.config_file)  # an unknown model YAML fails now, not after training
+        # An unknown or malformed model YAML (and one whose model cannot be built) fails now, not
+        # after training.
+        check_model_yaml(self.spec.config_file)
         if self.spec.finetune_policy != "all":
             logger.info(f"--detector yolov8 trains every parameter (finetune_policy {self.spec.finetune_policy!r} "
                         "applies to the detectron2 families)")
