@@ -245,3 +245,112 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path, caplog):
     assert not stale.exists() and not stale_tag.exists() and live.exists() and other.exists()
     assert any("Removed 2 stale checkpoint temporaries" in r.getMessage() for r in caplog.records)
     assert remove_stale_temporaries(str(tmp_path)) == []
+
+
+# --- weights of another architecture (issue 20) ---------------------------------------------------
+
+from detectron2.config import get_cfg  # noqa: E402
+
+import wnlb_d2  # noqa: E402
+from wnlb_d2.checkpoint import architecture_of_keys  # noqa: E402
+
+DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo")
+
+
+def _demo_cfg(name, **opts):
+    """The demo R18-FPN Mask R-CNN or SOLOv2 (one backbone, other heads), small heads."""
+    cfg = get_cfg()
+    wnlb_d2.add_lowlight_config(cfg)
+    wnlb_d2.merge_from_file(cfg, os.path.join(DEMO_DIR, name))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.SOLOV2.NUM_GRIDS = [8, 6, 4, 3, 2]
+    cfg.MODEL.SOLOV2.INSTANCE_CHANNELS = 32
+    cfg.MODEL.SOLOV2.MASK_CHANNELS = 32
+    cfg.MODEL.SOLOV2.NUM_KERNELS = 32
+    for k, v in opts.items():
+        *parents, leaf = k.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        node[leaf] = v
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def two_architectures(tmp_path_factory):
+    """Checkpoints of the demo Mask R-CNN and the demo SOLOv2 (same R18-FPN backbone)."""
+    out = tmp_path_factory.mktemp("arch")
+    torch.manual_seed(0)
+    files = {}
+    for arch, name in (("maskrcnn", "Base-Demo-R18-FPN.yaml"), ("solov2", "SOLOv2-Demo-R18-FPN.yaml")):
+        model = build_model(_demo_cfg(name))
+        DetectionCheckpointer(model, save_dir=str(out)).save(arch)
+        files[arch] = str(out / f"{arch}.pth")
+    return files
+
+
+@pytest.mark.parametrize("source, target, words", [
+    ("solov2", "Base-Demo-R18-FPN.yaml", "holds the heads of SOLOv2 .* but the model is Mask R-CNN \\(GeneralizedRCNN\\): "
+                                         "it gives only 0/\\d+ of the model's head tensors"),
+    ("maskrcnn", "SOLOv2-Demo-R18-FPN.yaml", "holds the heads of Mask R-CNN \\(GeneralizedRCNN\\) .* but the model is "
+                                             "SOLOv2: it gives only 0/\\d+ of the model's head tensors"),
+])
+@pytest.mark.parametrize("backbone", ["build_resnet_fpn_backbone", "build_resnet_wnlb_fpn_backbone"])
+def test_checkpoint_of_another_architecture_is_an_error(two_architectures, source, target, words, backbone):
+    model = build_model(_demo_cfg(target, **{"MODEL.BACKBONE.NAME": backbone}))
+    with pytest.raises(CheckpointMismatchError, match=words) as info:
+        WNLBCheckpointer(model, strict_backbone=True).load(two_architectures[source])
+    msg = str(info.value)
+    assert repr(two_architectures[source]) in msg and "MODEL.META_ARCHITECTURE" in msg and "\n" not in msg
+
+
+def test_legitimate_partial_checkpoints_still_load(two_architectures, tmp_path, caplog):
+    # Another class count: the predictors are of the wrong shape, which fvcore skips.
+    for name, key in (("Base-Demo-R18-FPN.yaml", "MODEL.ROI_HEADS.NUM_CLASSES"),
+                      ("SOLOv2-Demo-R18-FPN.yaml", "MODEL.SOLOV2.NUM_CLASSES")):
+        model = build_model(_demo_cfg(name, **{key: 3}))
+        arch = "maskrcnn" if "Base" in name else "solov2"
+        WNLBCheckpointer(model, strict_backbone=True).load(two_architectures[arch])
+    # A classification backbone (only backbone tensors and its classifier): the heads initialise.
+    state = torch.load(two_architectures["maskrcnn"])["model"]
+    backbone = {k: v for k, v in state.items() if k.startswith("backbone.")}
+    backbone["fc.weight"], backbone["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
+    torch.save({"model": backbone}, tmp_path / "imagenet.pth")
+    # detectron2's converted torchvision / Caffe2 ImageNet files (matched by name heuristics),
+    # whose classifier ends up as stem.fc / fc1000.
+    bottom_up = {k[len("backbone.bottom_up."):]: v.numpy() for k, v in state.items() if k.startswith("backbone.bottom_up.")}
+    bottom_up["stem.fc.weight"] = np.zeros((1000, 512), np.float32)
+    bottom_up["fc1000_w"] = np.zeros((1000, 512), np.float32)
+    with open(tmp_path / "R-18.pkl", "wb") as f:
+        pickle.dump({"model": bottom_up, "__author__": "torchvision", "matching_heuristics": True}, f)
+    for name in ("Base-Demo-R18-FPN.yaml", "SOLOv2-Demo-R18-FPN.yaml"):
+        for path in ("imagenet.pth", "R-18.pkl"):
+            WNLBCheckpointer(build_model(_demo_cfg(name)), strict_backbone=True).load(str(tmp_path / path))
+    # A stock checkpoint into a model with non-local blocks: the blocks initialise.
+    wnlb = build_model(_demo_cfg("SOLOv2-Demo-R18-FPN.yaml", **{"MODEL.BACKBONE.NAME": "build_resnet_wnlb_fpn_backbone"}))
+    WNLBCheckpointer(wnlb, strict_backbone=True).load(two_architectures["solov2"])
+
+
+def test_architecture_of_keys():
+    assert architecture_of_keys(["backbone.x.weight", "instance_head.cate_pred.weight", "mask_head.pred.0.weight"]) == "SOLOv2"
+    assert architecture_of_keys(["roi_heads.box_predictor.cls_score.weight"]) == "Faster R-CNN (GeneralizedRCNN)"
+    assert architecture_of_keys(["roi_heads.mask_head.predictor.weight"]) == "Mask R-CNN (GeneralizedRCNN)"
+    assert architecture_of_keys(["head.cls_subnet.0.weight", "head.bbox_pred.weight"]) == "RetinaNet"
+    assert architecture_of_keys(["backbone.bottom_up.stem.conv1.weight", "fc.weight"]) is None
+
+
+def test_unreadable_checkpoint_permission_denied_is_named(tmp_path, monkeypatch):
+    path = tmp_path / "locked.pth"
+    torch.save({"model": _Tiny().state_dict()}, path)
+    real_open = open
+
+    def denied(file, *args, **kwargs):  # tests may run as root, where chmod 000 still reads
+        if os.fspath(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", denied)
+    with pytest.raises(CheckpointReadError) as info:
+        WNLBCheckpointer(_Tiny()).load(str(path))
+    msg = str(info.value)
+    assert repr(str(path)) in msg and "permission denied" in msg and "not a torch or pickle" not in msg, msg

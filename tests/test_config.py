@@ -195,3 +195,68 @@ def test_set_config_value_keeps_the_type_and_names_missing_nodes():
     assert cfg.MODEL.WNLB.WEIGHT_INIT == [0.1, 0.2] and cfg.INPUT.LOW_LIGHT.ENABLED is True
     with pytest.raises(KeyError):
         set_config_value(cfg, "MODEL.NO_SUCH_NODE.X", 1)
+
+
+# --- issue 20: every MODEL.SOLOV2 value checked before anything is written -------------------------
+
+SOLOV2_DEMO = os.path.join(REPO, "configs", "demo", "SOLOv2-Demo-R18-FPN.yaml")
+
+
+@pytest.mark.parametrize("opts, message", [
+    (["MODEL.SOLOV2.SIGMA", "-1.0"], "MODEL.SOLOV2.SIGMA = -1.0 is invalid; expected a number in (0, 1]"),
+    (["MODEL.SOLOV2.DETECTIONS_PER_IMAGE", "-1"], "MODEL.SOLOV2.DETECTIONS_PER_IMAGE = -1 is invalid; expected an integer >= 1"),
+    (["MODEL.SOLOV2.DETECTIONS_PER_IMAGE", "0"], "MODEL.SOLOV2.DETECTIONS_PER_IMAGE = 0 is invalid"),
+    (["MODEL.SOLOV2.NMS_PRE_TOPK", "0"], "MODEL.SOLOV2.NMS_PRE_TOPK = 0 is invalid; expected an integer >= 1"),
+    (["MODEL.SOLOV2.MASK_THRESH_TEST", "1.5"], "MODEL.SOLOV2.MASK_THRESH_TEST = 1.5 is invalid; expected a number in (0, 1)"),
+    (["MODEL.SOLOV2.SCORE_THRESH_TEST", "1.5"], "MODEL.SOLOV2.SCORE_THRESH_TEST = 1.5 is invalid; expected a number in [0, 1]"),
+    (["MODEL.SOLOV2.UPDATE_THRESH_TEST", "-0.5"], "MODEL.SOLOV2.UPDATE_THRESH_TEST = -0.5 is invalid"),
+    (["MODEL.SOLOV2.NUM_GRIDS", "[24, 20, 0, 12, 8]"], "MODEL.SOLOV2.NUM_GRIDS = [24, 20, 0, 12, 8] is invalid; expected a list of integers >= 1"),
+    (["MODEL.SOLOV2.NUM_GRIDS", "[24, 20, 16]"], "MODEL.SOLOV2.NUM_GRIDS = [24, 20, 16] is invalid; expected 5 entries"),
+    (["MODEL.SOLOV2.NUM_CLASSES", "0"], "MODEL.SOLOV2.NUM_CLASSES = 0 is invalid; expected an integer >= 1"),
+    (["MODEL.SOLOV2.NUM_CLASSES", "-3"], "MODEL.SOLOV2.NUM_CLASSES = -3 is invalid"),
+    (["MODEL.SOLOV2.NUM_KERNELS", "0"], "MODEL.SOLOV2.NUM_KERNELS = 0 is invalid; expected an integer >= 1"),
+    (["MODEL.SOLOV2.INSTANCE_CHANNELS", "0"], "MODEL.SOLOV2.INSTANCE_CHANNELS = 0 is invalid"),
+    (["MODEL.SOLOV2.MASK_CHANNELS", "-64"], "MODEL.SOLOV2.MASK_CHANNELS = -64 is invalid"),
+    (["MODEL.SOLOV2.NUM_INSTANCE_CONVS", "0"], "MODEL.SOLOV2.NUM_INSTANCE_CONVS = 0 is invalid"),
+    (["MODEL.SOLOV2.PRIOR_PROB", "1.0"], "MODEL.SOLOV2.PRIOR_PROB = 1.0 is invalid; expected a number in (0, 1)"),
+    (["MODEL.SOLOV2.FOCAL_LOSS_ALPHA", "1.5"], "MODEL.SOLOV2.FOCAL_LOSS_ALPHA = 1.5 is invalid"),
+    (["MODEL.SOLOV2.FOCAL_LOSS_GAMMA", "-2.0"], "MODEL.SOLOV2.FOCAL_LOSS_GAMMA = -2.0 is invalid"),
+    (["MODEL.SOLOV2.FOCAL_LOSS_WEIGHT", "0.0"], "MODEL.SOLOV2.FOCAL_LOSS_WEIGHT = 0.0 is invalid; expected a number > 0"),
+    (["MODEL.SOLOV2.DICE_LOSS_WEIGHT", "-1.0"], "MODEL.SOLOV2.DICE_LOSS_WEIGHT = -1.0 is invalid"),
+    (["MODEL.SOLOV2.NMS_SIGMA", "0.0"], "MODEL.SOLOV2.NMS_SIGMA = 0.0 is invalid"),
+    (["MODEL.SOLOV2.NMS_KERNEL", "hard"], "MODEL.SOLOV2.NMS_KERNEL = 'hard' is invalid; expected one of ('gaussian', 'linear')"),
+    (["MODEL.SOLOV2.CONV_INIT", "xavier"], "MODEL.SOLOV2.CONV_INIT = 'xavier' is invalid"),
+    (["MODEL.SOLOV2.NORM", "LayerNormX"], "MODEL.SOLOV2.NORM = 'LayerNormX' is invalid"),
+    (["MODEL.SOLOV2.FPN_INSTANCE_STRIDES", "[8, 8, 16, 32, 0]"], "MODEL.SOLOV2.FPN_INSTANCE_STRIDES = [8, 8, 16, 32, 0] is invalid"),
+    (["MODEL.SOLOV2.FPN_SCALE_RANGES", "[[1, 24], [12, 48], [24, 72], [48, 128], [512, 96]]"],
+     "MODEL.SOLOV2.FPN_SCALE_RANGES = [[1, 24], [12, 48], [24, 72], [48, 128], [512, 96]] is invalid"),
+    (["MODEL.SOLOV2.IN_FEATURES", "[]"], "MODEL.SOLOV2.IN_FEATURES = [] is invalid"),
+    (["MODEL.SOLOV2.NUM_CLASSES", "4"], "MODEL.SOLOV2.NUM_CLASSES = 4 is below the 6 classes of DATASETS.TRAIN 'wnlb_demo_train'"),
+])
+def test_solov2_values_are_checked_before_output(tmp_path, opts, message):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError) as info:
+        setup_cfg(SOLOV2_DEMO, ["OUTPUT_DIR", str(out)] + opts)
+    msg = str(info.value)
+    assert message in msg and "\n" not in msg, msg
+    assert not out.exists()  # nothing written
+
+
+def test_solov2_values_are_checked_when_the_model_is_built():
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    cfg = get_cfg()
+    wnlb_d2.add_lowlight_config(cfg)
+    wnlb_d2.merge_from_file(cfg, SOLOV2_DEMO)
+    cfg.MODEL.SOLOV2.SIGMA = -1.0
+    with pytest.raises(ValueError, match=re.escape("MODEL.SOLOV2.SIGMA = -1.0 is invalid")):
+        build_model(cfg)
+
+
+def test_valid_solov2_values_and_class_counts_pass(tmp_path):
+    cfg = setup_cfg(SOLOV2_DEMO, ["OUTPUT_DIR", str(tmp_path), "MODEL.SOLOV2.NUM_CLASSES", "8",
+                                  "MODEL.SOLOV2.SIGMA", "1.0", "MODEL.SOLOV2.NORM", "", "MODEL.SOLOV2.SCORE_THRESH_TEST", "0.0"])
+    assert cfg.MODEL.SOLOV2.NUM_CLASSES == 8
+    with pytest.raises(ValueError, match="MODEL.ROI_HEADS.NUM_CLASSES = 2 is below the 6 classes"):
+        setup_cfg(DEMO, ["OUTPUT_DIR", str(tmp_path), "MODEL.ROI_HEADS.NUM_CLASSES", "2"])

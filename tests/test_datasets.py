@@ -552,3 +552,62 @@ def test_builtin_names_use_detectron2_datasets(tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert lines[0] == "2 4"
     assert os.path.join(root, "coco", "lowlight", "annotations", "instances_val2017.json") in lines[1]
+
+
+# --- issue 20: repeated image ids, RLE masks with the polygon format --------------------------------
+
+
+def test_repeated_image_ids_are_refused(tmp_path):
+    """Two images with one id: an annotation of image 7 used to land on both (or the wrong one)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        cv2.imwrite(str(images / name), np.zeros((20, 20, 3), np.uint8))
+    json_file = tmp_path / "instances.json"
+    json_file.write_text(json.dumps({
+        "images": [{"id": 7, "file_name": "a.png", "height": 20, "width": 20},
+                   {"id": 7, "file_name": "b.png", "height": 20, "width": 20},
+                   {"id": 8, "file_name": "c.png", "height": 20, "width": 20}],
+        "annotations": [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": 0,
+                         "segmentation": [_square(1, 1, 5)]}],
+        "categories": [{"id": 1, "name": "thing"}],
+    }))
+    with pytest.raises(ValueError) as info:
+        load_coco_instances(str(json_file), str(images))
+    msg = str(info.value)
+    assert msg.startswith(f"{json_file}: 1 image ids are listed more than once (7)") and "\n" not in msg, msg
+
+
+def test_rle_masks_with_the_polygon_format_name_input_mask_format(tmp_path):
+    """A non-crowd RLE mask and INPUT.MASK_FORMAT 'polygon' (the default): detectron2 says only
+    "Failed to use mask_format=='polygon'"; the mapper names the key and the fix. Crowd RLEs
+    (dropped in training) and 'bitmask' keep working."""
+    import pycocotools.mask as mask_util
+    from detectron2.data import transforms as T
+
+    from wnlb_d2.data.mapper import LowLightDatasetMapper
+
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), np.zeros((20, 20, 3), np.uint8))
+    mask = np.zeros((20, 20), np.uint8, order="F")
+    mask[2:9, 3:12] = 1
+    rle = mask_util.encode(mask)
+    rle["counts"] = rle["counts"].decode()
+
+    def record(iscrowd):
+        return {"file_name": str(path), "height": 20, "width": 20, "image_id": 1,
+                "annotations": [{"bbox": [3, 2, 9, 7], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0,
+                                 "iscrowd": iscrowd, "segmentation": dict(rle)},
+                                {"bbox": [1, 1, 5, 5], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0,
+                                 "iscrowd": 0, "segmentation": [_square(1, 1, 5)]}]}
+
+    def mapper(fmt):
+        return LowLightDatasetMapper(True, augmentations=[T.NoOpTransform()], image_format="BGR",
+                                     use_instance_mask=True, instance_mask_format=fmt)
+
+    with pytest.raises(ValueError) as info:
+        mapper("polygon")(record(0))
+    msg = str(info.value)
+    assert str(path) in msg and "INPUT.MASK_FORMAT" in msg and "'bitmask'" in msg and "\n" not in msg, msg
+    assert len(mapper("polygon")(record(1))["instances"]) == 1  # the crowd RLE is dropped, as before
+    assert len(mapper("bitmask")(record(0))["instances"]) == 2

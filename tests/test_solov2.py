@@ -471,3 +471,15 @@ def test_conv_init_normal_or_kaiming():
     assert torch.allclose(kaiming.instance_head.cate_pred.bias, torch.full((3,), prior))
     with pytest.raises(ValueError, match="CONV_INIT"):
         build_model(tiny_cfg(CONV_INIT="xavier"))
+
+
+# ---------------------------------------------------------------- issue 20
+
+
+def test_ground_truth_class_beyond_num_classes_is_an_error(model):
+    """A dataset with more classes than MODEL.SOLOV2.NUM_CLASSES (3 here): the objects of class 3
+    used to become background silently."""
+    x = scene_input(0)
+    x["instances"].gt_classes[0] = 3
+    with pytest.raises(ValueError, match=r"Ground-truth class 3 is out of range for MODEL.SOLOV2.NUM_CLASSES = 3"):
+        model.train()([x])

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -13,13 +14,15 @@ from .utils.io import atomic_write, atomic_write_text, is_temporary
 from .utils.io import remove_stale_temporaries as _remove_stale
 
 __all__ = ["WNLBCheckpointer", "CheckpointMismatchError", "CheckpointReadError", "check_checkpoint_path",
-           "checkpoint_read_error", "remove_stale_temporaries", "read_model_state_dict", "wnlb_layout_of_checkpoint"]
+           "checkpoint_read_error", "remove_stale_temporaries", "read_model_state_dict", "wnlb_layout_of_checkpoint",
+           "architecture_of_keys", "is_head_key", "is_foreign_head_key"]
 
 logger = logging.getLogger(__name__)
 
 
 class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit the model's backbone (another depth, or not a detection model)."""
+    """A checkpoint does not fit the model: its backbone (another depth, or not a detection
+    model), or its heads (those of another meta-architecture)."""
 
 
 class CheckpointReadError(ValueError):
@@ -52,6 +55,12 @@ def _reason(e):
 
     if isinstance(e, URLError):
         return f"could not be downloaded (no network, or a wrong URL?): {detail}"
+    if isinstance(e, PermissionError):
+        return "permission denied (the file is not readable by this user)"
+    if isinstance(e, OSError):
+        # The file is there but reading it failed (I/O error, a folder in the way ...): say so,
+        # rather than blaming the content.
+        return f"it cannot be read ({e.strerror or type(e).__name__})"
     if isinstance(e, EOFError) or "Ran out of input" in detail:
         return "the file ends early (truncated?)"
     if "zip archive" in detail or "central directory" in detail or isinstance(e, zipfile.BadZipFile):
@@ -64,6 +73,90 @@ def _reason(e):
 def checkpoint_read_error(path, e):
     """:class:`CheckpointReadError` that names ``path`` and says in one line what ``e`` means."""
     return CheckpointReadError(f"Checkpoint {path!r} cannot be loaded: {_reason(e)}")
+
+
+#: Top-level modules of the heads of detectron2's meta-architectures and of SOLOv2 (this
+#: package), for naming the architecture a checkpoint comes from.
+_HEAD_MODULES = ("proposal_generator", "roi_heads", "instance_head", "mask_head", "sem_seg_head")
+#: RetinaNet's head is a module named ``head``; a classifier of an ImageNet checkpoint may be too
+#: (pycls ``head.fc``, timm ``head``): only these sub-modules make it RetinaNet's.
+_RETINANET_HEAD = ("head.cls_subnet.", "head.bbox_subnet.", "head.cls_score.", "head.bbox_pred.")
+#: Modules of the classifiers of ImageNet checkpoints (torchvision ``fc``, Caffe2 ``fc1000``,
+#: pycls / timm ``head`` ...; detectron2's torchvision converter files ``fc`` as ``stem.fc``):
+#: left over when such a backbone initialises a detector, and no head of another detector.
+_CLASSIFIER_MODULES = ("fc", "fc1000", "linear", "classifier", "last_linear", "logits", "head")
+#: Top-level modules of classification backbones whose leftovers are no head either.
+_BACKBONE_MODULE = re.compile(r"^(stem|conv1|bn1|features|layer\d+|res\d+|s\d+)$")
+#: A model that gets fewer than this fraction of its head tensors from a checkpoint that holds
+#: another detector's heads was given weights of another architecture.
+_MIN_HEAD_FRACTION = 0.1
+
+
+def _top_module(key):
+    return key.split(".", 1)[0]
+
+
+def is_head_key(key):
+    """Whether a state-dict key belongs to a detector's head (anything but the backbone, the
+    non-local blocks and BatchNorm's bookkeeping)."""
+    return not key.startswith("backbone.") and not is_wnlb_key(key) and not key.endswith("num_batches_tracked")
+
+
+def is_foreign_head_key(key):
+    """Whether a checkpoint key the model did not take is a detector head's tensor.
+
+    Keys without a module path (Caffe2 blob names, ``pixel_mean``), the classifiers of ImageNet
+    checkpoints (:data:`_CLASSIFIER_MODULES`) and stray backbone stages (``stem``, ``res5`` ...)
+    are not: they are what a classification backbone brings along.
+    """
+    if not is_head_key(key) or "." not in key:
+        return False
+    if key.startswith(_RETINANET_HEAD) or _top_module(key) in _HEAD_MODULES:
+        return True
+    modules = key.split(".")[:-1]
+    return not _BACKBONE_MODULE.match(modules[0]) and not any(m in _CLASSIFIER_MODULES for m in modules)
+
+
+def architecture_of_keys(keys):
+    """The meta-architecture that state-dict keys come from, in words, or None if unknown.
+
+    Examples: ``roi_heads.mask_head.*`` -> ``"Mask R-CNN (GeneralizedRCNN)"``,
+    ``instance_head.*`` -> ``"SOLOv2"``, ``head.cls_subnet.*`` -> ``"RetinaNet"``.
+
+    Args:
+        keys (Iterable[str]): state-dict keys (a model's or a checkpoint's).
+
+    Returns:
+        str or None
+    """
+    keys = list(keys)
+    tops = {_top_module(k) for k in keys}
+    if "instance_head" in tops:
+        return "SOLOv2"
+    if any(k.startswith(_RETINANET_HEAD) for k in keys):
+        return "RetinaNet"
+    if "roi_heads" in tops:
+        if any(k.startswith("roi_heads.keypoint_head.") for k in keys):
+            kind = "Keypoint R-CNN"
+        elif any(k.startswith("roi_heads.mask_head.") for k in keys):
+            kind = "Mask R-CNN"
+        else:
+            kind = "Faster R-CNN"
+        return f"{kind} ({'PanopticFPN' if 'sem_seg_head' in tops else 'GeneralizedRCNN'})"
+    if "proposal_generator" in tops:
+        return "RPN (ProposalNetwork)"
+    if "sem_seg_head" in tops:
+        return "SemanticSegmentor"
+    return None
+
+
+def _describe_checkpoint_heads(keys):
+    # The architecture in words, else the head modules the keys sit in.
+    name = architecture_of_keys(keys)
+    if name:
+        return name
+    modules = sorted({_top_module(k) for k in keys})
+    return f"another architecture (its heads: {', '.join(m + '.*' for m in modules[:5])})"
 
 
 def remove_stale_temporaries(folder):
@@ -110,9 +203,14 @@ class WNLBCheckpointer(DetectionCheckpointer):
     ``last_checkpoint`` tag) and refuses to save weights that are not finite.
 
     Args:
-        strict_backbone (bool): raise :class:`CheckpointMismatchError` when the checkpoint gives
-            none of the bottom-up ResNet's tensors, or some of them with the wrong shape (heads
-            of another class count are fine: fvcore skips them with a warning).
+        strict_backbone (bool): raise :class:`CheckpointMismatchError` when the checkpoint does
+            not fit the model: it gives none of the bottom-up ResNet's tensors, or some of them
+            with the wrong shape; it holds non-local blocks the model lacks; or it holds the
+            heads of another meta-architecture and (almost) none of the model's (a SOLOv2
+            checkpoint into a Mask R-CNN: the heads would keep their random initialisation).
+            Still fine: heads of another class count (fvcore skips them with a warning), a
+            classification backbone without any head (the heads initialise), a stock
+            checkpoint into a model with non-local blocks (the blocks initialise).
         other arguments: as :class:`DetectionCheckpointer`.
     """
 
@@ -186,6 +284,34 @@ class WNLBCheckpointer(DetectionCheckpointer):
                 "the config the checkpoint was trained with."
             )
 
+    def _model_architecture(self, model_keys):
+        model = getattr(self.model, "module", self.model)  # DistributedDataParallel wraps it
+        return architecture_of_keys(model_keys) or type(model).__name__
+
+    def _check_heads(self, model_keys, missing, unexpected):
+        """Raise :class:`CheckpointMismatchError` for the heads of another architecture.
+
+        A checkpoint that gives (almost) none of the model's head tensors while holding another
+        detector's head tensors comes from another meta-architecture: loading it would leave
+        every head at its random initialisation (AP 0, exit 0).
+        """
+        if not any(k.startswith("backbone.") for k in model_keys):
+            return  # no detectron2 layout: the heads cannot be told from the backbone
+        heads = [k for k in model_keys if is_head_key(k)]
+        foreign = [k for k in unexpected if is_foreign_head_key(k)]
+        if not heads or not foreign:
+            return  # no heads to fill, or a classification backbone: the heads initialise
+        given = [k for k in heads if k not in missing]  # a wrong shape (class count) is given
+        if len(given) >= _MIN_HEAD_FRACTION * len(heads):
+            return
+        source = _describe_checkpoint_heads(foreign)
+        raise CheckpointMismatchError(
+            f"Checkpoint {self._loading!r} holds the heads of {source} ({len(foreign)} tensors the "
+            f"model cannot take, e.g. {foreign[:2]}), but the model is {self._model_architecture(model_keys)}: "
+            f"it gives only {len(given)}/{len(heads)} of the model's head tensors (its heads would stay random). "
+            "Use the config the checkpoint was trained with (MODEL.META_ARCHITECTURE), or weights of this architecture."
+        )
+
     def _check_finite(self, checkpoint):
         state = checkpoint.get("model")
         if not isinstance(state, dict):
@@ -224,6 +350,7 @@ class WNLBCheckpointer(DetectionCheckpointer):
         unused = list(incompatible.unexpected_keys) + sorted(wrong_shape)
         if self.strict_backbone:
             self._check_backbone(model_keys, missing, wrong_shape)
+            self._check_heads(model_keys, missing, incompatible.unexpected_keys)
             dropped = [k for k in unused if is_wnlb_key(k)]
             if dropped:
                 # The model lacks (or has other) blocks: loading would silently evaluate or

@@ -15,6 +15,7 @@
 
 import ast
 import logging
+import math
 import os
 
 import yaml
@@ -22,7 +23,7 @@ from detectron2.config import CfgNode as CN
 
 __all__ = ["add_lowlight_config", "add_wnlb_config", "add_wnlb_model_config", "add_training_config",
            "add_low_light_input_config", "add_enhancer_config", "merge_from_file", "merge_from_list", "set_config_value",
-           "MODEL_ZOO_PREFIX"]
+           "check_solov2_config", "MODEL_ZOO_PREFIX"]
 
 logger = logging.getLogger(__name__)
 
@@ -433,3 +434,114 @@ def _has_key(cfg, full_key):
             return False
         node = node[p]
     return True
+
+
+# --- MODEL.SOLOV2: every value checked up front ----------------------------------------------------
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _invalid(key, value, expected):
+    return ValueError(f"MODEL.SOLOV2.{key} = {value!r} is invalid; expected {expected}")
+
+
+#: Number keys of MODEL.SOLOV2: (test, words for the message). Out of range, each fails late or
+#: not at all: SIGMA < 0 leaves no positive cell (loss 0, exit 0), NMS_PRE_TOPK 0,
+#: DETECTIONS_PER_IMAGE 0 or MASK_THRESH_TEST >= 1 leave no prediction (AP nan),
+#: DETECTIONS_PER_IMAGE -1 keeps every candidate, a grid, class or kernel count <= 0 raises a
+#: RuntimeError in the first step, after OUTPUT_DIR is written.
+_SOLOV2_NUMBERS = {
+    "SIGMA": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "INSTANCE_CHANNELS": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "NUM_INSTANCE_CONVS": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "NUM_CLASSES": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "PRIOR_PROB": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "MASK_CHANNELS": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "NUM_KERNELS": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "FOCAL_LOSS_ALPHA": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "FOCAL_LOSS_GAMMA": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "FOCAL_LOSS_WEIGHT": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "DICE_LOSS_WEIGHT": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    # 1.0 keeps nothing, as asked (tools/demo.py --confidence-threshold 1 sets it for every detector).
+    "SCORE_THRESH_TEST": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "MASK_THRESH_TEST": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "NMS_PRE_TOPK": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "NMS_SIGMA": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "UPDATE_THRESH_TEST": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "DETECTIONS_PER_IMAGE": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+}
+
+
+def _check_solov2_levels(c):
+    # One entry per instance level in each per-level key; names are checked against the
+    # backbone when the model is built (only it knows its outputs).
+    for key in ("IN_FEATURES", "MASK_IN_FEATURES"):
+        value = c[key]
+        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(f, str) and f for f in value):
+            raise _invalid(key, value, "a non-empty list of backbone feature names, e.g. ['p2', 'p3']")
+        if len(set(value)) != len(value):
+            raise _invalid(key, value, "each feature once")
+    n = len(c.IN_FEATURES)
+    for key, test, words in (("NUM_GRIDS", lambda v: _is_int(v) and v >= 1, "integers >= 1"),
+                             ("FPN_INSTANCE_STRIDES", lambda v: _is_int(v) and v >= 1, "integers >= 1")):
+        value = c[key]
+        if not isinstance(value, (list, tuple)) or not all(test(v) for v in value):
+            raise _invalid(key, value, f"a list of {words}, one per MODEL.SOLOV2.IN_FEATURES entry")
+        if len(value) != n:
+            raise _invalid(key, value, f"{n} entries, one per MODEL.SOLOV2.IN_FEATURES entry {list(c.IN_FEATURES)}")
+    ranges = c.FPN_SCALE_RANGES
+    pair = lambda r: isinstance(r, (list, tuple)) and len(r) == 2 and all(_is_number(v) for v in r) and 0 <= r[0] <= r[1]  # noqa: E731
+    if not isinstance(ranges, (list, tuple)) or not all(pair(r) for r in ranges):
+        raise _invalid("FPN_SCALE_RANGES", ranges, "a list of [low, high] ranges with 0 <= low <= high")
+    if len(ranges) != n:
+        raise _invalid("FPN_SCALE_RANGES", ranges, f"{n} ranges, one per MODEL.SOLOV2.IN_FEATURES entry {list(c.IN_FEATURES)}")
+
+
+def check_solov2_config(cfg):
+    """Check every ``MODEL.SOLOV2`` value, whatever ``MODEL.META_ARCHITECTURE`` is.
+
+    Without this, a value out of range trains or evaluates with exit 0 and a meaningless result
+    (no positive cell, no prediction, every candidate kept) or raises a RuntimeError in the
+    first step, after the output folder was written. Called by
+    :func:`wnlb_d2.engine.setup.check_config` (before any output) and when a SOLOv2 model is
+    built.
+
+    Args:
+        cfg (CfgNode): a config with ``MODEL.SOLOV2`` (else nothing is checked).
+
+    Raises:
+        ValueError: a value is out of range; one line naming the key, the value and the range.
+    """
+    if "SOLOV2" not in cfg.MODEL:
+        return
+    c = cfg.MODEL.SOLOV2
+    _check_solov2_levels(c)
+    for key, (test, words) in _SOLOV2_NUMBERS.items():
+        if key in c and not test(c[key]):
+            raise _invalid(key, c[key], words)
+    if not isinstance(c.USE_COORD_CONV, bool):
+        raise _invalid("USE_COORD_CONV", c.USE_COORD_CONV, "True or False")
+    from .modeling.meta_arch.matrix_nms import MATRIX_NMS_KERNELS
+    from .modeling.meta_arch.solov2_heads import CONV_INITS
+
+    for key, allowed in (("NMS_KERNEL", MATRIX_NMS_KERNELS), ("CONV_INIT", CONV_INITS)):
+        if c[key] not in allowed:
+            raise _invalid(key, c[key], f"one of {tuple(allowed)}")
+    _check_solov2_norm(c.NORM)
+
+
+def _check_solov2_norm(norm):
+    from detectron2.layers import get_norm
+
+    words = "a detectron2 norm name: 'GN', 'BN', 'SyncBN', 'FrozenBN' ... or '' (none)"
+    if not isinstance(norm, str):
+        raise _invalid("NORM", norm, words)
+    try:
+        get_norm(norm, 32)  # the heads' own lookup: whatever this detectron2 offers
+    except (KeyError, ValueError) as e:
+        raise _invalid("NORM", norm, words) from e

@@ -193,6 +193,27 @@ class LowLightDatasetMapper(DatasetMapper):
         h, w = dataset_dict.get("height", 32), dataset_dict.get("width", 32)
         return np.zeros((h, w, 1 if self.image_format == "L" else 3), np.uint8)
 
+    def _transform_annotations(self, dataset_dict, transforms, image_shape):
+        self._check_mask_format(dataset_dict)
+        super()._transform_annotations(dataset_dict, transforms, image_shape)
+
+    def _check_mask_format(self, dataset_dict):
+        """Raise a ValueError naming ``INPUT.MASK_FORMAT`` for RLE masks in the polygon format.
+
+        detectron2 keeps a non-crowd RLE mask (crowd ones are dropped in training) and then fails
+        with "Failed to use mask_format=='polygon' from the given annotations!", which names
+        neither the image nor the setting that fixes it.
+        """
+        if not self.use_instance_mask or self.instance_mask_format != "polygon":
+            return
+        rle = [a for a in dataset_dict.get("annotations", [])
+               if not a.get("iscrowd", 0) and isinstance(a.get("segmentation"), dict)]
+        if rle:
+            raise ValueError(
+                f"{dataset_dict.get('file_name')}: {len(rle)} non-crowd annotations have RLE masks, which "
+                "INPUT.MASK_FORMAT 'polygon' (the default) cannot hold: set INPUT.MASK_FORMAT to 'bitmask'"
+            )
+
     def __call__(self, dataset_dict):
         """
         Args:

@@ -11,12 +11,12 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import add_lowlight_config, merge_from_file, merge_from_list, resolve_config_path
+from ..config import add_lowlight_config, check_solov2_config, merge_from_file, merge_from_list, resolve_config_path
 from ..layers import NONLOCAL_FUSIONS, NONLOCAL_IMPLS, NONLOCAL_MODES, NONLOCAL_NORMS
 from ..modeling.backbone.wnlb_resnet import _STAGE_NAMES, _choice, _weights_per_stage
 from .finetune import FINETUNE_POLICIES
 
-__all__ = ["setup_cfg", "check_config", "check_wnlb_config"]
+__all__ = ["setup_cfg", "check_config", "check_wnlb_config", "check_num_classes"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +66,63 @@ def check_wnlb_config(cfg):
             )
 
 
+#: Meta-architecture -> the config key of its class count.
+NUM_CLASSES_KEYS = {
+    "SOLOv2": "MODEL.SOLOV2.NUM_CLASSES",
+    "GeneralizedRCNN": "MODEL.ROI_HEADS.NUM_CLASSES",
+    "RetinaNet": "MODEL.RETINANET.NUM_CLASSES",
+}
+
+
+def _config_value(cfg, full_key):
+    node = cfg
+    for part in full_key.split("."):
+        if not hasattr(node, "keys") or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def check_num_classes(cfg):
+    """The model must have a class for every class of the datasets it trains on or is scored on.
+
+    A model with fewer classes than the data trains silently: SOLOv2 takes the objects of the
+    classes it lacks for background, and the evaluator scores them as missed. Checked for the
+    datasets whose classes are known before loading (``thing_classes`` in their metadata: every
+    dataset this package registers, detectron2's builtin ones).
+
+    Raises:
+        ValueError: the class-count key of ``MODEL.META_ARCHITECTURE`` is below the class count
+            of a dataset in ``DATASETS.TRAIN`` or ``DATASETS.TEST``; the message names both.
+    """
+    from detectron2.data import MetadataCatalog
+
+    key = NUM_CLASSES_KEYS.get(cfg.MODEL.META_ARCHITECTURE)
+    num_classes = _config_value(cfg, key) if key else None
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool):
+        return
+    for split in ("TRAIN", "TEST"):
+        for name in cfg.DATASETS[split]:
+            classes = MetadataCatalog.get(name).get("thing_classes", None)
+            if classes is not None and num_classes < len(classes):
+                raise ValueError(
+                    f"{key} = {num_classes} is below the {len(classes)} classes of DATASETS.{split} "
+                    f"{name!r}: set {key} {len(classes)} (objects of the other classes would be "
+                    "learned as background and scored as missed)"
+                )
+
+
 def check_config(cfg):
     """Fail early, with the key named, on what would otherwise fail late or unclearly.
 
     Raises:
         KeyError: a dataset name in DATASETS.TRAIN / DATASETS.TEST is not registered.
-        ValueError: SOLVER.FINETUNE_POLICY or a MODEL.WNLB value is not one of the allowed ones.
+        ValueError: SOLVER.FINETUNE_POLICY, a MODEL.WNLB or MODEL.SOLOV2 value is not one of the
+            allowed ones, or the model has fewer classes than a dataset (:func:`check_num_classes`).
         PermissionError: OUTPUT_DIR cannot be created or written.
     """
     check_wnlb_config(cfg)
+    check_solov2_config(cfg)
     registered = set(DatasetCatalog.list())
     for key in ("TRAIN", "TEST"):
         for name in cfg.DATASETS[key]:
@@ -84,6 +132,7 @@ def check_config(cfg):
                     + ", ".join(sorted(n for n in registered if not n.startswith(("keypoints_", "cityscapes_", "lvis_")))[:40])
                     + " ... (see datasets/README.md)"
                 )
+    check_num_classes(cfg)
     for key in ("WNLB_LR_FACTOR", "WNLB_WEIGHT_LR_FACTOR"):
         factor = cfg.SOLVER.get(key, 1.0)
         if not (isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor > 0):

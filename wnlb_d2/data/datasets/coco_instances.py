@@ -4,7 +4,8 @@ This mirrors :func:`detectron2.data.datasets.load_coco_json` (same record fields
 category-id mapping, same polygon rule) with these differences, all for bad input:
 
 * an empty dataset, a missing or corrupt JSON, a JSON without ``images`` or ``categories``,
-  or an annotation naming an unknown category is a clear error that names the file;
+  an image id listed twice, or an annotation naming an unknown category is a clear error that
+  names the file;
 * an image listed in the JSON but missing on disk is an error when the dataset is loaded
   (count and first missing path), not a crash in a data-loader worker much later;
 * a box with zero or negative width or height (or a non-finite coordinate) is dropped, and
@@ -167,6 +168,30 @@ def _log_ids(message, ids):
     logger.warning(f"{message}. Annotation ids: {shown}{more}")
 
 
+def _check_unique_image_ids(images, json_file):
+    """Raise ValueError when two image entries share an id.
+
+    Annotations name their image by id: with a repeated id, an object would be drawn on (and
+    scored against) another image. The YOLO export and ``prepare`` refuse such a file too.
+    """
+    seen, repeated = set(), []
+    for img in images:
+        image_id = img.get("id") if isinstance(img, dict) else None
+        if image_id is None:
+            continue  # reported with the entry's other missing fields
+        if not isinstance(image_id, (int, float, str)):
+            image_id = repr(image_id)  # a list or dict id: compared by its text
+        if image_id in seen and image_id not in repeated:
+            repeated.append(image_id)
+        seen.add(image_id)
+    if repeated:
+        shown = ", ".join(repr(i) for i in repeated[:_MAX_IDS_LOGGED]) + (" ..." if len(repeated) > _MAX_IDS_LOGGED else "")
+        raise ValueError(
+            f"{json_file}: {len(repeated)} image ids are listed more than once ({shown}); each image "
+            "needs its own id (annotations name their image by it)."
+        )
+
+
 def load_coco_instances(
     json_file,
     image_root,
@@ -203,10 +228,11 @@ def load_coco_instances(
     Raises:
         FileNotFoundError: the JSON, the image folder or an image does not exist.
         ValueError: the JSON is corrupt, empty or not COCO, an image entry lacks a field,
-            annotation ids repeat, a bbox is not 4 numbers, or an annotation names an
+            image ids or annotation ids repeat, a bbox is not 4 numbers, or an annotation names an
             unknown category.
     """
     data = read_coco_json(json_file, what)
+    _check_unique_image_ids(data["images"], json_file)
     require_dir(image_root, f"Image folder of {os.path.basename(json_file)}")
     id_map = (category_mapper or sorted_id_mapper)(data["categories"], json_file)
     annotations = data.get("annotations") or []

@@ -104,6 +104,9 @@ class SOLOv2(nn.Module):
     def from_config(cls, cfg):
         if "SOLOV2" not in cfg.MODEL:
             raise KeyError("MODEL.SOLOV2 is missing: call wnlb_d2.add_lowlight_config(cfg) (or add_solov2_config) first")
+        from ...config import check_solov2_config
+
+        check_solov2_config(cfg)  # setup_cfg checked already; a config built by hand was not
         if not cfg.MODEL.MASK_ON:
             # The stock DatasetMapper loads gt_masks, and the evaluator scores segm, only then.
             raise ValueError("MODEL.META_ARCHITECTURE = 'SOLOv2' predicts masks: set MODEL.MASK_ON True")
@@ -177,6 +180,20 @@ class SOLOv2(nn.Module):
         # (B, K, S, S) per level -> (B, sum S^2, K), level-major then row-major (the targets' order).
         return torch.cat([x.flatten(2).transpose(1, 2) for x in per_level], dim=1)
 
+    def _check_gt_classes(self, gt_instances):
+        # A class >= num_classes would silently become background (no error, no positive cell):
+        # the dataset has more classes than MODEL.SOLOV2.NUM_CLASSES.
+        classes = [x.gt_classes for x in gt_instances if len(x)]
+        if not classes:
+            return
+        classes = torch.cat(classes)
+        bad = classes[(classes < 0) | (classes >= self.num_classes)]
+        if bad.numel():
+            raise ValueError(
+                f"Ground-truth class {int(bad[0])} is out of range for MODEL.SOLOV2.NUM_CLASSES = {self.num_classes} "
+                f"(classes 0..{self.num_classes - 1}): set MODEL.SOLOV2.NUM_CLASSES to the dataset's class count"
+            )
+
     def losses(self, cate_logits, kernels, mask_features, gt_instances, padded_size):
         """Focal loss over all grid cells and Dice loss over the positive cells' masks.
 
@@ -187,6 +204,7 @@ class SOLOv2(nn.Module):
         Returns:
             dict[str, Tensor]: ``loss_cate``, ``loss_mask`` (scalars).
         """
+        self._check_gt_classes(gt_instances)
         targets = build_targets(
             gt_instances, padded_size, tuple(mask_features.shape[-2:]),
             num_grids=self.instance_head.num_grids, scale_ranges=self.scale_ranges,
