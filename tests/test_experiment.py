@@ -212,3 +212,22 @@ def test_an_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, monk
     assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pth")) == ["model_final.pth"]
     assert json.load(open(os.path.join(run_dir, "run.json")))["state"] == "trained"
     assert set(results["runs"][0]["w"]) == {"res2", "res3", "res4", "res5"}
+
+
+def test_weights_of_another_architecture_fail_before_the_output_folder_exists(tmp_path):
+    import torch
+    from detectron2.modeling import build_model
+
+    from wnlb_d2.engine.setup import setup_cfg
+
+    register_tiny_demo(str(tmp_path / "demo"))
+    cfg = setup_cfg(DEMO_CONFIG, ["MODEL.DEVICE", "cpu"])
+    mask_rcnn = str(tmp_path / "mask_rcnn.pth")
+    torch.save({"model": build_model(cfg).state_dict()}, mask_rcnn)
+    solov2 = os.path.join(os.path.dirname(DEMO_CONFIG), "SOLOv2-Demo-R18-FPN.yaml")
+    out = tmp_path / "out"
+    msg = _run_tool(["--detector", "solov2", "--config-file", solov2, "--weights", mask_rcnn, "--output", str(out),
+                     "--finetune-data", "tiny_demo_train_lowlight", "--test-data", "tiny_demo_val_lowlight"])
+    assert msg.startswith("run_experiment.py: error:") and "\n" not in msg
+    assert "Mask R-CNN" in msg and "SOLOv2" in msg, msg
+    assert not out.exists()

@@ -41,6 +41,12 @@ class Detectron2Family(DetectorFamily):
         base = self._cfg([])
         if self.spec.rows and any(r in ("nlb", "wnlb") for r in self.spec.rows):
             self._cfg(self._block_opts(base, "wnlb"))
+        weights = self.spec.weights
+        if weights and "://" not in weights:
+            # Weights of another architecture (a SOLOv2 checkpoint for Mask R-CNN) are refused
+            # by the checkpointer, which names both: load them once now, before anything is written.
+            cfg = self._cfg(["MODEL.WEIGHTS", weights])
+            LowLightTrainer.load_for_inference(cfg, LowLightTrainer.build_model(cfg))
 
     def low_light_config(self):
         return self._cfg([])
