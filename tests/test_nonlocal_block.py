@@ -192,3 +192,63 @@ def test_wrong_channels_at_run_time():
     block = NonLocalBlock2d(16)
     with pytest.raises(ValueError, match=r"\(B, 16, H, W\), got \(2, 8, 4, 4\)"):
         block(torch.zeros(2, 8, 4, 4))
+
+
+@pytest.mark.parametrize("fusion, weight_init", [("weighted", 0.5), ("residual", 0.0)])
+def test_authors_zero_init_never_lets_the_non_local_path_learn(fusion, weight_init):
+    """MODEL.WNLB.ZERO_INIT "conv_and_norm" (the released wnlb.py zeroes W_z's conv and its BN):
+    the conv, the norm's weight, theta, phi and g never get a gradient, over any number of steps;
+    only the norm's bias (a per-channel constant) moves. Under "norm" (the default) all of them
+    learn once the norm's weight has moved off zero (after the first step)."""
+    def train(zero_init, steps=4):
+        torch.manual_seed(0)
+        block = NonLocalBlock2d(8, fusion=fusion, weight_init=weight_init, zero_init=zero_init)
+        opt = torch.optim.AdamW(block.parameters(), lr=1e-2)
+        x, target = torch.randn(2, 8, 5, 6), torch.randn(2, 8, 5, 6)
+        grads = []
+        for _ in range(steps):
+            opt.zero_grad()
+            ((block(x) - target) ** 2).mean().backward()
+            grads.append({n: p.grad.abs().max().item() for n, p in block.named_parameters() if p.grad is not None})
+            opt.step()
+        return block, grads
+
+    path = ("w_z.weight", "w_z.norm.weight", "theta.weight", "phi.weight", "g.weight")
+    block, grads = train("conv_and_norm")
+    for step in grads:
+        assert all(step[n] == 0.0 for n in path), step
+        assert step["w_z.norm.bias"] > 0
+    assert block.w_z.weight.abs().max() == 0 and block.w_z.norm.weight.abs().max() == 0
+    assert block.w_z.norm.bias.abs().max() > 0  # the only thing it learns: a constant per channel
+    _, grads = train("norm")
+    assert grads[0]["w_z.norm.weight"] > 0  # the first step moves the norm's weight ...
+    assert all(grads[-1][n] > 0 for n in path), grads[-1]  # ... then the whole path learns
+    with pytest.raises(ValueError, match="zero_init"):
+        NonLocalBlock2d(8, zero_init="conv")
+
+
+def test_zero_init_key_reaches_the_detectron2_and_yolo_blocks():
+    from detectron2.config import get_cfg
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling import build_backbone
+
+    from wnlb_d2.config import add_lowlight_config
+
+    cfg = get_cfg()
+    add_lowlight_config(cfg)
+    cfg.MODEL.BACKBONE.NAME = "build_resnet_wnlb_fpn_backbone"
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.WNLB.ZERO_INIT = "conv_and_norm"
+    blocks = build_backbone(cfg, ShapeSpec(channels=3)).bottom_up.wnlb
+    assert blocks and all(b.zero_init == "conv_and_norm" and b.w_z.weight.abs().max() == 0 for b in blocks.values())
+    cfg.MODEL.WNLB.ZERO_INIT = "all"
+    with pytest.raises(ValueError, match=r"MODEL.WNLB.ZERO_INIT = 'all' is invalid"):
+        build_backbone(cfg, ShapeSpec(channels=3))
+    pytest.importorskip("ultralytics")
+    from wnlb_d2.yolo.modules import YOLONonLocalBlock2d
+
+    yolo_block = YOLONonLocalBlock2d(16, {"zero_init": "conv_and_norm", "weight_init": 0.5})
+    assert yolo_block.zero_init == "conv_and_norm" and yolo_block.w_z.weight.abs().max() == 0

@@ -83,6 +83,10 @@ def add_wnlb_model_config(cfg):
     _C.MODEL.WNLB.IMPL = "efficient"
     # Max-pool phi and g by 2 (Wang et al.'s sub-sampling): 4x fewer pairs, not exact.
     _C.MODEL.WNLB.SUB_SAMPLE = False
+    # What of W_z starts at zero: "norm" (the norm's weight and bias; the conv He-initialised, so
+    # the non-local path can learn) or "conv_and_norm" (the authors' released wnlb.py: conv too;
+    # then the path's conv, norm weight, theta, phi and g never get a gradient).
+    _C.MODEL.WNLB.ZERO_INIT = "norm"
 
 
 def add_training_config(cfg):

@@ -1,5 +1,5 @@
 from .nonlocal_ops import NONLOCAL_IMPLS, NONLOCAL_MODES, nonlocal_aggregate
-from .non_local import NONLOCAL_FUSIONS, NONLOCAL_NORMS, NonLocalBlock2d
+from .non_local import NONLOCAL_FUSIONS, NONLOCAL_NORMS, NONLOCAL_ZERO_INITS, NonLocalBlock2d
 
 __all__ = [
     "NonLocalBlock2d",
@@ -8,4 +8,5 @@ __all__ = [
     "NONLOCAL_IMPLS",
     "NONLOCAL_FUSIONS",
     "NONLOCAL_NORMS",
+    "NONLOCAL_ZERO_INITS",
 ]

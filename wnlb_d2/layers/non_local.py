@@ -8,12 +8,17 @@ from detectron2.layers import Conv2d, FrozenBatchNorm2d, get_norm
 
 from .nonlocal_ops import NONLOCAL_IMPLS, NONLOCAL_MODES, SOFTMAX_KERNELS, concat_aggregate, nonlocal_aggregate
 
-__all__ = ["NonLocalBlock2d", "NONLOCAL_FUSIONS", "NONLOCAL_NORMS"]
+__all__ = ["NonLocalBlock2d", "NONLOCAL_FUSIONS", "NONLOCAL_NORMS", "NONLOCAL_ZERO_INITS"]
 
 #: Fusions, spelled as in the config (``MODEL.WNLB.FUSION``).
 NONLOCAL_FUSIONS = ("weighted", "residual")
 #: Norms of W_z, spelled as in the config (``MODEL.WNLB.NORM``); "none" means no norm.
 NONLOCAL_NORMS = ("BN", "SyncBN", "GN", "FrozenBN", "none")
+#: What of W_z starts at zero, spelled as in the config (``MODEL.WNLB.ZERO_INIT``): "norm" (its
+#: norm's affine weight and bias; the conv is He-initialised, so the path can learn) or
+#: "conv_and_norm" (the conv too, as the authors' released wnlb.py does: then no gradient ever
+#: reaches the conv, the norm's weight, theta, phi or g, and only the norm's bias can move).
+NONLOCAL_ZERO_INITS = ("norm", "conv_and_norm")
 
 
 def _check_choice(name, value, allowed):
@@ -72,6 +77,9 @@ class NonLocalBlock2d(nn.Module):
     the identity (with ``weight_init=0`` for the weighted fusion): the norm's affine weight and
     bias are zeroed, or, when the norm has no trainable affine part ("FrozenBN", "none"), the
     conv itself is zeroed. Zeroing only one of the two keeps gradients flowing to the other.
+    ``zero_init="conv_and_norm"`` zeroes both, as the authors' released block does: the output
+    is the same at initialisation, but W_z(y) then stays a per-channel constant (the norm's bias)
+    for ever, since every gradient of the path's other parameters is a product with a zero.
 
     Args:
         in_channels (int): channels C of the input and output.
@@ -83,6 +91,7 @@ class NonLocalBlock2d(nn.Module):
         norm (str): norm of W_z: "BN", "SyncBN", "GN", "FrozenBN" or "none".
         impl (str): "efficient" (no N x N matrix) or "reference" (plain O(N^2)).
         sub_sample (bool): max-pool phi and g by 2 (4x fewer pairs; changes the result).
+        zero_init (str): "norm" (default) or "conv_and_norm" (:data:`NONLOCAL_ZERO_INITS`).
         softmax_kernel (str): for the efficient "embedded" and "gaussian": "auto" (default),
             "fused", "tiled" or "symmetric" (see
             :func:`wnlb_d2.layers.nonlocal_ops.softmax_attention`; "auto" takes "symmetric" for
@@ -104,6 +113,7 @@ class NonLocalBlock2d(nn.Module):
         impl="efficient",
         sub_sample=False,
         softmax_kernel="auto",
+        zero_init="norm",
     ):
         super().__init__()
         _check_choice("mode", mode, NONLOCAL_MODES)
@@ -111,6 +121,7 @@ class NonLocalBlock2d(nn.Module):
         _check_choice("norm", norm, NONLOCAL_NORMS)
         _check_choice("impl", impl, NONLOCAL_IMPLS)
         _check_choice("softmax_kernel", softmax_kernel, SOFTMAX_KERNELS)
+        _check_choice("zero_init", zero_init, NONLOCAL_ZERO_INITS)
         if not isinstance(in_channels, int) or in_channels <= 0:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
         if inter_channels is None:
@@ -124,6 +135,7 @@ class NonLocalBlock2d(nn.Module):
         self.impl = impl
         self.sub_sample = bool(sub_sample)
         self.softmax_kernel = softmax_kernel
+        self.zero_init = zero_init
 
         self.g = Conv2d(in_channels, inter_channels, kernel_size=1)
         if mode != "gaussian":  # the Gaussian uses x itself, no embedding
@@ -152,7 +164,10 @@ class NonLocalBlock2d(nn.Module):
             nn.init.normal_(self.concat_project.weight, std=(2 * self.inter_channels) ** -0.5)
         norm = self.w_z.norm
         if norm is not None and not isinstance(norm, FrozenBatchNorm2d):
-            nn.init.kaiming_normal_(self.w_z.weight, mode="fan_out", nonlinearity="relu")
+            if self.zero_init == "conv_and_norm":
+                nn.init.zeros_(self.w_z.weight)
+            else:
+                nn.init.kaiming_normal_(self.w_z.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(norm.weight)
             nn.init.zeros_(norm.bias)
         else:
@@ -163,7 +178,7 @@ class NonLocalBlock2d(nn.Module):
     def extra_repr(self):
         return (
             f"mode={self.mode}, fusion={self.fusion}, impl={self.impl}, "
-            f"sub_sample={self.sub_sample}, inter_channels={self.inter_channels}"
+            f"sub_sample={self.sub_sample}, inter_channels={self.inter_channels}, zero_init={self.zero_init}"
         )
 
     def _pool(self, t):

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 #: Options of a block row (``[from, 1, YOLONonLocalBlock2d, [channels, {options}]]``); the
 #: keyword arguments of :class:`wnlb_d2.layers.NonLocalBlock2d`.
-BLOCK_OPTIONS = ("inter_channels", "mode", "fusion", "weight_init", "learnable_weight", "norm", "impl",
+BLOCK_OPTIONS = ("inter_channels", "mode", "fusion", "weight_init", "learnable_weight", "norm", "impl", "zero_init",
                  "sub_sample")
 
 

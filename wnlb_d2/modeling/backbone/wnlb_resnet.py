@@ -8,7 +8,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import ResNet, build_resnet_backbone
 
-from ...layers import NONLOCAL_FUSIONS, NONLOCAL_IMPLS, NONLOCAL_MODES, NONLOCAL_NORMS, NonLocalBlock2d
+from ...layers import NONLOCAL_FUSIONS, NONLOCAL_IMPLS, NONLOCAL_MODES, NONLOCAL_NORMS, NONLOCAL_ZERO_INITS, NonLocalBlock2d
 
 __all__ = ["WNLBResNet", "build_resnet_wnlb_backbone", "build_wnlb_bottom_up", "wnlb_config_of"]
 
@@ -154,6 +154,7 @@ def build_wnlb_blocks(cfg, stage_channels):
         raise ValueError(f"MODEL.WNLB.INTER_CHANNELS_RATIO must be a positive number, got {ratio!r}")
     weights = _weights_per_stage(wcfg.WEIGHT_INIT, stages)
     sub_sample = bool(wcfg.get("SUB_SAMPLE", False))
+    zero_init = _choice("ZERO_INIT", wcfg.get("ZERO_INIT", "norm"), NONLOCAL_ZERO_INITS)
 
     blocks = {}
     for stage, weight_init in zip(stages, weights):
@@ -170,6 +171,7 @@ def build_wnlb_blocks(cfg, stage_channels):
             norm=norm,
             impl=impl,
             sub_sample=sub_sample,
+            zero_init=zero_init,
         )
     if blocks:
         logger.info(
