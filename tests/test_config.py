@@ -148,6 +148,7 @@ def test_bad_weight_init(tmp_path, opts, message):
     (["MODEL.WNLB.STAGES", "['res6']"], "MODEL.WNLB.STAGES entry = 'res6' is invalid; expected one of ('res2'"),
     (["MODEL.WNLB.STAGES", "['res3', 'res3']"], "MODEL.WNLB.STAGES lists a stage twice"),
     (["MODEL.WNLB.MODE", "foo"], "MODEL.WNLB.MODE = 'foo' is invalid; expected one of ('embedded'"),
+    (["MODEL.WNLB.ZERO_INIT", "conv"], "MODEL.WNLB.ZERO_INIT = 'conv' is invalid; expected one of ('norm', 'conv_and_norm')"),
     (["MODEL.WNLB.FUSION", "sum"], "MODEL.WNLB.FUSION = 'sum' is invalid"),
     (["MODEL.WNLB.NORM", "LN"], "MODEL.WNLB.NORM = 'LN' is invalid"),
     (["MODEL.WNLB.IMPL", "fast"], "MODEL.WNLB.IMPL = 'fast' is invalid"),

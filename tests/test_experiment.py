@@ -231,3 +231,24 @@ def test_weights_of_another_architecture_fail_before_the_output_folder_exists(tm
     assert msg.startswith("run_experiment.py: error:") and "\n" not in msg
     assert "Mask R-CNN" in msg and "SOLOv2" in msg, msg
     assert not out.exists()
+
+
+def test_block_opts_reach_the_block_rows_alone(tmp_path):
+    from wnlb_d2.experiment.detectron2_family import MaskRCNNFamily
+    from wnlb_d2.experiment.runner import _finetune_identity
+
+    register_tiny_demo(str(tmp_path / "demo"))
+    spec = ExperimentSpec(config_file=DEMO_CONFIG, output_dir=str(tmp_path / "o"), pretrain_data="tiny_demo_train",
+                          finetune_data="tiny_demo_train_lowlight", test_data="tiny_demo_val_lowlight",
+                          block_opts=["MODEL.WNLB.ZERO_INIT", "conv_and_norm"])
+    family = MaskRCNNFamily(spec)
+    base = family._cfg([])
+    assert family._block_opts(base, "finetuned") == []
+    for row in ("nlb", "wnlb"):
+        assert family._cfg(family._block_opts(base, row)).MODEL.WNLB.ZERO_INIT == "conv_and_norm"
+    # the plain row's record does not change with them (its runs are shared between block recipes)
+    assert "block_opts" not in _finetune_identity(spec, "finetuned", 0, {})
+    assert _finetune_identity(spec, "wnlb", 0, {})["block_opts"] == ["MODEL.WNLB.ZERO_INIT", "conv_and_norm"]
+    bad = ExperimentSpec(**{**spec.__dict__, "block_opts": ["MODEL.WNLB.ZERO_INIT", "x"]})
+    with pytest.raises(ValueError, match="MODEL.WNLB.ZERO_INIT = 'x' is invalid"):
+        MaskRCNNFamily(bad).validate()  # before anything trains

@@ -12,7 +12,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_lowlight_config, check_solov2_config, merge_from_file, merge_from_list, resolve_config_path
-from ..layers import NONLOCAL_FUSIONS, NONLOCAL_IMPLS, NONLOCAL_MODES, NONLOCAL_NORMS
+from ..layers import NONLOCAL_FUSIONS, NONLOCAL_IMPLS, NONLOCAL_MODES, NONLOCAL_NORMS, NONLOCAL_ZERO_INITS
 from ..modeling.backbone.wnlb_resnet import _STAGE_NAMES, _choice, _weights_per_stage
 from .finetune import FINETUNE_POLICIES
 
@@ -42,8 +42,8 @@ def check_wnlb_config(cfg):
     if len(set(stages)) != len(stages):
         raise ValueError(f"MODEL.WNLB.STAGES lists a stage twice: {stages}")
     for key, allowed in (("MODE", NONLOCAL_MODES), ("FUSION", NONLOCAL_FUSIONS), ("NORM", NONLOCAL_NORMS),
-                         ("IMPL", NONLOCAL_IMPLS)):
-        _choice(key, w[key], allowed)
+                         ("IMPL", NONLOCAL_IMPLS), ("ZERO_INIT", NONLOCAL_ZERO_INITS)):
+        _choice(key, w.get(key, "norm") if key == "ZERO_INIT" else w[key], allowed)
     ratio = w.INTER_CHANNELS_RATIO
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
         raise ValueError(f"MODEL.WNLB.INTER_CHANNELS_RATIO = {ratio!r} is invalid; expected a positive number")

@@ -63,7 +63,7 @@ class Detectron2Family(DetectorFamily):
                 "MODEL.WNLB.FUSION", "residual" if row == "nlb" else "weighted"]
         if row == "wnlb" and self.spec.wnlb_weight_init:
             opts += ["MODEL.WNLB.WEIGHT_INIT", str(float(self.spec.wnlb_weight_init))]
-        return opts
+        return opts + list(self.spec.block_opts)
 
     def _train(self, row, opts, output_dir, seed, resume=False):
         cfg = self._cfg(list(opts) + ["OUTPUT_DIR", output_dir, "SEED", str(seed),

@@ -136,7 +136,8 @@ def _finetune_identity(spec, row, seed, pretrained_identity):
            "finetune_optimizer": spec.finetune_optimizer, "finetune_policy": spec.finetune_policy,
            "low_light_train": spec.low_light_train}
     if row in ("nlb", "wnlb"):
-        out.update(wnlb_lr_factor=spec.wnlb_lr_factor, wnlb_weight_lr_factor=spec.wnlb_weight_lr_factor)
+        out.update(wnlb_lr_factor=spec.wnlb_lr_factor, wnlb_weight_lr_factor=spec.wnlb_weight_lr_factor,
+                   block_opts=list(spec.block_opts))
     if row == "wnlb":
         out["wnlb_weight_init"] = spec.wnlb_weight_init
     return out

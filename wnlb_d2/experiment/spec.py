@@ -71,6 +71,9 @@ class ExperimentSpec:
             error and the blocks' non-local share are measured against the clean counterparts
             (:mod:`wnlb_d2.analysis`; 0: off; skipped, and said so, for a test set without them).
         opts: extra ``KEY VALUE`` config overrides for every run.
+        block_opts: ``KEY VALUE`` config overrides of the rows with blocks alone (nlb, wnlb), e.g.
+            ``["MODEL.WNLB.ZERO_INIT", "conv_and_norm"]`` or a w per stage
+            ``["MODEL.WNLB.WEIGHT_INIT", "[0.0, 0.0, 0.5, 0.0]"]`` (detectron2 families).
         enhancers: two-stage rows to add, enhancer names such as "clahe" or "nlm+clahe".
         zero_dce_weights: Zero-DCE++ weights for "zero_dce" rows; empty: trained here for
             ``zero_dce_iters`` steps on the images of ``finetune_data``.
@@ -102,6 +105,7 @@ class ExperimentSpec:
     bootstrap_samples: int = 1000
     feature_images: int = 50
     opts: List[str] = field(default_factory=list)
+    block_opts: List[str] = field(default_factory=list)
     enhancers: List[str] = field(default_factory=list)
     zero_dce_weights: str = ""
     zero_dce_iters: int = 300
@@ -137,6 +141,8 @@ class ExperimentSpec:
         if not isinstance(self.bootstrap_samples, numbers.Integral) or self.bootstrap_samples < 0 \
                 or self.bootstrap_samples == 1:
             raise ValueError(f"bootstrap_samples must be 0 (off) or >= 2, got {self.bootstrap_samples!r}")
+        if len(self.block_opts) % 2:
+            raise ValueError(f"block_opts must be KEY VALUE pairs, got {self.block_opts}")
         if not isinstance(self.feature_images, numbers.Integral) or isinstance(self.feature_images, bool) \
                 or self.feature_images < 0:
             raise ValueError(f"feature_images must be a non-negative integer (0: off), got {self.feature_images!r}")

@@ -51,6 +51,9 @@ class YOLOv8Family(DetectorFamily):
     def validate(self):
         if self.spec.enhancers:
             raise ValueError("--detector yolov8: two-stage rows (--enhancers) are run by the detectron2 families only")
+        if self.spec.block_opts:
+            raise ValueError(f"--detector yolov8: block_opts {self.spec.block_opts} are detectron2 config keys; "
+                             "the YOLO blocks take their options from the model YAML")
         # An unknown or malformed model YAML (and one whose model cannot be built) fails now, not
         # after training.
         check_model_yaml(self.spec.config_file)
@@ -146,6 +149,13 @@ class YOLOv8Family(DetectorFamily):
         samples = 0 if overrides else int(self.spec.bootstrap_samples)
         return evaluate_yolo(trained.weights, dataset, output_dir, low_light=spec, imgsz=self.imgsz,
                              batch=max(self.batch, 32), bootstrap_samples=samples)
+
+    def feature_errors(self, trained, dataset, *, low_light, num_images):
+        from .features import yolo_feature_errors
+
+        # The images the evaluation scores: its degradation (seeded per image) and size.
+        return yolo_feature_errors(trained.weights, dataset, low_light_spec=self._spec(False, low_light),
+                                   num_images=num_images, imgsz=self.imgsz)
 
     def reload(self, trained):
         path = os.path.join(trained.output_dir, "row.json")
