@@ -23,7 +23,9 @@ import wnlb_d2  # noqa: F401  (registers backbones and datasets)
 from wnlb_d2.checkpoint import CheckpointMismatchError, CheckpointReadError, check_checkpoint_path, checkpoint_read_error
 from wnlb_d2.data.mapper import worker_error_message
 from wnlb_d2.engine import LowLightTrainer, launch, setup_cfg
+from wnlb_d2.engine.hooks import writing
 from wnlb_d2.engine.predictor import backbone_opts_for_checkpoint
+from wnlb_d2.utils.io import os_error_message
 
 logger = logging.getLogger("wnlb_d2.train_net")
 
@@ -45,10 +47,12 @@ def setup(args):
         extra = backbone_opts_for_checkpoint(cfg, weights)
     except Exception as e:  # unreadable file: name it, in one line
         raise checkpoint_read_error(weights, e.__cause__ or e) from e
-    if not extra:
-        return setup_cfg(args.config_file, args.opts, args=args)
-    # Before args.opts: what the user set wins (and is then checked by the checkpointer).
-    cfg = setup_cfg(args.config_file, extra + list(args.opts), args=args)
+    # default_setup writes config.yaml (and log.txt) in OUTPUT_DIR: a full disk names no file.
+    with writing(cfg.OUTPUT_DIR):
+        if not extra:
+            return setup_cfg(args.config_file, args.opts, args=args)
+        # Before args.opts: what the user set wins (and is then checked by the checkpointer).
+        cfg = setup_cfg(args.config_file, extra + list(args.opts), args=args)
     logger.warning(f"{weights} holds non-local blocks that the config's backbone lacks: "
                    f"using {' '.join(extra)} (fusion: MODEL.WNLB.FUSION = {cfg.MODEL.WNLB.FUSION})")
     return cfg
@@ -56,16 +60,32 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
-    if args.eval_only:
-        model = Trainer.build_model(cfg)
-        Trainer.load_for_inference(cfg, model, resume=args.resume)
-        res = Trainer.test(cfg, model)
-        if comm.is_main_process():
-            verify_results(cfg, res)
-        return res
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    # A write that fails at a buffer's flush (a full disk) names no file: the run's files are in
+    # OUTPUT_DIR. (The trainer names the checkpoint, metrics.json or log.txt itself.)
+    with writing(cfg.OUTPUT_DIR):
+        if args.eval_only:
+            model = Trainer.build_model(cfg)
+            Trainer.load_for_inference(cfg, model, resume=args.resume)
+            res = Trainer.test(cfg, model)
+            if comm.is_main_process():
+                verify_results(cfg, res)
+            return res
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        return trainer.train()
+
+
+def error_message(e):
+    """The one-line message of an error that ends the run.
+
+    An OSError of a write or read is ``<file>: <reason>`` (``model_final.pth: No space left on
+    device``); a KeyError its message without quotes; a data-loader worker's error its own
+    message, not the worker's traceback.
+    """
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return os_error_message(e)
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+    return worker_error_message(msg)
 
 
 def invoke_main():
@@ -75,10 +95,9 @@ def invoke_main():
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
-    except (FileNotFoundError, KeyError, ValueError, PermissionError, CheckpointMismatchError, CheckpointReadError,
-            FloatingPointError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        msg = worker_error_message(msg)  # a data-loader worker's error: its message, not its traceback
+    except (OSError, KeyError, ValueError, CheckpointMismatchError, CheckpointReadError, FloatingPointError) as e:
+        # OSError: missing files, and every failed write (disk full, permission, read-only).
+        msg = error_message(e)
         logging.getLogger("wnlb_d2").error(f"{type(e).__name__}: {msg}")
         sys.exit(f"train_net.py: error: {type(e).__name__}: {msg}")
 

@@ -25,6 +25,7 @@ except ImportError:
 
 from wnlb_d2.data.prepare import default_output_annotations, prepare_lowlight  # noqa: E402
 from wnlb_d2.data.synthesis import pipeline_names  # noqa: E402
+from wnlb_d2.utils.io import os_error_message  # noqa: E402
 
 logger = logging.getLogger("wnlb_d2.data.prepare")
 
@@ -51,8 +52,10 @@ def build_parser():
         ),
         epilog=(
             "Exit status: 0 when every image was rendered; 1 when some images could not be read "
-            "(they are logged and listed as failed in the manifest; the rest is rendered); "
-            "2 for bad input (missing folder or JSON, corrupt or empty JSON, bad options). "
+            "(they are logged and listed as failed in the manifest; the rest is rendered) or a "
+            "file could not be written (disk full, permission: the error names it; run again to "
+            "resume); 2 for bad input (missing folder or JSON, corrupt or empty JSON, bad options, "
+            "another file at the annotation copy's destination). "
             "Example: python datasets/prepare_lowlight_coco.py --images datasets/coco/val2017 "
             "--annotations datasets/coco/annotations/instances_val2017.json "
             "--output datasets/coco/lowlight/val2017 --pipeline lv2021 --seed 0 --workers 8"
@@ -74,7 +77,8 @@ def build_parser():
                         help="worker processes (default: %(default)s); the output does not depend on it")
     parser.add_argument("--output-annotations", default=None, metavar="JSON",
                         help="where to copy the annotation JSON (byte for byte) once every image is "
-                             "rendered (default: <output>/../annotations/<name of --annotations>)")
+                             "rendered (default: <output>/../annotations/<name of --annotations>); "
+                             "a different file already there is never replaced (the run is refused)")
     parser.add_argument("--manifest", default=None, metavar="JSONL",
                         help="manifest of the parameters sampled per image "
                              "(default: <output>/manifest.jsonl)")
@@ -98,7 +102,8 @@ def build_parser():
 
 
 def main(argv=None):
-    """Command-line entry point; returns the exit status (0 ok, 1 failed images, 2 bad input)."""
+    """Command-line entry point; returns the exit status (0 ok, 1 failed images or a failed
+    write, 2 bad input)."""
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(levelname)s] %(message)s")
@@ -126,6 +131,11 @@ def main(argv=None):
         # Bad input (missing or misplaced paths, bad options): one line, no traceback.
         logger.error(str(e))
         return 2
+    except OSError as e:
+        # A failed write (disk full, permission, read-only): one line naming the file. What was
+        # rendered is in the manifest, so a rerun resumes.
+        logger.error(f"{os_error_message(e)} (what was rendered is kept: run again to resume once it is fixed)")
+        return 1
     return 1 if result.failed else 0
 
 

@@ -306,3 +306,92 @@ def test_an_image_id_that_cannot_seed_is_refused(tiny, tmp_path, caplog):
     code, text = _run_main(["--images", images_dir, "--annotations", str(bad), "--output", str(tmp_path / "o")],
                            caplog)
     assert code == 2 and "has id 1.5; expected an int or a str" in text
+
+
+# --- issue 20: another file at the annotation copy's destination, failed writes -----------------
+
+def test_another_file_at_the_annotation_destination_is_refused_before_anything_is_written(tiny, tmp_path, caplog):
+    images_dir, json_file, names = tiny
+    out = str(tmp_path / "low" / "tiny")
+    dest = default_output_annotations(out, json_file)
+    os.makedirs(os.path.dirname(dest))
+    with open(dest, "w") as f:  # e.g. the unfiltered dataset's JSON of the same name
+        f.write('{"images": [], "note": "not the copy"}')
+    args = ["--images", images_dir, "--annotations", json_file, "--output", out]
+    code, text = _run_main(args, caplog)
+    assert code == 2 and f"{dest} exists and differs from {json_file}: not replacing it" in text, text
+    assert "\n" not in text.strip() and "Traceback" not in text
+    assert open(dest).read() == '{"images": [], "note": "not the copy"}'
+    assert not os.path.exists(out), "nothing is rendered when the run is refused"
+    # An explicit --output-annotations is protected the same way.
+    other = tmp_path / "mine.json"
+    other.write_text("{}")
+    code, text = _run_main(args + ["--output-annotations", str(other)], caplog)
+    assert code == 2 and f"{other} exists and differs" in text and other.read_text() == "{}"
+    # A byte-identical copy (an earlier run of the same command, a resume) is fine.
+    os.remove(dest)
+    assert _run_main(args + ["--limit", "3"], caplog)[0] == 0 and not os.path.exists(dest)
+    assert _run_main(args, caplog)[0] == 0 and filecmp.cmp(dest, json_file, shallow=False)
+    assert _run_main(args, caplog)[0] == 0 and filecmp.cmp(dest, json_file, shallow=False)
+
+
+def _full_disk_at(target, monkeypatch):
+    """Make the atomic write of ``target`` (a path suffix) fail as a full disk does: part of the
+    data reaches the temporary, then the flush raises ENOSPC without a file name."""
+    import errno
+
+    from wnlb_d2.data import prepare
+    from wnlb_d2.utils.io import atomic_write
+
+    real = prepare.atomic_write_bytes
+
+    def writer(path, data, durable=False):
+        if not path.endswith(target):
+            return real(path, data, durable=durable)
+        with atomic_write(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(prepare, "atomic_write_bytes", writer)
+
+
+@pytest.mark.parametrize("what", ["image", "manifest", "annotation copy"])
+def test_a_failed_write_is_one_line_naming_the_file_and_a_rerun_resumes(tiny, tmp_path, caplog, monkeypatch, what):
+    from wnlb_d2.data import prepare
+    from wnlb_d2.utils.io import is_temporary
+
+    images_dir, json_file, names = tiny
+    out = str(tmp_path / "low" / "tiny")
+    dest = default_output_annotations(out, json_file)
+    if what == "image":
+        failed = os.path.join(out, "sub/c.png")
+        _full_disk_at("sub/c.png", monkeypatch)
+    elif what == "annotation copy":
+        failed = dest
+        _full_disk_at(os.path.basename(dest), monkeypatch)
+    else:  # the appended manifest lines go to a real full device
+        failed = os.path.join(out, "manifest.jsonl")
+        start = prepare._Manifest.start
+
+        def start_on_a_full_disk(self, fresh):
+            start(self, fresh)
+            self._file.close()
+            self._file = open("/dev/full", "a")
+
+        monkeypatch.setattr(prepare._Manifest, "start", start_on_a_full_disk)
+    args = ["--images", images_dir, "--annotations", json_file, "--output", out]
+    code, text = _run_main(args, caplog)
+    assert code == 1, text
+    assert f"{failed}: No space left on device (what was rendered is kept" in text, text
+    assert len(text.strip().splitlines()) == 1 and "Traceback" not in text, text
+    leftovers = [os.path.join(d, n) for d, _, files in os.walk(os.path.dirname(out)) for n in files if is_temporary(n)]
+    assert leftovers == [] and not os.path.exists(dest)
+    if what == "image":
+        assert not os.path.exists(failed)
+    monkeypatch.undo()
+    assert _run_main(args, caplog)[0] == 0
+    assert filecmp.cmp(dest, json_file, shallow=False)
+    ref = str(tmp_path / "ref" / "tiny")
+    assert prepare_lowlight(images_dir, json_file, ref, progress=False).complete
+    assert _tree(out) == _tree(ref)

@@ -2,6 +2,7 @@
 bad input."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -351,3 +352,99 @@ def test_bad_config_exits_with_one_line(demo_root, tmp_path, monkeypatch, case, 
     if case.endswith("yaml"):
         assert f"Config file {config} " in msg
     assert not os.path.exists(os.path.join(out, "model_final.pth"))
+
+
+# --- issue 20: a failed write while training (disk full) ----------------------------------------
+
+def _temporaries(folder):
+    from wnlb_d2.utils.io import is_temporary
+
+    return [os.path.join(d, n) for d, subdirs, files in os.walk(folder) for n in files + subdirs if is_temporary(n)]
+
+
+@pytest.fixture
+def evaluations(monkeypatch):
+    """The evaluations train_net.py starts (none run: a list of their OUTPUT_DIRs)."""
+    started = []
+
+    def test(cls, cfg, model, evaluators=None):
+        started.append(cfg.OUTPUT_DIR)
+        return {}
+
+    monkeypatch.setattr(train_net.Trainer, "test", classmethod(test))
+    return started
+
+
+@pytest.mark.parametrize("failure, words", [
+    ("OSError", "No space left on device"),
+    # torch's C++ writer: a RuntimeError without errno; the free space tells what it was.
+    ("torch, disk full", "No space left on device (the weights alone take "),
+    ("torch, other", "torch could not write it ([enforce fail at inline_container.cc:672] . unexpected pos 2963456"),
+])
+def test_disk_full_while_saving_the_final_checkpoint(demo_root, tmp_path, monkeypatch, evaluations, failure, words):
+    import errno
+    import shutil
+
+    out = str(tmp_path / "run")
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if ".model_final.pth.tmp." not in str(f):
+            return real_save(obj, f, *args, **kwargs)
+        with open(f, "wb") as fh:  # part of the checkpoint reaches the disk first
+            fh.write(b"PK\x03\x04" + b"\0" * 4096)
+        if failure == "OSError":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # a flush's error: no file name
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2963456 vs 2963352")
+
+    monkeypatch.setattr(torch, "save", save)
+    if failure == "torch, disk full":
+        usage = shutil.disk_usage(str(tmp_path))
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=2**20))
+    msg = _invoke(monkeypatch, "--config-file", DEMO_CONFIG, *tiny_opts(out, iters=2))
+    target = os.path.join(out, "model_final.pth")
+    assert evaluations == [] and not os.path.exists(os.path.join(out, "inference")), "no evaluation after a failed training"
+    assert msg and msg.startswith(f"train_net.py: error: OSError: {target}: {words}") and "\n" not in msg, msg
+    assert _temporaries(out) == [] and not os.path.exists(target)
+    log = open(os.path.join(out, "log.txt")).read()
+    assert f"Exception during training: OSError: [Errno {errno.EIO if failure == 'torch, other' else errno.ENOSPC}] " in log
+    assert "Traceback" not in log
+
+
+def test_disk_full_while_writing_log_txt(demo_root, tmp_path, monkeypatch, evaluations, capfd):
+    """log.txt on a full device from the first training step: one line naming it, no
+    "--- Logging error ---" per log line, no evaluation."""
+    out = str(tmp_path / "run")
+    log_txt = os.path.join(out, "log.txt")
+
+    class LogOnAFullDisk(train_net.Trainer):
+        def resume_or_load(self, resume=True):
+            super().resume_or_load(resume)
+            full = open("/dev/full", "a")  # a real device that fails every write with ENOSPC
+            full.buffer.raw.name = log_txt
+            for name in ("detectron2", "fvcore", "wnlb_d2"):
+                for handler in logging.getLogger(name).handlers:
+                    if getattr(handler.stream, "name", None) == log_txt:
+                        handler.setStream(full)
+
+    monkeypatch.setattr(train_net, "Trainer", LogOnAFullDisk)
+    msg = _invoke(monkeypatch, "--config-file", DEMO_CONFIG, *tiny_opts(out, iters=3))
+    assert msg == f"train_net.py: error: OSError: {log_txt}: No space left on device", msg
+    assert evaluations == [] and _temporaries(out) == []
+    err = capfd.readouterr().err
+    assert "Logging error" not in err and "Traceback" not in err, err[-3000:]
+
+
+def test_disk_full_while_writing_metrics_json_exits_with_one_line(demo_root, tmp_path):
+    """metrics.json on a real full device (/dev/full): the whole output of the process."""
+    out = tmp_path / "run"
+    out.mkdir()
+    os.symlink("/dev/full", out / "metrics.json")
+    res = _run_cli(demo_root, "--config-file", DEMO_CONFIG, *tiny_opts(str(out), iters=2))
+    assert res.returncode != 0
+    text = res.stdout + res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"train_net.py: error: OSError: {out / 'metrics.json'}: No space left on device"), res.stderr[-3000:]
+    for noise in ("Traceback", "Exception ignored", "Logging error", "Start inference"):
+        assert noise not in text, text[-3000:]
+    assert not (out / "inference").exists() and _temporaries(str(out)) == []

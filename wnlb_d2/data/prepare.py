@@ -32,9 +32,14 @@ only sees the absolute path, whose root differs between the two registrations.)
   as failed; the rest is still rendered; the command exits non-zero at the end.
 * The annotation JSON is reused as it is: copied byte for byte (default
   ``<output>/../annotations/<json name>``), last, and only when every image was rendered, so
-  its presence marks a complete copy.
+  its presence marks a complete copy. Another file already at that path (one that differs from
+  the source JSON) is never replaced: the run is refused before anything is written.
+* A failed write (disk full, permission, read-only file system) stops the run with an
+  :class:`OSError` that names the file (the manifest keeps what was done: a rerun resumes).
 """
 
+import contextlib
+import filecmp
 import hashlib
 import json
 import logging
@@ -145,6 +150,47 @@ def default_output_annotations(output, annotations):
     return os.path.join(parent, "annotations", os.path.basename(annotations))
 
 
+@contextlib.contextmanager
+def _writing(path):
+    """Name ``path`` in an :class:`OSError` that names no file.
+
+    A full disk shows at the flush of a buffered write, whose OSError carries no file name
+    (``[Errno 28] No space left on device``): the user needs to know which file it was.
+    """
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise  # named already, or an error of ours with its own message
+        raise OSError(e.errno, e.strerror or str(e), path) from e
+
+
+def _refuse_other_annotations(output_annotations, annotations):
+    """Raise when ``output_annotations`` holds a file other than a copy of ``annotations``.
+
+    The default destination, ``<output>/../annotations/<json name>``, can be a real annotation
+    file of the dataset (e.g. an unfiltered COCO JSON with the same name): replacing it would lose
+    it. A byte-identical copy (left by an earlier run of the same command) is fine.
+
+    Raises:
+        FileExistsError: another file (or a folder) is at ``output_annotations``.
+    """
+    if not output_annotations or not os.path.exists(output_annotations):
+        return
+    if os.path.isdir(output_annotations):
+        raise FileExistsError(
+            f"The annotation copy's destination {output_annotations} is a folder; pass "
+            "--output-annotations with a file path."
+        )
+    if os.path.samefile(output_annotations, annotations):
+        return
+    if not filecmp.cmp(output_annotations, annotations, shallow=False):
+        raise FileExistsError(
+            f"{output_annotations} exists and differs from {annotations}: not replacing it (nothing "
+            "was written). Pass --output-annotations with another path, or remove that file."
+        )
+
+
 def _json_default(obj):
     # Pipelines return plain Python types; NumPy scalars/arrays are converted if they slip in.
     if isinstance(obj, np.generic):
@@ -206,8 +252,9 @@ def _render_one(task):
         return dict(record, status="failed", error=f"{src}: {e}")
     data = _encode(dark, ext, _WORKER["jpeg_quality"], _WORKER["png_compression"])
     dst = os.path.join(_WORKER["output_dir"], file_name)
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    atomic_write_bytes(dst, data, durable=_WORKER["durable"])
+    with _writing(dst):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        atomic_write_bytes(dst, data, durable=_WORKER["durable"])
     return dict(record, status="ok", size=len(data), blake2b=_digest(data), params=params)
 
 
@@ -253,7 +300,7 @@ class _Manifest:
         end = raw.rfind(b"\n") + 1
         if end < len(raw):
             logger.warning(f"{self.path}: dropping an incomplete last line (interrupted run).")
-            with open(self.path, "r+b") as f:
+            with _writing(self.path), open(self.path, "r+b") as f:
                 f.truncate(end)
         lines = raw[:end].decode("utf-8").splitlines()
         if not lines:
@@ -278,28 +325,39 @@ class _Manifest:
 
     def start(self, fresh):
         """Open for appending; a fresh manifest starts with the header line."""
-        if fresh or not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            with open(self.path, "w") as f:
-                f.write(_dumps(self.header) + "\n")
-        self._file = open(self.path, "a")
+        with _writing(self.path):
+            if fresh or not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
+                os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+                with open(self.path, "w") as f:
+                    f.write(_dumps(self.header) + "\n")
+            self._file = open(self.path, "a")
 
     def append(self, record):
         self.records[record["file_name"]] = record
-        self._file.write(_dumps(record) + "\n")
-        self._file.flush()
+        with _writing(self.path):
+            self._file.write(_dumps(record) + "\n")
+            self._file.flush()
 
     def close(self):
-        if getattr(self, "_file", None) is not None:
-            self._file.close()
-            self._file = None
+        """Close the appended file; a line that cannot be flushed any more (disk full) is dropped:
+        the next run drops a partial last line and renders that image again."""
+        f, self._file = getattr(self, "_file", None), None
+        if f is not None:
+            with _writing(self.path):
+                f.close()
+
+    def abandon(self):
+        """Close after a failure, without raising: the error being reported is the first one."""
+        with contextlib.suppress(OSError):
+            self.close()
 
     def finalize(self, file_names):
         """Rewrite the manifest in the JSON's image order (same bytes however it was run)."""
         self.close()
         lines = [_dumps(self.header)]
         lines += [_dumps(self.records[n]) for n in file_names if n in self.records]
-        atomic_write_bytes(self.path, ("\n".join(lines) + "\n").encode("utf-8"), durable=True)
+        with _writing(self.path):
+            atomic_write_bytes(self.path, ("\n".join(lines) + "\n").encode("utf-8"), durable=True)
 
 
 def _relpath(path, manifest_path):
@@ -356,6 +414,9 @@ def prepare_lowlight(
         ValueError: corrupt or empty JSON, unsafe file names, output folder equal to the
             image folder or an existing file, bad settings, or a manifest made with other
             settings.
+        FileExistsError: ``output_annotations`` holds another file than a copy of the JSON
+            (checked before anything is written).
+        OSError: a file could not be written (disk full, permission); the error names it.
     """
     if pipeline not in pipeline_names():
         raise ValueError(f"Unknown pipeline {pipeline!r}; expected one of {pipeline_names()}.")
@@ -384,6 +445,7 @@ def prepare_lowlight(
 
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"The output {output_dir} is a file; expected a folder (new or existing) for --output.")
+    _refuse_other_annotations(output_annotations, annotations)
     os.makedirs(output_dir, exist_ok=True)
     remove_stale_temporaries(output_dir, recursive=True)
     manifest_path = manifest or os.path.join(output_dir, "manifest.jsonl")
@@ -465,7 +527,7 @@ def prepare_lowlight(
     except BaseException:
         if pool is not None:
             pool.terminate()
-        book.close()
+        book.abandon()
         raise
     book.finalize([name for _, name in images])
 
@@ -483,9 +545,12 @@ def prepare_lowlight(
         if os.path.exists(output_annotations) and os.path.samefile(output_annotations, annotations):
             logger.info(f"{output_annotations} is the source annotation file itself; not copied.")
         else:
-            os.makedirs(os.path.dirname(os.path.abspath(output_annotations)), exist_ok=True)
+            _refuse_other_annotations(output_annotations, annotations)  # one may have appeared since
             with open(annotations, "rb") as f:
-                atomic_write_bytes(output_annotations, f.read(), durable=True)
+                data = f.read()
+            with _writing(output_annotations):
+                os.makedirs(os.path.dirname(os.path.abspath(output_annotations)), exist_ok=True)
+                atomic_write_bytes(output_annotations, data, durable=True)
         result.output_annotations = output_annotations
     elif output_annotations:
         logger.info(

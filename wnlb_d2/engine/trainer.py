@@ -1,6 +1,11 @@
 """The trainer of train_net.py: low-light data, COCO evaluation, fine-tuning policies, CPU DDP."""
 
+import contextlib
+import errno
 import logging
+import os
+import shutil
+import threading
 import weakref
 
 import torch
@@ -11,9 +16,10 @@ from detectron2.data import (
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
+from detectron2.utils.events import EventWriter
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import WNLBCheckpointer, remove_stale_temporaries
@@ -21,7 +27,7 @@ from ..naming import is_fusion_weight_key, is_wnlb_key
 from ..utils.optim import group_by_lr_factor
 from .evaluation import build_coco_evaluator
 from .finetune import apply_finetune_policy
-from .hooks import WNLBWeightLogger
+from .hooks import LogFileWatch, WNLBWeightLogger, writing
 from .image_stages import build_low_light_mapper
 
 __all__ = ["LowLightTrainer", "training_dataset_dicts"]
@@ -130,6 +136,128 @@ def optimizer_param_groups(cfg, model, wnlb_lr_factor=1.0, wnlb_weight_lr_factor
     return out
 
 
+def _torch_write_failure(e):
+    """Whether a RuntimeError of ``torch.save`` is its file writer failing (disk full ...).
+
+    torch's C++ writer turns the system error into a RuntimeError without errno
+    ("PytorchStreamWriter failed writing file", "unexpected pos", "iostream error").
+    """
+    while e is not None:
+        text = str(e)
+        if isinstance(e, RuntimeError) and any(
+            w in text for w in ("PytorchStreamWriter", "inline_container", "iostream", "file write failed")
+        ):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+class _TrainingCheckpointer(WNLBCheckpointer):
+    """:class:`WNLBCheckpointer` whose failed saves are :class:`OSError` naming the file.
+
+    The save is atomic (``atomic_write``: the temporary is removed on failure, the previous
+    checkpoint and ``last_checkpoint`` stay as they were); this only makes the error say which
+    file could not be written, and why, in one line.
+    """
+
+    def save(self, name, **kwargs):
+        path = os.path.join(self.save_dir, f"{name}.pth")
+        try:
+            with writing(path):
+                return super().save(name, **kwargs)
+        except RuntimeError as e:
+            if not _torch_write_failure(e):
+                raise
+            raise self._write_error(path, e) from e
+
+    def tag_last_checkpoint(self, last_filename_basename):
+        with writing(os.path.join(self.save_dir, "last_checkpoint")):
+            return super().tag_last_checkpoint(last_filename_basename)
+
+    def _write_error(self, path, e):
+        # torch says "unexpected pos 2963456 vs 2963352": say whether the disk is full instead.
+        weights = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+        if free < weights:
+            reason = f"{os.strerror(errno.ENOSPC)} (the weights alone take {weights / 2**20:.1f} MiB)"
+            return OSError(errno.ENOSPC, reason, path)
+        detail = (str(e).strip().splitlines() or [""])[0]
+        return OSError(errno.EIO, f"torch could not write it ({detail}); {free / 2**20:.0f} MiB are free", path)
+
+
+def _event_writer_file(writer):
+    """The file (metrics.json) or folder (TensorBoard's) an event writer writes, or None."""
+    handle = getattr(writer, "_file_handle", None)  # JSONWriter
+    if handle is not None:
+        return getattr(handle, "name", None)
+    args = getattr(writer, "_writer_args", None)  # TensorboardXWriter of detectron2 main
+    if isinstance(args, dict):
+        return args.get("log_dir")
+    summary = vars(writer).get("_writer")  # v0.6 (vars: main makes it on first access)
+    return getattr(summary, "log_dir", None)
+
+
+def _quiet_tensorboard_writer_threads():
+    """Let TensorBoard's writer thread fail without printing a traceback of its own.
+
+    A failed write (disk full) ends TensorBoard's background thread, whose exception the
+    ``threading`` module prints in full; TensorBoard raises the same error again in the thread
+    that writes next (there :class:`_FileNamingWriter` names the file), so that print is only
+    noise. Other threads' exceptions are printed as before. Installed once per process.
+    """
+    previous = threading.excepthook
+    if getattr(previous, "quiet_tensorboard", False):
+        return
+
+    def excepthook(args):
+        if isinstance(args.exc_value, OSError) and type(args.thread).__module__.startswith("tensorboard."):
+            return
+        previous(args)
+
+    excepthook.quiet_tensorboard = True
+    threading.excepthook = excepthook
+
+
+class _FileNamingWriter(EventWriter):
+    """An event writer (metrics.json, TensorBoard) whose failed writes are :class:`OSError` naming
+    its file. After a failure it is closed, dropping what it could not write, and does nothing
+    more: the failure path writes no second error, and nothing fails again at exit."""
+
+    def __init__(self, writer):
+        self._writer = writer
+        self._failed = False
+        self.path = _event_writer_file(writer)
+
+    def write(self):
+        if self._failed:
+            return
+        try:
+            with writing(self.path):
+                self._writer.write()
+        except OSError:
+            self._failed = True
+            with contextlib.suppress(OSError, ValueError):
+                self._writer.close()
+            raise
+
+    def close(self):
+        if not self._failed:
+            with writing(self.path):
+                self._writer.close()
+
+
+class _OneLineWriteErrors(logging.Filter):
+    """detectron2's training loop logs every exception with its traceback ("Exception during
+    training:"); for a failed write (disk full, permission), one line naming the file says it all."""
+
+    def filter(self, record):
+        e = record.exc_info[1] if record.exc_info else None
+        if isinstance(e, OSError):
+            record.msg, record.args = f"{record.getMessage()} {type(e).__name__}: {e}", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
 class LowLightTrainer(DefaultTrainer):
     """:class:`DefaultTrainer` for low-light instance segmentation.
 
@@ -144,7 +272,10 @@ class LowLightTrainer(DefaultTrainer):
       ``MODEL.WEIGHTS`` does not fit the backbone;
     * the weights w of the blocks go to metrics.json / TensorBoard every logging period;
     * checkpoints hold the optimizer state, so ``--resume`` restores momentum too;
-    * DistributedDataParallel without ``device_ids`` on CPU (``torchrun`` + gloo).
+    * DistributedDataParallel without ``device_ids`` on CPU (``torchrun`` + gloo);
+    * a failed write (checkpoint, metrics.json, TensorBoard, log.txt: disk full, permission)
+      ends training with an :class:`OSError` naming the file, without a traceback, and a failed
+      training starts no final evaluation (:meth:`after_train`).
     """
 
     def __init__(self, cfg):
@@ -160,7 +291,7 @@ class LowLightTrainer(DefaultTrainer):
         model = create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids)
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = WNLBCheckpointer(
+        self.checkpointer = _TrainingCheckpointer(
             model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), strict_backbone=True
         )
         self.start_iter = 0
@@ -219,9 +350,57 @@ class LowLightTrainer(DefaultTrainer):
         return model
 
     def build_hooks(self):
-        hooks = super().build_hooks()
-        hooks.insert(0, WNLBWeightLogger())  # before the writers read the storage
-        return hooks
+        ret = super().build_hooks()
+        ret.insert(0, WNLBWeightLogger())  # before the writers read the storage
+        ret.append(LogFileWatch())  # last: it checks the log writes of every other hook
+        return ret
+
+    def build_writers(self):
+        _quiet_tensorboard_writer_threads()
+        return [_FileNamingWriter(w) for w in super().build_writers()]
+
+    def train(self):
+        """:meth:`DefaultTrainer.train`, with a failed write logged in one line, not a traceback."""
+        for h in self._hooks:
+            if isinstance(h, LogFileWatch):
+                h.start()  # from the loop's first line ("Starting training from iteration ...")
+        train_loop = logging.getLogger("detectron2.engine.train_loop")
+        one_line = _OneLineWriteErrors()
+        train_loop.addFilter(one_line)
+        try:
+            return super().train()
+        finally:
+            train_loop.removeFilter(one_line)
+
+    def after_train(self):
+        """The hooks' ``after_train``, or after a failed training only those that start no work.
+
+        detectron2's evaluation and precise-BN hooks take ``iter + 1 >= max_iter`` for a finished
+        training, which also holds when the last step failed (e.g. saving ``model_final`` on a
+        full disk): the final evaluation then started on a run that is ending with an error, and
+        wrote into a full disk. The training loop sets ``iter = max_iter`` only once every step
+        is done; that is the test here. A hook that fails after a failed training is logged, so
+        the error that ended the training is the one reported.
+        """
+        watch = next((h for h in self._hooks if isinstance(h, LogFileWatch)), None)
+        completed = self.iter >= self.max_iter  # else an exception is on its way out
+        if completed and (watch is None or watch.error is None):
+            return super().after_train()
+        self.storage.iter = self.iter
+        for h in self._hooks:
+            if isinstance(h, (hooks.EvalHook, hooks.PreciseBN, hooks.BestCheckpointer)):
+                continue
+            if isinstance(h, LogFileWatch):
+                h.stop()
+                continue
+            try:
+                h.after_train()
+            except Exception as e:
+                logging.getLogger(__name__).warning(
+                    f"{type(h).__name__} after the failed training: {type(e).__name__}: {e}"
+                )
+        if completed:
+            watch.check()  # every step ran, but a log write had failed: that is the error
 
     @classmethod
     def build_train_loader(cls, cfg):
