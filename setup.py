@@ -20,6 +20,7 @@ setup(
     install_requires=[
         "torch>=1.10",
         "numpy",
+        "scipy",
         "opencv-python>=4.8,<5",
         "pycocotools>=2.0.2",
         "fvcore>=0.1.5,<0.1.6",

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -29,6 +30,26 @@ def test_student_t_quantile_matches_tables(df, expected):
     # Two-sided 95 % critical values from any printed t table.
     assert student_t_quantile(0.975, df) == pytest.approx(expected, abs=1e-4)
     assert student_t_quantile(0.025, df) == pytest.approx(-expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("p", [0.6, 0.9, 0.975, 0.995, 0.01])
+def test_student_t_quantile_matches_closed_forms(p):
+    # df = 1 is the Cauchy distribution, t = tan(pi (p - 1/2)); df = 2 has
+    # t = (2p - 1) / sqrt(2 p (1 - p)). t(0.975, 2) = 4.30265272974946 exactly to 15 digits.
+    assert student_t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-12)
+    assert student_t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-12)
+    assert student_t_quantile(0.975, 2) == pytest.approx(4.30265272974946, abs=1e-13)
+
+
+def test_student_t_quantile_is_scipys_and_refuses_bad_input():
+    for p, df in [(0.975, 3), (0.9, 7.5), (0.3, 12)]:
+        assert student_t_quantile(p, df) == scipy.stats.t.ppf(p, df)
+    for p in (0.0, 1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="p must be in"):
+            student_t_quantile(p, 3)
+    for df in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match="df must be positive"):
+            student_t_quantile(0.975, df)
 
 
 def test_paired_difference_hand_computation():

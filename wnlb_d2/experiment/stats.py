@@ -1,7 +1,7 @@
 """Statistics of a study: spread over seeds, paired differences, image-level bootstrap of AP.
 
-Everything here is plain NumPy (no SciPy): Student's t quantiles come from the regularised
-incomplete beta function, and the bootstrap re-accumulates COCOeval's per-image matches.
+Student's t quantiles come from SciPy (``scipy.stats.t``); the bootstrap is plain NumPy that
+re-accumulates COCOeval's per-image matches.
 
 * :func:`summarise`: mean, sample standard deviation (ddof 1) and n of a list of values.
 * :func:`paired_difference`: mean of per-seed differences ``a_i - b_i`` with a two-sided 95 %
@@ -14,6 +14,7 @@ incomplete beta function, and the bootstrap re-accumulates COCOeval's per-image 
 import math
 
 import numpy as np
+import scipy.stats
 
 __all__ = ["summarise", "student_t_quantile", "paired_difference", "differs_from_zero",
            "accumulate_ap", "bootstrap_ap"]
@@ -35,51 +36,6 @@ def summarise(values):
     return {"mean": mean, "std": std, "n": n}
 
 
-def _betacf(a, b, x):
-    # Continued fraction of the incomplete beta function (Lentz's method, Numerical Recipes 6.4).
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < eps:
-            break
-    return h
-
-
-def _betainc(a, b, x):
-    """Regularised incomplete beta function I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
-
-
-def _student_t_cdf(t, df):
-    x = df / (df + t * t)
-    tail = 0.5 * _betainc(df / 2.0, 0.5, x)
-    return 1.0 - tail if t >= 0 else tail
-
-
 def student_t_quantile(p, df):
     """The p-quantile of Student's t distribution with ``df`` degrees of freedom.
 
@@ -88,26 +44,16 @@ def student_t_quantile(p, df):
         df (int or float): degrees of freedom, > 0.
 
     Returns:
-        float: t with P(T <= t) = p (bisection on the CDF, to 1e-12).
+        float: t with P(T <= t) = p (``scipy.stats.t.ppf``).
+
+    Raises:
+        ValueError: ``p`` outside (0, 1) or ``df`` not positive (SciPy would return NaN).
     """
     if not 0.0 < p < 1.0:
         raise ValueError(f"student_t_quantile: p must be in (0, 1), got {p}")
     if not df > 0:
         raise ValueError(f"student_t_quantile: df must be positive, got {df}")
-    if p < 0.5:
-        return -student_t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while _student_t_cdf(hi, df) < p:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _student_t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12:
-            break
-    return 0.5 * (lo + hi)
+    return float(scipy.stats.t.ppf(p, df))
 
 
 def paired_difference(a, b, confidence=0.95):
