@@ -23,7 +23,7 @@ import wnlb_d2  # noqa: F401  (registers backbones and datasets)
 from wnlb_d2.checkpoint import CheckpointMismatchError, CheckpointReadError, check_checkpoint_path, checkpoint_read_error
 from wnlb_d2.data.mapper import worker_error_message
 from wnlb_d2.engine import LowLightTrainer, launch, setup_cfg
-from wnlb_d2.engine.hooks import writing
+from wnlb_d2.utils.io import writing
 from wnlb_d2.engine.predictor import backbone_opts_for_checkpoint
 from wnlb_d2.utils.io import os_error_message
 

@@ -51,7 +51,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..utils.io import atomic_write_bytes, remove_stale_temporaries
+from ..utils.io import atomic_write_bytes, remove_stale_temporaries, writing
 from .datasets.coco_instances import read_coco_json
 from .datasets.paths import require_dir
 from .image_io import ImageReadError, read_image
@@ -150,21 +150,6 @@ def default_output_annotations(output, annotations):
     return os.path.join(parent, "annotations", os.path.basename(annotations))
 
 
-@contextlib.contextmanager
-def _writing(path):
-    """Name ``path`` in an :class:`OSError` that names no file.
-
-    A full disk shows at the flush of a buffered write, whose OSError carries no file name
-    (``[Errno 28] No space left on device``): the user needs to know which file it was.
-    """
-    try:
-        yield
-    except OSError as e:
-        if e.filename is not None or e.errno is None:
-            raise  # named already, or an error of ours with its own message
-        raise OSError(e.errno, e.strerror or str(e), path) from e
-
-
 def _refuse_other_annotations(output_annotations, annotations):
     """Raise when ``output_annotations`` holds a file other than a copy of ``annotations``.
 
@@ -252,7 +237,7 @@ def _render_one(task):
         return dict(record, status="failed", error=f"{src}: {e}")
     data = _encode(dark, ext, _WORKER["jpeg_quality"], _WORKER["png_compression"])
     dst = os.path.join(_WORKER["output_dir"], file_name)
-    with _writing(dst):
+    with writing(dst):
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         atomic_write_bytes(dst, data, durable=_WORKER["durable"])
     return dict(record, status="ok", size=len(data), blake2b=_digest(data), params=params)
@@ -300,7 +285,7 @@ class _Manifest:
         end = raw.rfind(b"\n") + 1
         if end < len(raw):
             logger.warning(f"{self.path}: dropping an incomplete last line (interrupted run).")
-            with _writing(self.path), open(self.path, "r+b") as f:
+            with writing(self.path), open(self.path, "r+b") as f:
                 f.truncate(end)
         lines = raw[:end].decode("utf-8").splitlines()
         if not lines:
@@ -325,7 +310,7 @@ class _Manifest:
 
     def start(self, fresh):
         """Open for appending; a fresh manifest starts with the header line."""
-        with _writing(self.path):
+        with writing(self.path):
             if fresh or not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
                 with open(self.path, "w") as f:
@@ -334,7 +319,7 @@ class _Manifest:
 
     def append(self, record):
         self.records[record["file_name"]] = record
-        with _writing(self.path):
+        with writing(self.path):
             self._file.write(_dumps(record) + "\n")
             self._file.flush()
 
@@ -343,7 +328,7 @@ class _Manifest:
         the next run drops a partial last line and renders that image again."""
         f, self._file = getattr(self, "_file", None), None
         if f is not None:
-            with _writing(self.path):
+            with writing(self.path):
                 f.close()
 
     def abandon(self):
@@ -356,7 +341,7 @@ class _Manifest:
         self.close()
         lines = [_dumps(self.header)]
         lines += [_dumps(self.records[n]) for n in file_names if n in self.records]
-        with _writing(self.path):
+        with writing(self.path):
             atomic_write_bytes(self.path, ("\n".join(lines) + "\n").encode("utf-8"), durable=True)
 
 
@@ -548,7 +533,7 @@ def prepare_lowlight(
             _refuse_other_annotations(output_annotations, annotations)  # one may have appeared since
             with open(annotations, "rb") as f:
                 data = f.read()
-            with _writing(output_annotations):
+            with writing(output_annotations):
                 os.makedirs(os.path.dirname(os.path.abspath(output_annotations)), exist_ok=True)
                 atomic_write_bytes(output_annotations, data, durable=True)
         result.output_annotations = output_annotations

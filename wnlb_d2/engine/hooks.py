@@ -10,7 +10,7 @@ from detectron2.engine import HookBase
 
 from ..layers import NonLocalBlock2d
 
-__all__ = ["WNLBWeightLogger", "LogFileWatch", "wnlb_weights", "writing"]
+__all__ = ["WNLBWeightLogger", "LogFileWatch", "wnlb_weights"]
 
 
 def wnlb_weights(model):
@@ -42,22 +42,6 @@ class WNLBWeightLogger(HookBase):
             if not math.isfinite(w):
                 raise FloatingPointError(f"wNLB weight w of {stage} became {w} at iteration {self.trainer.iter}")
             self.trainer.storage.put_scalar(f"wnlb/w_{stage}", w, smoothing_hint=False)
-
-
-@contextlib.contextmanager
-def writing(path):
-    """Name ``path`` in an :class:`OSError` that names no file.
-
-    A full disk shows at the flush of a buffered write, whose error carries no file name
-    (``[Errno 28] No space left on device``); the one-line error of train_net.py has to say
-    which file it was.
-    """
-    try:
-        yield
-    except OSError as e:
-        if e.filename is not None or e.errno is None or path is None:
-            raise  # named already, or an error of ours with its own message
-        raise OSError(e.errno, e.strerror or str(e), path) from e
 
 
 def _log_file(handler):

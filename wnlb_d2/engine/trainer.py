@@ -27,7 +27,8 @@ from ..naming import is_fusion_weight_key, is_wnlb_key
 from ..utils.optim import group_by_lr_factor
 from .evaluation import build_coco_evaluator
 from .finetune import apply_finetune_policy
-from .hooks import LogFileWatch, WNLBWeightLogger, writing
+from ..utils.io import writing
+from .hooks import LogFileWatch, WNLBWeightLogger
 from .image_stages import build_low_light_mapper
 
 __all__ = ["LowLightTrainer", "training_dataset_dicts"]

@@ -21,7 +21,7 @@ import tempfile
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "temporary_name",
            "temporary_folder", "is_temporary", "remove_stale_temporaries", "pid_alive", "remove_tree",
-           "FolderLockedError", "folder_lock", "os_error_message"]
+           "FolderLockedError", "folder_lock", "os_error_message", "writing"]
 
 logger = logging.getLogger(__name__)
 
@@ -227,3 +227,20 @@ def os_error_message(e):
     reason = e.strerror or str(e) or type(e).__name__
     names = [n for n in (e.filename, e.filename2) if n]
     return f"{' -> '.join(map(str, names))}: {reason}" if names else f"{type(e).__name__}: {reason}"
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Name ``path`` in an :class:`OSError` raised inside the block that names no file.
+
+    A full disk shows at the flush of a buffered write, whose error carries no file name
+    (``[Errno 28] No space left on device``); a one-line error has to say which file it was.
+    Errors that name a file already, or carry no errno (an error with its own message), pass
+    unchanged; so does everything when ``path`` is None.
+    """
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None or path is None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), path) from e
