@@ -157,4 +157,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from wnlb_d2.utils.io import main_reporting_os_errors
+
+    sys.exit(main_reporting_os_errors("benchmark_yolo.py", main))

@@ -202,4 +202,6 @@ def markdown(table):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from wnlb_d2.utils.io import main_reporting_os_errors
+
+    sys.exit(main_reporting_os_errors("study_blocks.py", main))

@@ -9,6 +9,7 @@ and :func:`remove_stale_temporaries` deletes those whose process is gone.
 
 import contextlib
 import datetime
+import errno
 import fcntl
 import json
 import logging
@@ -20,8 +21,8 @@ import sys
 import tempfile
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "temporary_name",
-           "temporary_folder", "is_temporary", "remove_stale_temporaries", "pid_alive", "remove_tree",
-           "FolderLockedError", "folder_lock", "os_error_message", "writing"]
+           "temporary_folder", "publish_folder", "is_temporary", "remove_stale_temporaries", "pid_alive", "remove_tree",
+           "FolderLockedError", "folder_lock", "os_error_message", "writing", "main_reporting_os_errors"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,32 @@ def temporary_folder(parent, name):
     :func:`remove_stale_temporaries` recognises it like a temporary file.
     """
     return tempfile.mkdtemp(prefix=f".{name}.tmp.{os.getpid()}.", dir=parent)
+
+
+def publish_folder(tmp, final):
+    """Give a complete folder made in :func:`temporary_folder` its final name, atomically.
+
+    Readers see either no ``final`` or the whole folder. When another process published a
+    (non-empty) folder under that name first, ``tmp`` is left in place for the caller to
+    remove, and False comes back.
+
+    Args:
+        tmp (str): the complete temporary folder.
+        final (str): its final path, in the same parent folder.
+
+    Returns:
+        bool: True when ``tmp`` became ``final``; False when ``final`` existed already.
+
+    Raises:
+        OSError: any other failure of the rename.
+    """
+    try:
+        os.replace(tmp, final)
+    except OSError as e:
+        if e.errno in (errno.ENOTEMPTY, errno.EEXIST) and os.path.isdir(final):
+            return False
+        raise
+    return True
 
 
 def is_temporary(name):
@@ -244,3 +271,20 @@ def writing(path):
         if e.filename is not None or e.errno is None or path is None:
             raise
         raise OSError(e.errno, e.strerror or str(e), path) from e
+
+
+def main_reporting_os_errors(tool, main, argv=None):
+    """Run a command's ``main(argv)``; an OSError it does not handle itself (a full disk, a
+    refused write, a missing file) ends the command with one line naming the file and the reason
+    and exit status 1, instead of a traceback.
+
+    Example (the end of a tool)::
+
+        if __name__ == "__main__":
+            from wnlb_d2.utils.io import main_reporting_os_errors
+            sys.exit(main_reporting_os_errors("study_blocks.py", main))
+    """
+    try:
+        return main(argv)
+    except OSError as e:
+        sys.exit(f"{tool}: error: {os_error_message(e)}")
