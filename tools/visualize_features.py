@@ -21,6 +21,15 @@ Configs, per checkpoint NAME, first found of:
 The image is degraded (``--low-light``) and enhanced (the first config's ``INPUT.ENHANCER``)
 once, and every checkpoint sees that same image.
 
+Denoising, shown and measured: with a clean counterpart of the image, each row also shows the
+clean image's features (after the block, where there is one) and, per stage, the error map
+|F(dark) - F(clean)| (per position, in units whose mean square is the normalised feature error,
+NFE); the panel titles and the printed lines give the NFE before and after each block. The clean
+counterpart is the input itself when the tool degrades it (``--low-light``), or the clean twin
+given with ``--clean-input`` (the normal-light image of a synthetic or LIS low-light image, same
+size). The clean image goes to each model as it is (no degradation, no enhancer). Without a
+clean counterpart the picture has no error maps, and the tool says so in one line.
+
 Example::
 
     python tools/visualize_features.py --config-file configs/demo/Base-Demo-R18-FPN.yaml \\
@@ -28,6 +37,11 @@ Example::
         --weights pretrained=output/demo/pretrained/model_final.pth \\
                   finetuned=output/demo/finetuned/model_final.pth wnlb=output/demo/wnlb/model_final.pth \\
         --output docs/features_grid.png
+
+    # a low-light copy and its clean twin
+    python tools/visualize_features.py --config-file configs/demo/Base-Demo-R18-FPN.yaml \\
+        --input datasets/wnlb_demo/.../val_lowlight/000001.png --clean-input datasets/wnlb_demo/.../val/000001.png \\
+        --weights finetuned=output/demo/finetuned/model_final.pth wnlb=output/demo/wnlb/model_final.pth
 """
 
 import argparse
@@ -62,6 +76,8 @@ def build_parser():
     p.add_argument("--config", nargs="+", metavar="NAME=FILE", help="config of one checkpoint")
     p.add_argument("--low-light", choices=PIPELINES, metavar="PIPELINE",
                    help=f"degrade the image first ({', '.join(PIPELINES)})")
+    p.add_argument("--clean-input", metavar="IMAGE",
+                   help="the clean counterpart of --input (same size), for the clean features and error maps")
     p.add_argument("--low-light-seed", type=int, default=None, help="seed of the degradation (default INPUT.LOW_LIGHT.SEED)")
     p.add_argument("--reduce", choices=["mean", "pca"], default="mean", help="channel mean or first PCA component")
     p.add_argument("--normalise", choices=["pair", "each"], default="pair",
@@ -102,14 +118,57 @@ def config_for(name, weights, configs, config_file, opts):
     return cfg
 
 
+def clean_counterpart(args, image, read_image):
+    """The clean image (BGR) the dark input's features are compared with, and what it is; (None, None)
+    without one.
+
+    Raises:
+        ValueError: ``--clean-input`` with ``--low-light``, or a clean image of another size.
+    """
+    if args.clean_input and args.low_light:
+        raise ValueError("--clean-input and --low-light: the clean counterpart of an image this tool degrades is the "
+                         "image itself; give one of them")
+    if args.low_light:
+        return image, "the input before degradation"
+    if not args.clean_input:
+        return None, None
+    clean = read_image(args.clean_input, format="BGR")
+    if clean.shape != image.shape:
+        raise ValueError(f"--clean-input {args.clean_input} is {clean.shape[1]}x{clean.shape[0]} px, but the input "
+                         f"{args.input} is {image.shape[1]}x{image.shape[0]} px; expected its clean twin")
+    return clean, os.path.basename(args.clean_input)
+
+
+def model_tensor(predictor, image_bgr):
+    """One BGR image as the predictor's model takes it: its channel order, resized by its test-time resize."""
+    import torch
+
+    model_input = image_bgr[:, :, ::-1] if predictor.input_format == "RGB" else image_bgr
+    resized = predictor.aug.get_transform(model_input).apply_image(model_input)
+    return torch.as_tensor(resized.transpose(2, 0, 1).copy())
+
+
+def report_row(name, feats, clean_feats):
+    """Print each block's change and, with a clean image, each stage's NFE before and after its block."""
+    from wnlb_d2.visualization.features import stage_feature_errors
+
+    nfe = stage_feature_errors(feats, clean_feats) if clean_feats is not None else {}
+    for stage, info in feats.items():
+        if info["after"] is not None:
+            change = (info["after"] - info["before"]).abs().mean() / info["before"].abs().mean().clamp_min(1e-12)
+            w = f"w = {info['w']:.4f}" if info["w"] is not None else "residual"
+            print(f"{name:>12} {stage}: {w}, mean |after - before| / mean |before| = {change:.4f}")
+        if stage in nfe:
+            after = f", after block {nfe[stage]['after']:.4f}" if nfe[stage]["after"] is not None else ""
+            print(f"{name:>12} {stage}: NFE against the clean image {nfe[stage]['before']:.4f}{after}")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from detectron2.utils.logger import setup_logger
 
     setup_logger(name="wnlb_d2")
     setup_logger(name="detectron2", abbrev_name="d2")
-    import torch
-
     import wnlb_d2  # noqa: F401  (registers backbones and datasets)
     from wnlb_d2.data.image_io import ImageReadError, read_image
     from wnlb_d2.visualization.features import capture_backbone_features, plot_feature_grid
@@ -127,28 +186,32 @@ def main(argv=None):
         if args.panel_size <= 0 or args.dpi <= 0:
             raise ValueError("--panel-size and --dpi must be positive")
         image = read_image(args.input, format="BGR")
+        clean, clean_what = clean_counterpart(args, image, read_image)
+        if clean is None:
+            logger.info("No clean counterpart of the input (give --low-light or --clean-input): the clean features, "
+                        "error maps and NFE are skipped")
         entries, seen = [], None
         for k, (name, path) in enumerate(weights.items()):
             cfg = config_for(name, path, configs, args.config_file, args.opts)
             predictor = LowLightPredictor(cfg, low_light=args.low_light if k == 0 else None, seed=args.low_light_seed)
             if seen is None:  # degrade and enhance once: every checkpoint sees the same image
                 seen = list(predictor.prepare(image, os.path.basename(args.input)).values())[-1]
-            model_input = seen[:, :, ::-1] if predictor.input_format == "RGB" else seen
-            resized = predictor.aug.get_transform(model_input).apply_image(model_input)
-            tensor = torch.as_tensor(resized.transpose(2, 0, 1).copy())
-            feats = capture_backbone_features(predictor.model, tensor)
-            entries.append((name, seen[:, :, ::-1], feats))
-            for stage, info in feats.items():
-                if info["after"] is not None:
-                    change = (info["after"] - info["before"]).abs().mean() / info["before"].abs().mean().clamp_min(1e-12)
-                    w = f"w = {info['w']:.4f}" if info["w"] is not None else "residual"
-                    print(f"{name:>12} {stage}: {w}, mean |after - before| / mean |before| = {change:.4f}")
+            feats = capture_backbone_features(predictor.model, model_tensor(predictor, seen))
+            entry = (name, seen[:, :, ::-1], feats)
+            clean_feats = None
+            if clean is not None:
+                clean_feats = capture_backbone_features(predictor.model, model_tensor(predictor, clean))
+                entry += ({"image": clean[:, :, ::-1], "features": clean_feats},)
+            entries.append(entry)
+            report_row(name, feats, clean_feats)
             del predictor
     except (FileNotFoundError, KeyError, ValueError, ImageReadError, PermissionError) as e:
         print(f"visualize_features.py: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     what = f"low-light ({args.low_light})" if args.low_light else "as read"
     title = f"{os.path.basename(args.input)}, {what}: backbone features ({'channel mean' if args.reduce == 'mean' else 'first PCA component'})"
+    if clean_what:
+        title += f"; clean: {clean_what}"
     size = plot_feature_grid(entries, args.output, method=args.reduce, normalise=args.normalise, panel_inches=args.panel_size, dpi=args.dpi,
                              title=title)
     print(f"Wrote {args.output} ({size['width']}x{size['height']} px, {size['rows']} rows x {size['cols']} columns)")
