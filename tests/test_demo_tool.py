@@ -141,11 +141,19 @@ def test_predictor_stages(checkpoint, tmp_path):
                                           "INPUT.ENHANCER.NAME", "gamma"])
     pred = LowLightPredictor(cfg, low_light="unprocess", seed=5)
     img = cv2.imread(_images(tmp_path / "in", n=1)[0])
-    stages, out = pred(img, "img0.png")
+    stages, out = pred.run(img, "img0.png")
     assert list(stages) == ["input", "low-light", "enhanced (gamma)"]
     assert out["instances"].image_size == (48, 64)
     np.testing.assert_array_equal(pred.prepare(img, "img0.png")["low-light"], stages["low-light"])
     assert not np.array_equal(pred.prepare(img, "other.png")["low-light"], stages["low-light"])
+    # Called as detectron2's DefaultPredictor: image in, outputs out, the key optional (then the
+    # image's bytes key the degradation, the same in every call).
+    outputs = pred(img)
+    assert set(outputs) == {"instances"} and outputs["instances"].image_size == (48, 64)
+    keyed = pred.prepare(img)["low-light"]
+    np.testing.assert_array_equal(pred.prepare(img.copy())["low-light"], keyed)
+    assert not np.array_equal(pred.prepare(img[::-1].copy())["low-light"], keyed[::-1])
+    assert torch.equal(pred(img, "img0.png")["instances"].pred_boxes.tensor, out["instances"].pred_boxes.tensor)
 
 
 def test_video(demo, checkpoint, tmp_path):

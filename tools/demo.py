@@ -281,7 +281,7 @@ def _process_image(predictor, path, out, args):
     from wnlb_d2.data.image_io import read_image
 
     image = read_image(path, format="BGR")
-    stages, outputs = predictor(image, os.path.basename(path))
+    stages, outputs = predictor.run(image, os.path.basename(path))
     logger.info(f"{path}: {_summary(outputs, predictor.metadata, args.confidence_threshold)}")
     if out is None:
         return False
@@ -391,7 +391,7 @@ def _process_frames(predictor, cap, path, args, failures, video):
             break
         decoded += 1
         try:
-            stages, outputs = predictor(frame, f"{base}:{idx}")
+            stages, outputs = predictor.run(frame, f"{base}:{idx}")
             logger.debug(f"{base} frame {idx}: {_summary(outputs, predictor.metadata, args.confidence_threshold)}")
             if video is None:
                 continue

@@ -219,4 +219,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from wnlb_d2.utils.io import main_reporting_os_errors
+
+    sys.exit(main_reporting_os_errors("visualize_features.py", main))

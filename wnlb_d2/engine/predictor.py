@@ -13,6 +13,7 @@ are drawn by :mod:`wnlb_d2.visualization`.
 """
 
 import glob
+import hashlib
 import logging
 import os
 
@@ -139,12 +140,14 @@ class LowLightPredictor:
         self.stages = build_image_stages(c, is_train=False, low_light=bool(low_light))
         self.seed = cfg.INPUT.LOW_LIGHT.SEED if seed is None else seed
 
-    def prepare(self, image_bgr, key):
+    def prepare(self, image_bgr, key=None):
         """Degrade and enhance one image as configured.
 
         Args:
             image_bgr (np.ndarray): uint8 (H, W, 3) BGR image.
-            key (str): the image's key for :func:`eval_rng` (file base name, or "video:frame").
+            key (str or None): the image's key for :func:`eval_rng` (file base name, or
+                "video:frame"); None: a digest of the image's bytes (the same image gives the same
+                degradation in every run).
 
         Returns:
             dict[str, np.ndarray]: the BGR images of every stage in order: ``"input"``, then
@@ -152,6 +155,8 @@ class LowLightPredictor:
             the model sees.
         """
         out = {"input": image_bgr}
+        if key is None and self.stages:
+            key = hashlib.sha1(np.ascontiguousarray(image_bgr).tobytes()).hexdigest()[:16]
         image, rng = image_bgr, eval_rng(self.seed, key)
         for stage in self.stages:
             image, params = stage(image, rng, "BGR")
@@ -176,8 +181,21 @@ class LowLightPredictor:
             out = self.model([{"image": tensor, "height": h, "width": w}])[0]
         return {k: v.to("cpu") if hasattr(v, "to") else v for k, v in out.items()}
 
-    def __call__(self, image_bgr, key):
-        """Prepare and predict one image.
+    def __call__(self, original_image, key=None):
+        """Degrade, enhance and predict one image, called as detectron2's ``DefaultPredictor``.
+
+        Args:
+            original_image (np.ndarray): uint8 (H, W, 3) BGR image.
+            key (str or None): the image's degradation key (see :meth:`prepare`).
+
+        Returns:
+            dict: the model's output for the image (``{"instances": Instances}``), as
+            ``DefaultPredictor`` returns it.
+        """
+        return self.run(original_image, key)[1]
+
+    def run(self, image_bgr, key=None):
+        """Prepare and predict one image, keeping what each image stage made (for drawing them).
 
         Returns:
             tuple[dict[str, np.ndarray], dict]: the stages (see :meth:`prepare`) and the output.
