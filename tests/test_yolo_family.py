@@ -58,6 +58,13 @@ def test_yolov8_rows_through_the_runner(tmp_path):
     assert list(results["severity_levels"]) == ["t=0.00", "t=1.00"]
     on_disk = json.load(open(tmp_path / "study" / "results.json"))
     assert on_disk["meta"]["identity"]["detector"] == "yolov8"
+    # Feature denoising as for the detectron2 rows: NFE per place (the blocks' outputs too), the
+    # blocks' non-local share, and the paired differences on the passed-on features.
+    assert set(results["features"]) == {"pretrained", "finetuned", "nlb", "wnlb"}
+    assert {"P3", "P4", "P5", "P3.after", "P4.after", "P5.after"} <= set(results["features"]["wnlb"])
+    assert results["features"]["wnlb"]["P3"]["nfe"]["n"] == 4  # the 4 test images, one seed
+    assert set(results["nonlocal_share"]) == {"nlb", "wnlb"} and set(results["nonlocal_share"]["wnlb"]) == {"P3", "P4", "P5"}
+    assert set(results["paired_features"]["wnlb-vs-finetuned"]) == {"P3", "P4", "P5"}
     # A rerun keeps every trained row and evaluation (nothing trains or scores again).
     import wnlb_d2.yolo.family as yolo_family
 
