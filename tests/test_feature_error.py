@@ -134,7 +134,7 @@ def test_a_learned_non_local_path_has_a_share_equal_to_its_norms(wnlb_model):
         x = features["res3"][None]
         with torch.no_grad():
             z = block(x)
-        w = float(block.fusion_weight)
+        w = float(block.fusion_weight.detach())
         wz_y = (z - (1 - w) * x) / w
         assert out["nonlocal_share"]["res3"][0] == pytest.approx(float(w * wz_y.norm() / ((1 - w) * x.norm())),
                                                                   rel=1e-4)
