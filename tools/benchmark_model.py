@@ -299,10 +299,10 @@ def main(argv=None):
         print(format_row(case), flush=True)
     failed = [r for r in rows if "error" in r["result"]]
     if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump({"config_file": args.config_file, "device": args.device, "repeats": args.repeats,
-                       "torch": torch.__version__, "cpus": os.cpu_count(), "rows": rows}, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+        from wnlb_d2.utils.io import atomic_write_json
+
+        atomic_write_json(args.json, {"config_file": args.config_file, "device": args.device, "repeats": args.repeats,
+                                      "torch": torch.__version__, "cpus": os.cpu_count(), "rows": rows}, indent=1)
     return 1 if failed else 0
 
 

@@ -259,9 +259,9 @@ def main(argv=None):
                     f"{_fmt_mem(eff['peak_extra_bytes'])} {_fmt_mem(ref['peak_extra_bytes'])} {mem:11.3f}")
             print("".join(cells), flush=True)
     if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(results, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+        from wnlb_d2.utils.io import atomic_write_json
+
+        atomic_write_json(args.json, results, indent=1)
     return 0
 
 

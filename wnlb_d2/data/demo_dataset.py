@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from ..utils.io import remove_stale_temporaries, temporary_folder
+from ..utils.io import publish_folder, remove_stale_temporaries, temporary_folder
 from .datasets.paths import datasets_root
 from .demo_scenes import AREA_LARGE, AREA_SMALL, DEMO_CLASSES, annotation_fields, mask_to_polygons, render_scene
 
@@ -271,12 +271,11 @@ def ensure_demo_dataset(root=None, spec=None, progress=True, workers=None):
     logger.info(f"Generating the demo dataset {spec.key} into {root} (first use) ...")
     try:
         generate_demo_dataset(tmp, spec, progress, workers)
-        try:
-            os.rename(tmp, final)
-        except OSError:
+        if not publish_folder(tmp, final):
             # Another process finished first: use its copy, drop ours.
             if not _is_complete(final, spec):
-                raise
+                raise RuntimeError(f"{final} appeared while the demo dataset was generated, but is not a complete "
+                                   f"demo dataset of {spec}. Delete the folder to generate it again.")
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

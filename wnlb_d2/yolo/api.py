@@ -19,6 +19,7 @@ import os
 import time
 from pathlib import Path
 
+from ..utils.io import atomic_write_json
 from .convert import dataset_fingerprint, export_yolo_dataset, load_dataset, read_index
 from .data import LowLightSpec, write_data_yaml
 from .evaluate import coco_ground_truth, results_to_dataset_ids, score_coco
@@ -149,9 +150,9 @@ def evaluate_yolo(weights, dataset, output_dir, *, low_light=None, data_root=Non
                 f"(Ultralytics' own mAP50-95: masks {ultra.get('metrics/mAP50-95(M)', float('nan')):.1f}, boxes "
                 f"{ultra.get('metrics/mAP50-95(B)', float('nan')):.1f}; not comparable) in "
                 f"{time.perf_counter() - t0:.0f} s")
-    with open(os.path.join(output_dir, "coco_metrics.json"), "w") as f:
-        json.dump({"dataset": dataset, "coco": results, "ultralytics_mAP_not_coco": ultra,
-                   "predictions": str(pred_file), "low_light": dict(spec)}, f, indent=1)
+    atomic_write_json(os.path.join(output_dir, "coco_metrics.json"),
+                      {"dataset": dataset, "coco": results, "ultralytics_mAP_not_coco": ultra,
+                       "predictions": str(pred_file), "low_light": dict(spec)}, indent=1)
     return results
 
 
@@ -235,6 +236,5 @@ def train_yolo_row(model, train_dataset, val_dataset, output_dir, *, low_light=N
         "wnlb_lr_factor": trainer.wnlb_lr_factor, "wnlb_weight_lr_factor": trainer.wnlb_weight_lr_factor,
         "low_light": dict(spec), "results": results,
     }
-    with open(os.path.join(output_dir, "row.json"), "w") as f:
-        json.dump(row, f, indent=1)
+    atomic_write_json(os.path.join(output_dir, "row.json"), row, indent=1)
     return results

@@ -31,6 +31,8 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
+from ..utils.io import atomic_write_json, atomic_write_text
+
 __all__ = ["export_yolo_dataset", "read_index", "annotation_polygons", "dataset_fingerprint", "load_dataset",
            "LINK_MODES", "INDEX_VERSION"]
 
@@ -197,8 +199,7 @@ def export_yolo_dataset(dataset, root, split, link="symlink", loaded=None):
                 skipped["no_mask"] += 1
                 continue
             lines.append(_label_line(ann["category_id"], polygons, h, w))
-        with open(os.path.join(label_dir, stem + ".txt"), "w") as f:
-            f.write("".join(line + "\n" for line in lines))
+        atomic_write_text(os.path.join(label_dir, stem + ".txt"), "".join(line + "\n" for line in lines))
         images.append({"yolo_file": rel, "file_name": d["file_name"], "image_id": d["image_id"],
                        "height": h, "width": w, "objects": len(lines)})
 
@@ -213,11 +214,7 @@ def export_yolo_dataset(dataset, root, split, link="symlink", loaded=None):
         "skipped": skipped,
         "fingerprint": dataset_fingerprint(dicts),
     }
-    path = os.path.join(root, f"{split}.wnlb.json")
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(index, f)
-    os.replace(tmp, path)
+    atomic_write_json(os.path.join(root, f"{split}.wnlb.json"), index)
     logger.info(f"Exported {name} to {root} ({split}): {len(images)} images ({link}), "
                 f"{sum(i['objects'] for i in images)} objects; no label for {skipped['crowd']} crowd and "
                 f"{skipped['no_mask']} mask-less annotations")

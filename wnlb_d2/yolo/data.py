@@ -36,6 +36,7 @@ from ultralytics.utils import colorstr
 
 from ..data.image_io import ImageReadError, read_image
 from ..data.synthesis import PIPELINES, build_pipeline
+from ..utils.io import atomic_write_text
 from .convert import read_index
 
 __all__ = ["LowLightSpec", "LowLightYOLODataset", "write_data_yaml", "build_lowlight_dataset"]
@@ -118,8 +119,7 @@ def write_data_yaml(path, root, names, train="train", val="val", low_light=None)
         "wnlb": {"low_light": dict(spec), "splits": {"train": train, "val": val}},
     }
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        yaml.safe_dump(data, f, sort_keys=False)
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
     return path
 
 

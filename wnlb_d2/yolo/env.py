@@ -14,6 +14,8 @@ import shutil
 import sys
 import tempfile
 
+from ..utils.io import atomic_write
+
 __all__ = ["restore_pil_open", "configure_ultralytics_env", "ultralytics_config_dir", "disable_telemetry"]
 
 logger = logging.getLogger(__name__)
@@ -50,9 +52,8 @@ def _provide_font(config_dir):
 
         source = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = f"{target}.{os.getpid()}.tmp"
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)  # atomic: concurrent processes never see half a font
+        with atomic_write(target) as tmp:  # concurrent processes never see half a font
+            shutil.copyfile(source, tmp)
     except OSError as e:  # plots then fall back to PIL's default font; nothing else depends on it
         logger.warning(f"Could not place a font for Ultralytics' plots at {target}: {e}")
 
