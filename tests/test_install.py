@@ -1,9 +1,11 @@
 """The install's compatibility guards: checkpoints read without detectron2's private API, the
 setuptools<81 message, tools/install_detectron2.py's checks, and make test-d2main's guard."""
 
+import errno
 import importlib.util
 import os
 import pickle
+import signal
 import subprocess
 import sys
 
@@ -116,14 +118,118 @@ def test_install_source_errors_are_one_line(tmp_path):
     assert result.returncode != 0 and "exclude each other" in result.stderr
 
 
+def _make(*args, timeout=60):
+    """``make -s ARGS`` in the repository; on a timeout the whole process group is killed, so a
+    regression that starts building a venv leaves no make, pip or compiler running."""
+    proc = subprocess.Popen(["make", "-s", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def test_make_test_d2main_without_source_fails_clearly(tmp_path):
     make = subprocess.run(["make", "--version"], capture_output=True)
     if make.returncode != 0:
         pytest.skip("make is not installed")
     missing = tmp_path / "detectron2-main.tar.gz"
-    result = subprocess.run(["make", "-s", "test-d2main", f"D2MAIN_SRC={missing}",
-                             f"D2MAIN_VENV={tmp_path / 'venv'}"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60)
+    result = _make("test-d2main", f"D2MAIN_SRC={missing}", f"D2MAIN_VENV={tmp_path / 'venv'}")
     assert result.returncode != 0
     assert f"detectron2 source not found: {missing}" in result.stderr
     assert not (tmp_path / "venv").exists()  # nothing was created before the check
+
+
+def _install_module():
+    spec = importlib.util.spec_from_file_location("install_detectron2_under_test", INSTALL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _make_available():
+    return subprocess.run(["make", "--version"], capture_output=True).returncode == 0
+
+
+def test_make_test_d2main_defaults_to_detectron2s_git_repository():
+    # No path of the development environment is a default: without D2MAIN_SRC the source is
+    # detectron2's own repository.
+    if not _make_available():
+        pytest.skip("make is not installed")
+
+    def value(name):
+        return subprocess.run(["make", "-s", "--no-print-directory", f"print-{name}"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+
+    assert value("D2MAIN_SRC") == ""
+    assert value("D2MAIN_SOURCE") == "git+https://github.com/facebookresearch/detectron2.git"
+    with open(os.path.join(ROOT, "Makefile")) as f:
+        assert "shared/vendor" not in f.read()
+
+
+def test_make_test_d2main_with_an_unreachable_repository_says_how_to_point_at_a_source(tmp_path):
+    if not _make_available():
+        pytest.skip("make is not installed")
+    # ".invalid" never resolves (RFC 2606): the same path as a machine without GitHub.
+    result = _make("test-d2main", "D2MAIN_GIT=git+https://invalid.invalid/detectron2.git",
+                   f"D2MAIN_VENV={tmp_path / 'venv'}")
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("make test-d2main:")]
+    assert len(ours) == 1, result.stderr
+    assert "error: cannot reach https://invalid.invalid/detectron2.git" in ours[0]
+    assert "set D2MAIN_SRC=" in ours[0]
+    assert not (tmp_path / "venv").exists()  # nothing was created before the check
+
+
+def test_source_problem_of_each_kind_of_source(tmp_path, monkeypatch):
+    install = _install_module()
+    folder = tmp_path / "detectron2"
+    folder.mkdir()
+    assert install.source_problem(str(folder)) is None
+    assert "detectron2 source not found" in install.source_problem(str(tmp_path / "nope.tar.gz"))
+    assert "no detectron2 source given" in install.source_problem("")
+    assert install.is_git_source(install.GIT_SOURCE) and not install.is_git_source(str(folder))
+    # A git that fails as it does without network: its last line is the reason given.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "git").write_text("#!/bin/sh\necho 'fatal: unable to access: Could not resolve host' >&2\nexit 128\n")
+    (fake_bin / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    problem = install.source_problem(install.GIT_SOURCE + "@main")
+    assert problem.startswith("cannot reach https://github.com/facebookresearch/detectron2.git (fatal: unable")
+    assert "D2MAIN_SRC=" in problem
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert "git is not installed" in install.source_problem(install.GIT_SOURCE)
+
+
+def test_check_source_command_is_one_line(tmp_path):
+    result = _install("--check-source", str(tmp_path / "nope.tar.gz"))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"install_detectron2.py: error: detectron2 source not found: {tmp_path / 'nope.tar.gz'} "
+        "(a source folder or .tar.gz archive)"]
+    assert _install("--check-source", str(tmp_path)).returncode == 0
+
+
+def test_standin_is_written_atomically(tmp_path, monkeypatch):
+    install = _install_module()
+    d2_dir = tmp_path / "detectron2"
+    d2_dir.mkdir()
+
+    def full_disk(source, target):
+        with open(target, "w") as f:
+            f.write("# half a mod")
+        raise OSError(errno.ENOSPC, "No space left on device", target)
+
+    monkeypatch.setattr(install.shutil, "copyfile", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        install._add_standin(str(d2_dir))
+    assert os.listdir(d2_dir) == []  # neither a half-written _C.py nor a temporary
+    monkeypatch.undo()
+    install._add_standin(str(d2_dir))
+    assert os.listdir(d2_dir) == ["_C.py"]
+    with open(d2_dir / "_C.py") as f, open(install.STANDIN) as g:
+        assert f.read() == g.read()

@@ -12,18 +12,23 @@ Order of preference:
    ``detectron2/model_zoo/configs``, is repackaged as a distribution named ``detectron2`` 0.6
    and installed with pip, plus the stand-in ``_C``.
 
-``--source PATH`` instead builds detectron2 from a source tree or archive (e.g. the snapshot of
-newest main in ``../shared/vendor/``, what ``pip install git+https://...detectron2.git`` gets)
-with its compiled C++ operators, unless a compiled detectron2 is installed already. torch must be
-installed first (detectron2's setup.py imports it); the build reads ``FORCE_CUDA`` and
-``MAX_JOBS`` from the environment as detectron2's own setup does.
+``--source SOURCE`` instead builds detectron2 with its compiled C++ operators, unless a compiled
+detectron2 is installed already. SOURCE is detectron2's git repository
+(``git+https://github.com/facebookresearch/detectron2.git``, newest main), or a local source
+folder or ``.tar.gz`` archive of it (a clone, or a ``git archive`` snapshot for machines
+without GitHub). torch must be installed first (detectron2's setup.py imports it); the build
+reads ``FORCE_CUDA`` and ``MAX_JOBS`` from the environment as detectron2's own setup does.
 
-``--status`` prints what is installed: ``compiled``, ``pure-python`` or ``absent`` (the Makefile
-picks the v0.6 pins, e.g. Pillow<10, only when detectron2 is not a compiled one).
+``--check-source SOURCE`` only checks that SOURCE can be read (a local path exists; a git URL
+answers ``git ls-remote``) and says in one line what to do when not (``make test-d2main`` runs
+it before it creates anything). ``--status`` prints what is installed: ``compiled``,
+``pure-python`` or ``absent`` (the Makefile picks the v0.6 pins, e.g. Pillow<10, only when
+detectron2 is not a compiled one).
 
 Usage::
 
-    python tools/install_detectron2.py [--sdist PATH | --source PATH] [--force] [--status]
+    python tools/install_detectron2.py [--sdist PATH | --source SOURCE] [--force] [--status]
+    python tools/install_detectron2.py --check-source SOURCE
 """
 
 import argparse
@@ -36,7 +41,13 @@ import tarfile
 import tempfile
 
 SDIST_REQUIREMENT = "pb1-detectron2==0.6"
-STANDIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "detectron2_c_standin.py")
+#: detectron2's own repository: what ``--source`` builds by default in ``make test-d2main``.
+GIT_SOURCE = "git+https://github.com/facebookresearch/detectron2.git"
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+STANDIN = os.path.join(TOOLS, "detectron2_c_standin.py")
+IO_MODULE = os.path.join(os.path.dirname(TOOLS), "wnlb_d2", "utils", "io.py")
+# How long `git ls-remote` may take to say whether the repository answers.
+GIT_CHECK_TIMEOUT_S = 30
 
 SETUP_PY = '''
 from setuptools import setup, find_packages
@@ -50,6 +61,18 @@ setup(
     python_requires=">=3.7",
 )
 '''
+
+
+def _io():
+    """wnlb_d2's writer module (atomic_write), loaded from its file.
+
+    ``import wnlb_d2`` needs detectron2, which this script is installing; ``wnlb_d2/utils/io.py``
+    needs only the standard library, so it is loaded on its own.
+    """
+    spec = importlib.util.spec_from_file_location("_wnlb_d2_utils_io", IO_MODULE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _run(cmd):
@@ -75,9 +98,8 @@ def _add_standin(d2_dir):
             current = f.read()
             if current == g.read() or "IS_STANDIN" not in current:
                 return  # up to date, or not ours: leave it alone
-    tmp = target + ".tmp"
-    shutil.copyfile(STANDIN, tmp)
-    os.replace(tmp, target)  # never a half-written module
+    with _io().atomic_write(target) as tmp:  # never a half-written module
+        shutil.copyfile(STANDIN, tmp)
     print(f"Added stand-in for the missing compiled extension: {target}")
 
 
@@ -97,11 +119,58 @@ def _unpacked_root(folder):
     return found[0] if len(found) == 1 else None
 
 
+def is_git_source(source):
+    """Whether ``source`` is a pip VCS URL (``git+https://...``) rather than a local path."""
+    return source.startswith("git+")
+
+
+def source_problem(source):
+    """Why detectron2 cannot be taken from ``source``, in one line, or None when it can.
+
+    A local path must exist; a ``git+`` URL must answer ``git ls-remote`` (no GitHub, no DNS or
+    no git gives the reason and how to point the build at a local source instead).
+
+    Args:
+        source (str): a source folder, a ``.tar.gz`` archive, or a ``git+https://...`` URL.
+
+    Returns:
+        str or None
+    """
+    hint = "set D2MAIN_SRC= (make) or --source to a detectron2 source folder or .tar.gz archive"
+    if not source:
+        return f"no detectron2 source given; {hint}"
+    if not is_git_source(source):
+        if not os.path.exists(source):
+            return f"detectron2 source not found: {source} (a source folder or .tar.gz archive)"
+        return None
+    url = source[len("git+"):].partition("#")[0]
+    if "@" in url.rsplit("/", 1)[-1]:  # a ref (git+https://...detectron2.git@v0.6), not a user (ssh://git@host)
+        url = url.rsplit("@", 1)[0]
+    if shutil.which("git") is None:
+        return f"cannot fetch {url}: git is not installed; {hint}"
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")  # never wait for a password
+    try:
+        result = subprocess.run(["git", "ls-remote", "--heads", url], capture_output=True, text=True,
+                                timeout=GIT_CHECK_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        return f"cannot reach {url}: no answer in {GIT_CHECK_TIMEOUT_S} s; {hint}"
+    if result.returncode != 0:
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"git ls-remote exited with {result.returncode}"
+        return f"cannot reach {url} ({reason}); {hint}"
+    return None
+
+
 def _build_from_source(source):
-    if not os.path.exists(source):
-        sys.exit(f"error: detectron2 source not found: {source} (a source folder or .tar.gz archive)")
+    problem = source_problem(source)
+    if problem:
+        sys.exit(f"error: {problem}")
     if importlib.util.find_spec("torch") is None:
         sys.exit("error: install torch first: detectron2's setup.py imports it to build its operators")
+    if is_git_source(source):
+        _pip_build(source)
+        _check_compiled(source)
+        return
     with tempfile.TemporaryDirectory() as work:
         if os.path.isdir(source):
             root = source
@@ -114,9 +183,17 @@ def _build_from_source(source):
             root = _unpacked_root(work)
         if root is None or not os.path.isfile(os.path.join(root, "detectron2", "layers", "csrc", "vision.cpp")):
             sys.exit(f"error: {source} is not a detectron2 source tree (no setup.py and detectron2/layers/csrc)")
-        # --no-build-isolation: the build must see the installed torch (an isolated build env
-        # would have none, or another version whose ABI the operators would not match).
-        _run([sys.executable, "-m", "pip", "install", "--no-build-isolation", root])
+        _pip_build(root)
+    _check_compiled(source)
+
+
+def _pip_build(target):
+    # --no-build-isolation: the build must see the installed torch (an isolated build env
+    # would have none, or another version whose ABI the operators would not match).
+    _run([sys.executable, "-m", "pip", "install", "--no-build-isolation", target])
+
+
+def _check_compiled(source):
     importlib.invalidate_caches()
     d2_dir = _detectron2_dir()
     if d2_dir is None or not _has_compiled_ext(d2_dir):
@@ -154,7 +231,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sdist", help="local pb1-detectron2 0.6 source archive (default: download from PyPI)")
     parser.add_argument("--source", help="build detectron2 with its compiled operators from this source "
-                        "folder or .tar.gz archive (skipped when a compiled detectron2 is installed)")
+                        f"folder, .tar.gz archive or git URL (e.g. {GIT_SOURCE}); skipped when a compiled "
+                        "detectron2 is installed")
+    parser.add_argument("--check-source", metavar="SOURCE",
+                        help="check that SOURCE (as for --source) can be read, change nothing")
     parser.add_argument("--force", action="store_true", help="reinstall even if detectron2 imports")
     parser.add_argument("--status", action="store_true",
                         help="print compiled, pure-python or absent and change nothing")
@@ -164,6 +244,11 @@ def main(argv=None):
 
     if args.status:
         print(_status())
+        return 0
+    if args.check_source is not None:
+        problem = source_problem(args.check_source)
+        if problem:
+            sys.exit(f"install_detectron2.py: error: {problem}")
         return 0
     d2_dir = _detectron2_dir()
     if args.source:
