@@ -1,6 +1,7 @@
 """ResNet with (weighted) non-local blocks after chosen stages."""
 
 import logging
+from collections import abc
 
 from torch import nn
 
@@ -10,7 +11,8 @@ from detectron2.modeling.backbone.resnet import ResNet, build_resnet_backbone
 
 from ...layers import NONLOCAL_FUSIONS, NONLOCAL_IMPLS, NONLOCAL_MODES, NONLOCAL_NORMS, NONLOCAL_ZERO_INITS, NonLocalBlock2d
 
-__all__ = ["WNLBResNet", "build_resnet_wnlb_backbone", "build_wnlb_bottom_up", "wnlb_config_of"]
+__all__ = ["WNLBResNet", "build_resnet_wnlb_backbone", "build_wnlb_bottom_up", "make_wnlb_blocks", "stage_channels_of",
+           "wnlb_config_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,16 +45,64 @@ class WNLBResNet(ResNet):
         self.wnlb = nn.ModuleDict({name: blocks[name] for name in self.stage_names if name in blocks})
 
     @classmethod
-    def from_resnet(cls, resnet, blocks):
-        """Wrap the modules of an already built (and frozen) stock ResNet; nothing is copied."""
+    def from_resnet(cls, resnet, blocks, out_features=None):
+        """Wrap the modules of an already built (and frozen) stock ResNet; nothing is copied.
+
+        ``out_features`` (list[str] or None): the features returned; None keeps the ResNet's.
+        """
         return cls(
             resnet.stem,
             [list(stage) for stage in resnet.stages],
             blocks=blocks,
             num_classes=resnet.num_classes,
-            out_features=list(resnet.output_shape()),
+            out_features=list(resnet.output_shape()) if out_features is None else list(out_features),
             freeze_at=0,  # the stock builder already froze what FREEZE_AT asks for
         )
+
+    @classmethod
+    def wrap(
+        cls, resnet, *, stages=("res3", "res4", "res5"), mode="embedded", fusion="weighted", weight_init=0.0,
+        learnable_weight=True, inter_channels_ratio=0.5, norm="BN", impl="efficient", sub_sample=False,
+        zero_init="norm", out_features=None,
+    ):
+        """A built stock ResNet with non-local blocks after ``stages``: the LazyConfig builder.
+
+        Every argument is a plain value, so it can be written in a LazyConfig, and the blocks'
+        channels are read from the ResNet's stages. The defaults are those of ``MODEL.WNLB``, and
+        the modules and checkpoint keys are those of the yacs builder
+        (``backbone.bottom_up.wnlb.res3...``), so the same checkpoints load. In a config::
+
+            model.backbone.bottom_up = L(WNLBResNet.wrap)(
+                resnet=model.backbone.bottom_up, stages=["res3", "res4", "res5"],
+                out_features="${.resnet.out_features}")
+
+        (:func:`wnlb_d2.lazy.with_wnlb_blocks` writes that node.)
+
+        Args:
+            resnet (ResNet): a stock detectron2 ResNet, already frozen as it should be.
+            stages (list[str]): stages after which a block goes (``res2`` ... ``res5``).
+            mode, fusion, norm, impl, sub_sample, zero_init, learnable_weight: as
+                :class:`NonLocalBlock2d` (``MODEL.WNLB.*``).
+            weight_init (float or list[float]): initial w, one value or one per stage.
+            inter_channels_ratio (float): theta/phi/g channels as a fraction of the stage's.
+            out_features (list[str] or None): features returned; None keeps the ResNet's. It is an
+                argument so that FPN's ``in_features="${.bottom_up.out_features}"`` resolves.
+
+        Returns:
+            WNLBResNet: sharing the ResNet's modules (nothing is copied).
+        """
+        if not isinstance(resnet, ResNet) or isinstance(resnet, WNLBResNet):
+            raise TypeError(
+                f"WNLBResNet.wrap(resnet=...) takes a stock detectron2 ResNet, got {type(resnet).__name__}"
+            )
+        blocks = make_wnlb_blocks(
+            stage_channels_of(resnet), stages=stages, mode=mode, fusion=fusion, norm=norm, impl=impl,
+            weight_init=weight_init, inter_channels_ratio=inter_channels_ratio,
+            learnable_weight=learnable_weight, sub_sample=sub_sample, zero_init=zero_init,
+            key=lambda name: f"WNLBResNet.wrap({name}=...)",
+            missing_stage_hint=" (the wrapped ResNet's out_features)",
+        )
+        return cls.from_resnet(resnet, blocks, out_features)
 
     def forward(self, x):
         """
@@ -99,25 +149,116 @@ def wnlb_config_of(cfg):
     return defaults.MODEL.WNLB
 
 
-def _choice(key, value, allowed):
+def _yacs_key(name):
+    """How the yacs builder names an argument in its errors: ``mode`` -> ``MODEL.WNLB.MODE``."""
+    return f"MODEL.WNLB.{name.upper()}"
+
+
+def _named_choice(name, value, allowed):
     if value not in allowed:
-        raise ValueError(f"MODEL.WNLB.{key} = {value!r} is invalid; expected one of {tuple(allowed)}")
+        raise ValueError(f"{name} = {value!r} is invalid; expected one of {tuple(allowed)}")
     return value
 
 
-def _weights_per_stage(value, stages):
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+def _choice(key, value, allowed):
+    """A ``MODEL.WNLB.<key>`` value among ``allowed`` (also used by engine/setup.py's checks)."""
+    return _named_choice(f"MODEL.WNLB.{key}", value, allowed)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_list(value):
+    # A LazyConfig hands lists over as omegaconf ListConfig, a Sequence but not a list.
+    return isinstance(value, abc.Sequence) and not isinstance(value, str)
+
+
+def _weights_per_stage(value, stages, key=_yacs_key):
+    if _is_number(value):
         return [float(value)] * len(stages)
-    if isinstance(value, (list, tuple)):
+    if _is_list(value):
+        value = list(value)
         if len(value) != len(stages):
             raise ValueError(
-                f"MODEL.WNLB.WEIGHT_INIT has {len(value)} values {list(value)} but MODEL.WNLB.STAGES "
+                f"{key('weight_init')} has {len(value)} values {value} but {key('stages')} "
                 f"has {len(stages)} stages {list(stages)}; give one value or one per stage"
             )
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            raise ValueError(f"MODEL.WNLB.WEIGHT_INIT must hold numbers, got {list(value)}")
+        if not all(_is_number(v) for v in value):
+            raise ValueError(f"{key('weight_init')} must hold numbers, got {value}")
         return [float(v) for v in value]
-    raise ValueError(f"MODEL.WNLB.WEIGHT_INIT must be a number or a list of numbers, got {value!r}")
+    raise ValueError(f"{key('weight_init')} must be a number or a list of numbers, got {value!r}")
+
+
+def make_wnlb_blocks(
+    stage_channels, *, stages, mode, fusion, norm, impl, weight_init, inter_channels_ratio,
+    learnable_weight, sub_sample, zero_init, key=_yacs_key, missing_stage_hint="",
+):
+    """Build one non-local block per stage, from plain arguments (the yacs and LazyConfig builders).
+
+    Args:
+        stage_channels (dict[str, int]): channels of each stage the backbone computes.
+        stages (list[str]): stages after which a block goes, e.g. ``["res3", "res4", "res5"]``.
+        mode, fusion, norm, impl, sub_sample, zero_init: as :class:`NonLocalBlock2d`.
+        weight_init (float or list[float]): initial w, one for all stages or one per stage.
+        inter_channels_ratio (float): theta/phi/g channels as a fraction of the stage's.
+        learnable_weight (bool): whether w is learned.
+        key (callable): argument name -> how an error names it (``MODEL.WNLB.MODE``, ``mode``).
+        missing_stage_hint (str): appended to the error about a stage the backbone lacks.
+
+    Returns:
+        dict[str, NonLocalBlock2d]: stage name -> block.
+
+    Raises:
+        ValueError: an argument is not allowed; the message names it and the choices.
+    """
+    if not _is_list(stages):
+        raise ValueError(f"{key('stages')} must be a list of stage names, got {stages!r}")
+    stages = list(stages)
+    for s in stages:
+        _named_choice(f"{key('stages')} entry", s, _STAGE_NAMES)
+        if s not in stage_channels:
+            raise ValueError(
+                f"{key('stages')} contains {s!r}, but this backbone only computes "
+                f"{sorted(stage_channels)}{missing_stage_hint}"
+            )
+    if len(set(stages)) != len(stages):
+        raise ValueError(f"{key('stages')} lists a stage twice: {stages}")
+    mode = _named_choice(key("mode"), mode, NONLOCAL_MODES)
+    fusion = _named_choice(key("fusion"), fusion, NONLOCAL_FUSIONS)
+    norm = _named_choice(key("norm"), norm, NONLOCAL_NORMS)
+    impl = _named_choice(key("impl"), impl, NONLOCAL_IMPLS)
+    ratio = inter_channels_ratio
+    if not _is_number(ratio) or not ratio > 0:
+        raise ValueError(f"{key('inter_channels_ratio')} must be a positive number, got {ratio!r}")
+    weights = _weights_per_stage(weight_init, stages, key)
+    zero_init = _named_choice(key("zero_init"), zero_init, NONLOCAL_ZERO_INITS)
+
+    blocks = {}
+    for stage, w0 in zip(stages, weights):
+        channels = stage_channels[stage]
+        if norm == "GN" and channels % 32:
+            raise ValueError(f"{key('norm')} = 'GN' needs channels divisible by 32; {stage} has {channels}")
+        blocks[stage] = NonLocalBlock2d(
+            channels,
+            inter_channels=max(1, int(round(channels * ratio))),
+            mode=mode,
+            fusion=fusion,
+            weight_init=w0,
+            learnable_weight=bool(learnable_weight),
+            norm=norm,
+            impl=impl,
+            sub_sample=bool(sub_sample),
+            zero_init=zero_init,
+        )
+    if blocks:
+        logger.info(
+            f"Non-local blocks ({mode}, {fusion}, {impl}, norm={norm}) after "
+            + ", ".join(f"{s} (w0={w:g})" for s, w in zip(stages, weights))
+        )
+    else:
+        logger.info(f"{key('stages')} is empty: the backbone is the stock ResNet.")
+    return blocks
 
 
 def build_wnlb_blocks(cfg, stage_channels):
@@ -134,60 +275,34 @@ def build_wnlb_blocks(cfg, stage_channels):
         ValueError: a config value is not allowed; the message names the key and the choices.
     """
     wcfg = wnlb_config_of(cfg)
-    stages = list(wcfg.STAGES)
-    for s in stages:
-        _choice("STAGES entry", s, _STAGE_NAMES)
-        if s not in stage_channels:
-            raise ValueError(
-                f"MODEL.WNLB.STAGES contains {s!r}, but this backbone only computes "
-                f"{sorted(stage_channels)} (MODEL.RESNETS.OUT_FEATURES = "
-                f"{list(cfg.MODEL.RESNETS.OUT_FEATURES)}; in C4 models res5 belongs to the ROI head)"
-            )
-    if len(set(stages)) != len(stages):
-        raise ValueError(f"MODEL.WNLB.STAGES lists a stage twice: {stages}")
-    mode = _choice("MODE", wcfg.MODE, NONLOCAL_MODES)
-    fusion = _choice("FUSION", wcfg.FUSION, NONLOCAL_FUSIONS)
-    norm = _choice("NORM", wcfg.NORM, NONLOCAL_NORMS)
-    impl = _choice("IMPL", wcfg.IMPL, NONLOCAL_IMPLS)
-    ratio = wcfg.INTER_CHANNELS_RATIO
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
-        raise ValueError(f"MODEL.WNLB.INTER_CHANNELS_RATIO must be a positive number, got {ratio!r}")
-    weights = _weights_per_stage(wcfg.WEIGHT_INIT, stages)
-    sub_sample = bool(wcfg.get("SUB_SAMPLE", False))
-    zero_init = _choice("ZERO_INIT", wcfg.get("ZERO_INIT", "norm"), NONLOCAL_ZERO_INITS)
-
-    blocks = {}
-    for stage, weight_init in zip(stages, weights):
-        channels = stage_channels[stage]
-        if norm == "GN" and channels % 32:
-            raise ValueError(f"MODEL.WNLB.NORM = 'GN' needs channels divisible by 32; {stage} has {channels}")
-        blocks[stage] = NonLocalBlock2d(
-            channels,
-            inter_channels=max(1, int(round(channels * ratio))),
-            mode=mode,
-            fusion=fusion,
-            weight_init=weight_init,
-            learnable_weight=bool(wcfg.LEARNABLE_WEIGHT),
-            norm=norm,
-            impl=impl,
-            sub_sample=sub_sample,
-            zero_init=zero_init,
-        )
-    if blocks:
-        logger.info(
-            f"Non-local blocks ({mode}, {fusion}, {impl}, norm={norm}) after "
-            + ", ".join(f"{s} (w0={w:g})" for s, w in zip(stages, weights))
-        )
-    else:
-        logger.info("MODEL.WNLB.STAGES is empty: the backbone is the stock ResNet.")
-    return blocks
+    return make_wnlb_blocks(
+        stage_channels,
+        stages=list(wcfg.STAGES),
+        mode=wcfg.MODE,
+        fusion=wcfg.FUSION,
+        norm=wcfg.NORM,
+        impl=wcfg.IMPL,
+        weight_init=wcfg.WEIGHT_INIT,
+        inter_channels_ratio=wcfg.INTER_CHANNELS_RATIO,
+        learnable_weight=wcfg.LEARNABLE_WEIGHT,
+        sub_sample=wcfg.get("SUB_SAMPLE", False),
+        zero_init=wcfg.get("ZERO_INIT", "norm"),
+        missing_stage_hint=(
+            f" (MODEL.RESNETS.OUT_FEATURES = {list(cfg.MODEL.RESNETS.OUT_FEATURES)}; "
+            "in C4 models res5 belongs to the ROI head)"
+        ),
+    )
 
 
 def build_wnlb_bottom_up(cfg, input_shape):
     """Build the stock ResNet from ``cfg`` and add the non-local blocks of ``MODEL.WNLB``."""
     resnet = build_resnet_backbone(cfg, input_shape)
-    stage_channels = {name: stage[-1].out_channels for name, stage in zip(resnet.stage_names, resnet.stages)}
-    return WNLBResNet.from_resnet(resnet, build_wnlb_blocks(cfg, stage_channels))
+    return WNLBResNet.from_resnet(resnet, build_wnlb_blocks(cfg, stage_channels_of(resnet)))
+
+
+def stage_channels_of(resnet):
+    """Output channels of each stage a built ResNet computes: ``{"res2": 256, ..., "res5": 2048}``."""
+    return {name: stage[-1].out_channels for name, stage in zip(resnet.stage_names, resnet.stages)}
 
 
 @BACKBONE_REGISTRY.register()
