@@ -28,4 +28,9 @@ setup(
         "setuptools<81",
     ],
     extras_require={"test": ["pytest"], "yolo": ["ultralytics>=8.4,<8.5"]},  # yolo: AGPL-3.0, see README
+    entry_points={
+        "console_scripts": [
+            "wnlb-yolo = wnlb_d2.yolo.cli:main",  # Ultralytics' `yolo` with the blocks registered (needs [yolo])
+        ],
+    },
 )

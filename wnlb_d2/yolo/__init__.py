@@ -12,7 +12,16 @@ core package imports it; only this subpackage does. Importing it
 
 Entry points: :func:`insert_nonlocal_blocks` (model YAMLs), :func:`export_yolo_dataset`
 (detectron2 dataset -> Ultralytics layout), :func:`train_yolo_row` and :func:`evaluate_yolo`
-(COCO metrics dicts like detectron2's ``COCOEvaluator``).
+(COCO metrics dicts like detectron2's ``COCOEvaluator``); the ``wnlb-yolo`` command
+(:mod:`wnlb_d2.yolo.cli`: Ultralytics' ``yolo`` with the block registered) and
+:func:`wnlb_d2.yolo.export.export_difference` (an exported file against the eager model).
+
+Example (from the repository's root; ``tests/test_yolo_cli.py`` runs these lines as written)::
+
+    import wnlb_d2.yolo
+    from ultralytics import YOLO
+    model = YOLO("configs/yolo/yolov8n-seg-wnlb.yaml")
+    results = model("path/to/image.jpg")
 """
 
 from .env import configure_ultralytics_env, disable_telemetry, restore_pil_open

@@ -1,0 +1,131 @@
+"""``wnlb-yolo``: Ultralytics' ``yolo`` command, with this project's non-local blocks known.
+
+Ultralytics' own ``yolo`` command never imports ``wnlb_d2``, so a model YAML that names
+:class:`~wnlb_d2.yolo.modules.YOLONonLocalBlock2d` fails there with
+``KeyError: 'YOLONonLocalBlock2d'``. This command imports :mod:`wnlb_d2.yolo` first (which
+registers the block and sets the offline defaults) and then hands its arguments unchanged to
+Ultralytics' entry point (``ultralytics.cfg.entrypoint``), so every ``yolo`` argument works::
+
+    wnlb-yolo train model=configs/yolo/yolov8n-seg-wnlb.yaml data=my-data.yaml epochs=10 imgsz=640
+    wnlb-yolo val model=runs/segment/train/weights/best.pt data=my-data.yaml
+    wnlb-yolo predict model=runs/segment/train/weights/best.pt source=image.jpg
+    wnlb-yolo export model=runs/segment/train/weights/best.pt format=onnx dynamic=True
+    python -m wnlb_d2.yolo.cli train ...   # the same, without the console script
+
+Before Ultralytics runs, a ``model=`` argument is checked so that a mistake ends in one line
+(``wnlb-yolo: error: ...``, exit status 1) instead of a traceback or a download attempt: a model
+YAML must read and name only known modules, a weights file must exist locally (Ultralytics would
+look a missing ``*.pt`` up on GitHub). Ultralytics' own argument errors (an unknown key, a bad
+mode) and any OSError end the same way.
+"""
+
+import logging
+import os
+import sys
+
+__all__ = ["PROG", "model_argument", "check_model_argument", "run", "main"]
+
+logger = logging.getLogger(__name__)
+
+#: The command's name, in its messages.
+PROG = "wnlb-yolo"
+
+
+def model_argument(args):
+    """The value of the ``model=`` argument among ``yolo``-style arguments, or None.
+
+    Args:
+        args (list[str]): the arguments after the command name (``["train", "model=x.yaml", ...]``),
+            split as Ultralytics splits them (``model = x.yaml`` is ``model=x.yaml``).
+
+    Returns:
+        str or None
+    """
+    from ultralytics.cfg import merge_equals_args
+
+    for arg in merge_equals_args(list(args)):
+        arg = arg[2:] if arg.startswith("--") else arg
+        key, sep, value = arg.partition("=")
+        if sep and key.strip() == "model":
+            return value.strip()
+    return None
+
+
+def check_model_argument(model):
+    """Refuse a ``model=`` value Ultralytics would fail on deep inside, or try to download.
+
+    Args:
+        model (str or None): the value (None: no ``model=`` argument, nothing to check).
+
+    Raises:
+        ValueError: a model YAML that cannot be read or names an unknown module (the message
+            names the file and the row), an empty weights file.
+        FileNotFoundError: a weights path that names no local file.
+    """
+    if not model:
+        return
+    if "://" in model:  # a URL: Ultralytics' own business (it refuses downloads offline)
+        return
+    if model.lower().endswith((".yaml", ".yml")):
+        from .model_yaml import read_model_yaml
+
+        read_model_yaml(model)
+    elif not os.path.isdir(model):  # exported models may be folders (OpenVINO, saved_model ...)
+        from .weights import check_weights_file
+
+        check_weights_file(model, "model")
+
+
+def run(args):
+    """Import :mod:`wnlb_d2.yolo`, check ``model=``, then run Ultralytics' entry point on ``args``.
+
+    Args:
+        args (list[str]): ``yolo``'s arguments, without the command name.
+    """
+    import wnlb_d2.yolo  # noqa: F401  (first: the block's registration, the offline defaults)
+    from ultralytics import cfg
+
+    check_model_argument(model_argument(args))
+    # entrypoint() reads the module-level ARGV (sys.argv when ultralytics was imported); setting
+    # it keeps each argument whole (its debug string would be split at every space of a path).
+    saved = cfg.ARGV
+    cfg.ARGV = [PROG, *args]
+    try:
+        cfg.entrypoint()
+    finally:
+        cfg.ARGV = saved
+
+
+def _first_line(e):
+    """The first non-empty line of an error's message (Ultralytics appends its whole CLI help)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def main(argv=None):
+    """The ``wnlb-yolo`` console script.
+
+    Args:
+        argv (list[str] or None): the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        int: 0; errors of the arguments or the files end the process through ``sys.exit`` with
+        one line and status 1.
+    """
+    from ..utils.io import os_error_message
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        run(args)
+    except OSError as e:
+        logger.debug("wnlb-yolo failed", exc_info=True)
+        message = str(e) if isinstance(e, FileNotFoundError) and e.filename is None else os_error_message(e)
+        sys.exit(f"{PROG}: error: {message}")
+    except (SyntaxError, ValueError) as e:  # Ultralytics' argument errors, this module's checks
+        logger.debug("wnlb-yolo failed", exc_info=True)
+        sys.exit(f"{PROG}: error: {_first_line(e)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
