@@ -234,3 +234,31 @@ def test_detectron2_lazyconfig_train_net_trains_a_shipped_config(demo_root, tmp_
     saved = torch.load(tmp_path / "out" / "model_final.pth", map_location="cpu", weights_only=False)["model"]
     yacs = {f"backbone.{k}" for k in _yacs_wnlb_backbone(STAGES).state_dict() if is_wnlb_key(k)}
     assert {k for k in saved if is_wnlb_key(k)} == yacs
+
+
+def test_saved_config_yaml_loads_back_to_the_same_model(tmp_path):
+    """lazyconfig_train_net.py saves config.yaml (default_setup): the wrap target must round-trip."""
+    cfg = LazyConfig.load(os.path.join(LAZY_DIR, "mask_rcnn_R_50_FPN_3x_wnlb.py"))
+    LazyConfig.save(cfg, str(tmp_path / "config.yaml"))
+    loaded = LazyConfig.load(str(tmp_path / "config.yaml"))
+    assert isinstance(loaded.model.backbone.bottom_up._target_, str)  # written as a dotted name
+    backbone = instantiate(loaded.model.backbone)
+    assert isinstance(backbone.bottom_up, WNLBResNet)
+    assert list(backbone.state_dict()) == list(_yacs_wnlb_backbone(STAGES).state_dict())
+
+
+def test_shipped_solov2_wnlb_config_trains(demo_root, tmp_path):
+    cfg = LazyConfig.load(os.path.join(LAZY_DIR, "solov2_R_50_FPN_3x_wnlb.py"))
+    cfg.train.update(device="cpu", max_iter=2)
+    cfg.dataloader.train.dataset.names = "tiny_demo_train"
+    cfg.dataloader.train.mapper.augmentations = [L(T.ResizeShortestEdge)(short_edge_length=64, max_size=64)]
+    cfg.dataloader.train.update(total_batch_size=2, num_workers=0)
+    cfg.model.num_classes = len(MetadataCatalog.get("tiny_demo_train").thing_classes)
+    model = instantiate(cfg.model)
+    cfg.optimizer.params.model = model
+    trainer = SimpleTrainer(model, instantiate(cfg.dataloader.train), instantiate(cfg.optimizer))
+    trainer.register_hooks([WNLBWeightLogger(), hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier))])
+    trainer.train(0, cfg.train.max_iter)
+    history = trainer.storage.histories()
+    assert {"loss_cate", "loss_mask"} <= set(history)
+    assert all(len(history[f"wnlb/w_{s}"].values()) == 2 for s in STAGES)

@@ -54,9 +54,9 @@ lr_multiplier = L(WarmupParamScheduler)(
     scheduler=L(MultiStepParamScheduler)(
         values=[1.0, 0.1, 0.01],
         milestones=[210000, 250000],
-        num_updates="${train.max_iter}",
+        num_updates=train.max_iter,
     ),
-    warmup_length=1000 / 270000,
+    warmup_length=1000 / train.max_iter,
     warmup_method="linear",
     warmup_factor=0.01,
 )
