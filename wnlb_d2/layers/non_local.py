@@ -1,12 +1,16 @@
 """The (weighted) non-local block: a non-local means operation over a feature map."""
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from detectron2.layers import Conv2d, FrozenBatchNorm2d, get_norm
 
-from .nonlocal_ops import NONLOCAL_IMPLS, NONLOCAL_MODES, SOFTMAX_KERNELS, concat_aggregate, nonlocal_aggregate
+from .nonlocal_ops import (
+    NONLOCAL_IMPLS, NONLOCAL_MODES, SOFTMAX_KERNELS, concat_aggregate, export_aggregate, is_exporting, nonlocal_aggregate,
+)
 
 __all__ = ["NonLocalBlock2d", "NONLOCAL_FUSIONS", "NONLOCAL_NORMS", "NONLOCAL_ZERO_INITS"]
 
@@ -62,6 +66,8 @@ def weighted_fusion(x, wy, w):
     computed in their promoted dtype, as ``x + wy`` of the residual fusion is.
     """
     dtype = torch.promote_types(x.dtype, wy.dtype)
+    if is_exporting():  # an autograd Function does not trace, script or export; lerp does
+        return torch.lerp(x.to(dtype), wy.to(dtype), w.to(dtype))
     return _WeightedFusion.apply(x.to(dtype), wy.to(dtype), w)
 
 
@@ -270,6 +276,16 @@ class NonLocalBlock2d(nn.Module):
         Returns:
             Tensor: ``z``, shape ``(B, C, H, W)``.
         """
+        if torch.jit.is_scripting():  # resolved while compiling: the eager path is never compiled
+            return self._forward_export(x)
+        else:
+            return self._forward_eager(x)
+
+    @torch.jit.unused
+    def _forward_eager(self, x):
+        """:meth:`forward` outside TorchScript: the export path while traced or exported, else the kernels."""
+        if is_exporting():
+            return self._forward_export(x)
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"NonLocalBlock2d expects a feature map of shape (B, {self.in_channels}, H, W), "
@@ -288,3 +304,29 @@ class NonLocalBlock2d(nn.Module):
         if self.fusion == "residual":
             return x + wy
         return weighted_fusion(x, wy, self.fusion_weight)
+
+
+    def _forward_export(self, x):
+        """:meth:`forward` as plain tensor operations, for tracing, scripting and export.
+
+        The same ``z`` as the efficient and reference paths (up to float rounding): separate
+        1x1 convs, :func:`~wnlb_d2.layers.nonlocal_ops.export_aggregate` and ``torch.lerp``. No
+        choice here depends on the input's size or values, so a trace made at one size is
+        exact at every other.
+        """
+        g = self._flatten(self._pool(self.g(x)))
+        # hasattr, not the mode: TorchScript compiles only the branch for the submodules present.
+        if hasattr(self, "theta"):
+            theta, phi = self._flatten(self.theta(x)), self._flatten(self._pool(self.phi(x)))
+        else:  # the Gaussian: x itself
+            theta, phi = self._flatten(x), self._flatten(self._pool(x))
+        concat_weight: Optional[torch.Tensor] = None
+        if hasattr(self, "concat_project"):
+            concat_weight = self.concat_project.weight
+        y = export_aggregate(theta, phi, g, self.mode, concat_weight)
+        y = y.transpose(1, 2).reshape(x.shape[0], self.inter_channels, x.shape[2], x.shape[3])
+        wy = self.w_z(y)
+        if self.fusion == "residual":
+            return x + wy
+        dtype = torch.promote_types(x.dtype, wy.dtype)
+        return torch.lerp(x.to(dtype), wy.to(dtype), self.fusion_weight.to(dtype))

@@ -27,18 +27,36 @@ Shapes everywhere: theta ``(B, N, Cq)`` (queries), phi ``(B, M, Cq)`` (keys), g 
 
 import math
 import warnings
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "NONLOCAL_MODES", "NONLOCAL_IMPLS", "SOFTMAX_KERNELS", "concat_aggregate", "nonlocal_aggregate", "softmax_attention",
+    "NONLOCAL_MODES", "NONLOCAL_IMPLS", "SOFTMAX_KERNELS", "concat_aggregate", "export_aggregate", "is_exporting",
+    "nonlocal_aggregate", "softmax_attention",
 ]
 
 #: Pairwise functions, spelled as in the config (``MODEL.WNLB.MODE``).
 NONLOCAL_MODES = ("embedded", "gaussian", "dot", "concatenate")
 #: Implementations, spelled as in the config (``MODEL.WNLB.IMPL``).
 NONLOCAL_IMPLS = ("efficient", "reference")
+
+
+def is_exporting():
+    """Whether this code is being traced, scripted or exported rather than run eagerly.
+
+    True under ``torch.jit.trace`` / ``torch.jit.script``, ``torch.export`` (and so the dynamo
+    ONNX exporter) and ``torch.onnx.export``. The efficient kernels are autograd Functions that
+    branch in Python on sizes and free memory, fill preallocated buffers in place and keep a
+    process-wide cache: a trace records one input's choices, and the TorchScript-based ONNX
+    exporter drops the in-place updates of buffer views inside an inlined Function (the Gaussian
+    block's symmetric kernel then exported ``0 / 0``: NaN for every input). While exporting, the
+    block runs :func:`export_aggregate` instead.
+    """
+    if torch.jit.is_scripting():
+        return True
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting())
 
 
 def _softmax_reference(theta, phi, g):
@@ -421,6 +439,8 @@ def softmax_attention(theta, phi, g, *, kernel="auto", tile_rows=None, keep_byte
     """
     if kernel not in SOFTMAX_KERNELS:
         raise ValueError(f"Unknown softmax kernel {kernel!r}; expected one of {SOFTMAX_KERNELS}")
+    if is_exporting():  # the kernels below are autograd Functions: see is_exporting
+        return _softmax_reference(theta, phi, g)
     if kernel in ("auto", "symmetric") and phi is theta:
         if tile_rows is None:
             tile_rows = SYMMETRIC_TILE_ROWS if theta.device.type == "cpu" else SYMMETRIC_TILE_ROWS_GPU
@@ -506,6 +526,39 @@ def _concat_efficient(theta, phi, g, concat_weight):
     return concat_aggregate(s, t, g)
 
 
+def export_aggregate(theta, phi, g, mode: str, concat_weight: Optional[torch.Tensor]):
+    """``y`` of :func:`nonlocal_aggregate` as plain tensor operations that trace, script and export.
+
+    No autograd Function, no branch on tensor values, sizes or memory, no cache: the reference
+    formulas (the N x M matrix; the dot product's O(N C^2) form), with torch's softmax, which subtracts each row's maximum
+    before ``exp`` as the efficient kernels do (an exported ``exp`` without it overflows). The
+    concatenation's sort-and-search kernel is replaced by its ``ReLU(s_i + t_j)`` matrix.
+
+    Args:
+        theta (Tensor): queries ``(B, N, Cq)``.
+        phi (Tensor): keys ``(B, M, Cq)``.
+        g (Tensor): values ``(B, M, Cv)``.
+        mode (str): one of :data:`NONLOCAL_MODES`.
+        concat_weight (Tensor or None): ``[a, b]`` of "concatenate" (``2 * Cq`` values).
+
+    Returns:
+        Tensor: ``y``, ``(B, N, Cv)``.
+    """
+    if mode == "dot":
+        return _dot_efficient(theta, phi, g)  # plain matmuls already: the eager arithmetic
+    if mode == "concatenate":
+        if concat_weight is None:
+            raise ValueError("mode 'concatenate' needs concat_weight")
+        # (Cq, 2) matrix products, not matrix-vector ones: onnxruntime 1.32's graph optimisations
+        # fold the transposed view theta into a MatMul with a 1-D operand wrongly (s off by 5).
+        ab = concat_weight.reshape(2, -1).t()  # columns a, b
+        s = torch.bmm(theta, ab[:, :1].expand(theta.shape[0], -1, -1)).squeeze(2)  # (B, N)
+        t = torch.bmm(phi, ab[:, 1:].expand(phi.shape[0], -1, -1)).squeeze(2)  # (B, M)
+        affinity = F.relu(s.unsqueeze(2) + t.unsqueeze(1)) / phi.shape[1]
+        return torch.bmm(affinity, g)
+    return torch.bmm(torch.softmax(torch.bmm(theta, phi.transpose(1, 2)), dim=-1), g)
+
+
 def nonlocal_aggregate(theta, phi, g, *, mode, impl="efficient", concat_weight=None, softmax_kernel="auto"):
     """Compute ``y_i = sum_j f(theta_i, phi_j) g_j / C`` for one pairwise function.
 
@@ -529,6 +582,8 @@ def nonlocal_aggregate(theta, phi, g, *, mode, impl="efficient", concat_weight=N
         raise ValueError(f"Unknown non-local mode {mode!r}; expected one of {NONLOCAL_MODES}")
     if impl not in NONLOCAL_IMPLS:
         raise ValueError(f"Unknown non-local impl {impl!r}; expected one of {NONLOCAL_IMPLS}")
+    if is_exporting():
+        return export_aggregate(theta, phi, g, mode, concat_weight)
     efficient = impl == "efficient"
     if mode in ("embedded", "gaussian"):
         if efficient:
