@@ -31,8 +31,8 @@ from detectron2.solver.build import get_default_optimizer_params, reduce_param_g
 
 from .engine.hooks import WNLBWeightLogger
 from .modeling.backbone.wnlb_resnet import WNLBResNet
-from .naming import FUSION_WEIGHT, is_fusion_weight_key, is_wnlb_key
-from .utils.optim import group_by_lr_factor
+from .naming import FUSION_WEIGHT
+from .utils.optim import scale_block_lrs
 
 __all__ = ["WNLBResNet", "WNLBWeightLogger", "with_wnlb_blocks", "wnlb_param_groups"]
 
@@ -94,19 +94,10 @@ def wnlb_param_groups(
     if wnlb_weight_decay is not None:
         overrides[FUSION_WEIGHT] = {"weight_decay": float(wnlb_weight_decay), **overrides.get(FUSION_WEIGHT, {})}
     groups = get_default_optimizer_params(model, base_lr=base_lr, overrides=overrides, **kwargs)
-    if wnlb_lr_factor == 1.0 and wnlb_weight_lr_factor == 1.0:
-        return groups
-    if base_lr is None:
+    if (wnlb_lr_factor != 1.0 or wnlb_weight_lr_factor != 1.0) and base_lr is None:
         raise ValueError(
             f"wnlb_param_groups(wnlb_lr_factor={wnlb_lr_factor}, wnlb_weight_lr_factor={wnlb_weight_lr_factor}) "
             "needs base_lr (in a LazyConfig: base_lr='${..lr}')"
         )
-    factors = {}
-    for name, p in model.named_parameters():
-        if is_wnlb_key(name):
-            factors[id(p)] = wnlb_lr_factor * (wnlb_weight_lr_factor if is_fusion_weight_key(name) else 1.0)
-    scaled = []
-    for group in groups:
-        for factor, params in group_by_lr_factor(group["params"], factors).items():
-            scaled.append({**group, "params": params, "lr": group["lr"] * factor})
+    scaled = scale_block_lrs(groups, model, wnlb_lr_factor, wnlb_weight_lr_factor, base_lr=base_lr)
     return reduce_param_groups(scaled)

@@ -23,8 +23,7 @@ from detectron2.utils.events import EventWriter
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import WNLBCheckpointer, remove_stale_temporaries
-from ..naming import is_fusion_weight_key, is_wnlb_key
-from ..utils.optim import group_by_lr_factor
+from ..utils.optim import scale_block_lrs
 from .evaluation import build_coco_evaluator
 from .finetune import apply_finetune_policy
 from ..utils.io import writing
@@ -121,20 +120,7 @@ def optimizer_param_groups(cfg, model, wnlb_lr_factor=1.0, wnlb_weight_lr_factor
         bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
     )
-    if wnlb_lr_factor == 1.0 and wnlb_weight_lr_factor == 1.0:
-        return groups
-    factors = {}
-    for n, p in model.named_parameters():
-        if is_wnlb_key(n):
-            factors[id(p)] = wnlb_lr_factor * (wnlb_weight_lr_factor if is_fusion_weight_key(n) else 1.0)
-    out = []
-    for group in groups:
-        for factor, params in group_by_lr_factor(group["params"], factors).items():
-            if factor == 1.0:
-                out.append({**group, "params": params})
-            else:
-                out.append({**group, "params": params, "lr": group.get("lr", cfg.SOLVER.BASE_LR) * factor})
-    return out
+    return scale_block_lrs(groups, model, wnlb_lr_factor, wnlb_weight_lr_factor, base_lr=cfg.SOLVER.BASE_LR)
 
 
 def _torch_write_failure(e):
