@@ -88,9 +88,6 @@ def test_train_through_wnlb_yolo_and_load_the_weights_in_a_fresh_process(trained
     assert "all" in out.stdout + out.stderr  # Ultralytics' per-class table: the 'all' row
 
 
-# Until the block has a traceable path (issue 23, part 1), Ultralytics' exporter fails in it.
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="NonLocalBlock2d export path (issue 23 part 1) not committed yet")
 def test_export_and_predict_through_wnlb_yolo(trained):
     root, best, image = trained
     _run(["-m", "wnlb_d2.yolo.cli", "export", f"model={best}", "format=torchscript", "imgsz=64"], cwd=str(root))

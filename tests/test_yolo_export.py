@@ -30,10 +30,6 @@ FUSIONS = ("weighted", "residual")
 EXPORT_SIZE = 64
 TOLERANCE = 1e-4
 
-# Until the block has a traceable path (issue 23, part 1), exporting fails in it:
-# "tile_rows must be a positive int, got tensor(...)" while tracing.
-BLOCK_EXPORT = pytest.mark.xfail(strict=True, raises=(ValueError, RuntimeError, AssertionError),
-                                 reason="NonLocalBlock2d export path (issue 23 part 1) not committed yet")
 
 
 def _model_yaml(tmp_path, mode, fusion):
@@ -72,7 +68,6 @@ def _model_with_active_blocks(path):
     return model
 
 
-@BLOCK_EXPORT
 @pytest.mark.parametrize("fusion", FUSIONS)
 @pytest.mark.parametrize("mode", MODES)
 def test_torchscript_export_equals_eager(tmp_path, monkeypatch, mode, fusion):
@@ -87,7 +82,6 @@ def test_torchscript_export_equals_eager(tmp_path, monkeypatch, mode, fusion):
     assert max(diff.values()) <= TOLERANCE, diff
 
 
-@BLOCK_EXPORT
 @pytest.mark.parametrize("fusion", FUSIONS)
 @pytest.mark.parametrize("mode", MODES)
 def test_onnx_dynamic_export_equals_eager_on_other_sizes(tmp_path, monkeypatch, mode, fusion):
