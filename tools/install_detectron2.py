@@ -43,7 +43,7 @@ import tempfile
 SDIST_REQUIREMENT = "pb1-detectron2==0.6"
 #: detectron2's own repository: what ``--source`` builds by default in ``make test-d2main``.
 GIT_SOURCE = "git+https://github.com/facebookresearch/detectron2.git"
-TOOLS = os.path.dirname(os.path.abspath(__file__))
+TOOLS = os.path.dirname(os.path.realpath(__file__))  # realpath: also when run through a link to tools/
 STANDIN = os.path.join(TOOLS, "detectron2_c_standin.py")
 IO_MODULE = os.path.join(os.path.dirname(TOOLS), "wnlb_d2", "utils", "io.py")
 # How long `git ls-remote` may take to say whether the repository answers.
