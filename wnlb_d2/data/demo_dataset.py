@@ -5,8 +5,8 @@ ranges, exact polygon masks) packaged as a COCO-format dataset in a normal-light
 low-light version. The low-light images are rendered by :func:`wnlb_d2.data.prepare.prepare_lowlight`,
 seeded per image from :func:`~wnlb_d2.data.synthesis.eval_rng` and the image id, exactly as
 ``datasets/prepare_lowlight_coco.py`` renders COCO and as the on-the-fly evaluation
-degradation does. Small enough that Mask R-CNN learns it on a 2-core CPU in minutes (the README
-has the measurements).
+degradation does. Small enough that Mask R-CNN learns it on a 2-core CPU in minutes (the
+measurements are in docs/results.md).
 
 Classes (COCO category ids 1-6): circle, square, triangle, star, cross, ellipse.
 
