@@ -13,7 +13,7 @@ per model and the ratio to the plain model of the same round-robin.
 CPU time with ``--threads 1`` is what to compare on a shared machine: other processes change
 the wall time a lot and the CPU time of a single thread much less.
 
-Example (the README's table)::
+Example (the table of docs/results.md, "Cost: YOLOv8")::
 
     python tools/benchmark_yolo.py --models yolov8n-seg yolov8m-seg --sizes 640 128 --threads 1 \\
         --repeats 3 --json output/bench_yolo.json

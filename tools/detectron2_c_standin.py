@@ -34,6 +34,6 @@ def __getattr__(name):
         f"detectron2._C.{name} is a compiled detectron2 operator, but this detectron2 was "
         "installed as pure Python without its C++/CUDA extension. Operators that need it: "
         "deformable conv, rotated boxes, and COCOEvaluator(use_fast_impl=True). Build "
-        "detectron2 from source (see README 'Install with CUDA') or avoid these operators "
+        "detectron2 from source (see docs/install.md, 'With CUDA and detectron2 built from source') or avoid these operators "
         "(e.g. COCOEvaluator(..., use_fast_impl=False))."
     )

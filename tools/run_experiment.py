@@ -38,7 +38,7 @@ SEVERITIES = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25]
 
 #: Per detector, the demo model and its training lengths; the presets scale them.
 DETECTOR_DEMOS = {
-    # w's own learning rate x100: the blocks leave the identity saddle within 80 iterations (README,
+    # w's own learning rate x100: the blocks leave the identity saddle within 80 iterations (docs/blocks.md,
     # "Blocks that learn"); every other parameter, and the nlb / finetuned rows, are unchanged.
     "maskrcnn": dict(config_file="configs/demo/Base-Demo-R18-FPN.yaml", pretrain_iters=800, finetune_iters=80,
                      finetune_lr=2e-4, wnlb_weight_lr_factor=100.0),
@@ -46,7 +46,7 @@ DETECTOR_DEMOS = {
                    finetune_lr=2e-4, wnlb_weight_lr_factor=100.0),
     # yolov8n-seg at 128 px, batch 16 (25 steps an epoch on the 400 demo images): 375 iterations =
     # 15 epochs from scratch, 125 = 5 fine-tuning epochs at AdamW lr 1e-3 (what learned in the
-    # hand-run, README "YOLOv8"); mosaic off for the last 3 epochs; w's lr x100 as for the other
+    # hand-run, docs/yolov8.md); mosaic off for the last 3 epochs; w's lr x100 as for the other
     # families (at x1 |w| stayed under 0.013). opts: Ultralytics arguments, before those of the
     # command line (which win).
     "yolov8": dict(config_file="yolov8n-seg.yaml", pretrain_iters=375, finetune_iters=125, finetune_lr=1e-3,

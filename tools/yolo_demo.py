@@ -1,6 +1,6 @@
 """YOLOv8-seg on the embedded demo dataset: train, then score with pycocotools.
 
-Needs the optional extra (``pip install -e '.[yolo]'``; Ultralytics is AGPL-3.0, see README).
+Needs the optional extra (``pip install -e '.[yolo]'``; Ultralytics is AGPL-3.0, see docs/yolov8.md).
 Normal light, from scratch (7 minutes on 2 CPU cores: segm AP about 30 on the normal-light val
 images), then a low-light fine-tune of the wNLB model from those weights::
 

@@ -109,7 +109,7 @@ def add_training_config(cfg):
     # identity; a factor > 1 lets them move further in a short fine-tune.
     _C.SOLVER.WNLB_LR_FACTOR = 1.0
     # Extra learning-rate factor of the blocks' fusion weights w alone, on top of
-    # WNLB_LR_FACTOR (1.0: like the other block parameters). See the README's "blocks that learn".
+    # WNLB_LR_FACTOR (1.0: like the other block parameters). See docs/blocks.md, "Blocks that learn".
     _C.SOLVER.WNLB_WEIGHT_LR_FACTOR = 1.0
     # Image-level bootstrap samples of each COCOEvaluator AP (an interval for the evaluation
     # noise of one run, from the matches COCOeval computed: no re-inference); 0: off.

@@ -10,7 +10,7 @@ Steps, in order (everything that can fail on bad input is checked before the fir
 4. every row at every severity level (evaluation only);
 5. summaries, paired differences with 95 % intervals, ``results.json`` and ``results.md``.
 
-``results.json`` layout (see the README): per-row entries (COCOEvaluator's results; for
+``results.json`` layout (see docs/experiments.md): per-row entries (COCOEvaluator's results; for
 fine-tuning rows the mean over seeds), ``runs``, ``summary``, ``paired``, ``severity``,
 ``severity_levels`` and ``meta``.
 """

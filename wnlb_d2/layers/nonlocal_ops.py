@@ -70,7 +70,7 @@ TILE_BYTES = 32 * 2**20
 #: Bytes of probability tiles that forward may keep for backward instead of recomputing them
 #: there. Maps up to res4 of an 800x1333 image (4,200 positions: 67 MiB of probabilities) are
 #: kept whole, so backward does the reference's arithmetic, which beats the fused kernel's
-#: recomputation there (README, "Benchmark: one block"); larger ones keep their first tiles and
+#: recomputation there (docs/results.md, "Cost: one block"); larger ones keep their first tiles and
 #: recompute the rest.
 KEEP_BYTES = 80 * 2**20
 
@@ -420,7 +420,7 @@ def softmax_attention(theta, phi, g, *, kernel="auto", tile_rows=None, keep_byte
     faster at every stage), otherwise "tiled" when the widths differ (the fused kernels would
     need zero-padding, i.e. up to twice the work) or when all probabilities fit in
     ``keep_bytes`` (then "tiled" does exactly the reference's arithmetic, without
-    recomputation), and "fused" otherwise, which was measured faster there (README, "How the
+    recomputation), and "fused" otherwise, which was measured faster there (docs/blocks.md, "How the
     efficient blocks work"). "symmetric" falls back to "tiled" for distinct keys, "fused" to
     "tiled" where the fused kernels refuse (dtype, device, width).
 
