@@ -1,7 +1,7 @@
 """wnlb_d2: weighted non-local blocks for low-light instance segmentation in Detectron2.
 
 detectron2 itself is not declared as a dependency: it is not on PyPI. Install it from source
-(with CUDA) or with ``tools/install_detectron2.py`` (pure Python, CPU); see README.
+(with CUDA) or with ``tools/install_detectron2.py`` (pure Python, CPU); see docs/install.md.
 ``setuptools<81`` is declared because detectron2's model zoo (v0.6 and main) imports
 ``pkg_resources``, which setuptools 81 removed (detectron2 issue #5494): without it no
 ``model_zoo://`` config resolves.
@@ -27,7 +27,7 @@ setup(
         "tqdm",
         "setuptools<81",
     ],
-    extras_require={"test": ["pytest"], "yolo": ["ultralytics>=8.4,<8.5"]},  # yolo: AGPL-3.0, see README
+    extras_require={"test": ["pytest", "onnx==1.23.2", "onnxruntime==1.32.0", "onnxscript==0.7.2"], "yolo": ["ultralytics>=8.4,<8.5"]},  # yolo: AGPL-3.0, see docs/yolov8.md
     entry_points={
         "console_scripts": [
             "wnlb-yolo = wnlb_d2.yolo.cli:main",  # Ultralytics' `yolo` with the blocks registered (needs [yolo])

@@ -234,6 +234,17 @@ class SOLOv2(nn.Module):
 
     def inference(self, cate_logits, kernels, mask_features, images, batched_inputs):
         """Per image: candidates, maskness rescoring, Matrix NMS, masks at the output size."""
+        from ...layers.nonlocal_ops import is_exporting
+
+        if is_exporting():
+            # A trace would record one image's Python branches (no candidate -> empty result,
+            # the chunk loop over candidates) and replay them for every image: wrong, no error.
+            raise RuntimeError(
+                "SOLOv2 cannot be traced, scripted or exported: its inference "
+                "(solov2_inference_single_image) branches in Python on the number of candidate "
+                "cells, so an exported model would keep the tracing image's detections; export "
+                "a Mask R-CNN, or run SOLOv2 eagerly"
+            )
         cate = self._flatten([point_nms(c.sigmoid()) for c in cate_logits])
         kernels = self._flatten(kernels)
         strides = torch.cat([
