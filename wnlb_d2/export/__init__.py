@@ -61,6 +61,12 @@ class FlatDetector(nn.Module):
         return instances.pred_boxes.tensor, instances.scores, instances.pred_classes, masks.float()
 
 
+def _first_line(e):
+    """The first non-empty line of an exception's message (TorchScript's start with a newline)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
 @contextmanager
 def _naming_failing_block(model):
     """Turn an exception raised inside a NonLocalBlock2d into an :class:`ExportError` naming it."""
@@ -88,10 +94,9 @@ def _naming_failing_block(model):
         if running:
             name, block = running[-1]
             raise ExportError(
-                f"block {name} (mode {block.mode!r}, fusion {block.fusion!r}) cannot be exported: "
-                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                f"block {name} (mode {block.mode!r}, fusion {block.fusion!r}) cannot be exported: {_first_line(e)}"
             ) from e
-        raise ExportError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'export failed'}") from e
+        raise ExportError(_first_line(e)) from e
     finally:
         for h in handles:
             h.remove()
@@ -115,7 +120,9 @@ def export_model_bytes(flat, image, fmt, method):
     if method not in EXPORT_FORMATS.get(fmt, ()):
         raise ExportError(f"format {fmt!r} has no export method {method!r}; expected one of {EXPORT_FORMATS}")
     buffer = io.BytesIO()
-    with _naming_failing_block(flat), warnings.catch_warnings(), torch.no_grad():
+    # Hooks cannot be scripted, and scripting runs nothing: name the failing block only when run.
+    naming = _naming_failing_block(flat) if method != "scripting" else _naming_failing_block(nn.Module())
+    with naming, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings of detectron2's own shape checks
         if fmt == "torchscript":
             module = torch.jit.trace(flat, (image,), check_trace=False) if method == "tracing" \
