@@ -22,7 +22,7 @@ import yaml
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_lowlight_config", "add_wnlb_config", "add_wnlb_model_config", "add_training_config",
-           "add_low_light_input_config", "add_enhancer_config", "merge_from_file", "merge_from_list", "set_config_value",
+           "add_low_light_input_config", "add_enhancer_config", "merge_from_file", "merge_from_list", "set_config_value", "config_value",
            "check_solov2_config", "MODEL_ZOO_PREFIX"]
 
 logger = logging.getLogger(__name__)
@@ -431,13 +431,21 @@ def merge_from_list(cfg, opts):
     return cfg
 
 
-def _has_key(cfg, full_key):
+_MISSING = object()
+
+
+def config_value(cfg, full_key, default=None):
+    """The value at a dotted key (``"MODEL.SOLOV2.NUM_CLASSES"``), or ``default`` when absent."""
     node = cfg
     for p in full_key.split("."):
         if not hasattr(node, "keys") or p not in node:
-            return False
+            return default
         node = node[p]
-    return True
+    return node
+
+
+def _has_key(cfg, full_key):
+    return config_value(cfg, full_key, _MISSING) is not _MISSING
 
 
 # --- MODEL.SOLOV2: every value checked up front ----------------------------------------------------

@@ -21,7 +21,19 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["normalised_feature_error", "nonlocal_share", "summarise_per_image"]
+__all__ = ["normalised_feature_error", "clean_spread", "nonlocal_share", "summarise_per_image"]
+
+
+def clean_spread(clean):
+    """The NFE's denominator: ``sum ||F(clean) - mean(F(clean))||^2``, each channel's mean over positions.
+
+    Args:
+        clean (Tensor): ``(C, H, W)``, float64.
+
+    Returns:
+        Tensor: a float64 scalar.
+    """
+    return (clean - clean.mean(dim=(1, 2), keepdim=True)).square().sum()
 
 
 def normalised_feature_error(dark, clean):
@@ -42,7 +54,7 @@ def normalised_feature_error(dark, clean):
                          f"{tuple(dark.shape)} and {tuple(clean.shape)}")
     dark, clean = dark.double(), clean.double()
     error = (dark - clean).square().sum()
-    spread = (clean - clean.mean(dim=(1, 2), keepdim=True)).square().sum()
+    spread = clean_spread(clean)
     return float(error / spread) if spread > 0 else math.nan
 
 

@@ -11,7 +11,8 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import add_lowlight_config, check_solov2_config, merge_from_file, merge_from_list, resolve_config_path
+from ..config import (add_lowlight_config, check_solov2_config, config_value, merge_from_file, merge_from_list,
+                      resolve_config_path)
 from ..layers import NONLOCAL_FUSIONS, NONLOCAL_IMPLS, NONLOCAL_MODES, NONLOCAL_NORMS, NONLOCAL_ZERO_INITS
 from ..modeling.backbone.wnlb_resnet import _STAGE_NAMES, _choice, _weights_per_stage
 from .finetune import FINETUNE_POLICIES
@@ -74,15 +75,6 @@ NUM_CLASSES_KEYS = {
 }
 
 
-def _config_value(cfg, full_key):
-    node = cfg
-    for part in full_key.split("."):
-        if not hasattr(node, "keys") or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def check_num_classes(cfg):
     """The model must have a class for every class of the datasets it trains on or is scored on.
 
@@ -98,7 +90,7 @@ def check_num_classes(cfg):
     from detectron2.data import MetadataCatalog
 
     key = NUM_CLASSES_KEYS.get(cfg.MODEL.META_ARCHITECTURE)
-    num_classes = _config_value(cfg, key) if key else None
+    num_classes = config_value(cfg, key) if key else None
     if not isinstance(num_classes, int) or isinstance(num_classes, bool):
         return
     for split in ("TRAIN", "TEST"):

@@ -20,7 +20,7 @@ import os
 import numpy as np
 import torch
 
-from ..analysis.feature_error import normalised_feature_error
+from ..analysis.feature_error import clean_spread, normalised_feature_error
 from ..layers import NonLocalBlock2d
 from ..naming import WNLB_MODULE
 from ..utils.io import atomic_write
@@ -189,7 +189,7 @@ def error_map(dark, clean):
                          f"{tuple(clean.shape)}")
     dark, clean = dark.double(), clean.double()
     distance = (dark - clean).square().sum(0)
-    spread = (clean - clean.mean(dim=(1, 2), keepdim=True)).square().sum()
+    spread = clean_spread(clean)
     positions = clean.shape[1] * clean.shape[2]
     scale = spread / positions if spread > 0 else torch.tensor(1.0, dtype=torch.float64)
     return (distance / scale).sqrt().numpy()
