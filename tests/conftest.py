@@ -12,3 +12,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _no_log_handlers_on_closed_streams():
+    """Drop logging handlers whose stream was closed by an earlier test.
+
+    detectron2's ``setup_logger`` is cached: a handler it made on pytest's captured stdout
+    outlives that test, and every later log line through it prints "--- Logging error ---"
+    (I/O operation on closed file), noise that would hide or fake a test's own logging errors.
+    """
+    import logging
+
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    for lg in loggers:
+        for handler in list(lg.handlers):
+            if getattr(getattr(handler, "stream", None), "closed", False):
+                lg.removeHandler(handler)
+    yield
