@@ -360,6 +360,8 @@ def test_features_of_a_test_set_without_clean_counterparts_are_skipped_and_said(
     with_fly, _ = run_experiment(_spec(tmp_path, seeds=[0], test_data="wnlb_demo_val", low_light_test=True,
                                        output_dir=str(tmp_path / "fly")))
     assert "features" in with_fly and "features_note" not in with_fly
+    # one seed: the interval is over test images alone, and the words say so
+    assert "one seed: the run-to-run noise is not in this interval" in results_markdown(with_fly)
 
 
 def test_single_seed_says_no_interval(tmp_path):

@@ -141,6 +141,9 @@ def features_in_words(results):
                            else "farther from the clean features beyond the noise")
             else:
                 verdict = "within the noise"
+            if d["unit"] == "images" and d["n"] >= 2:
+                # One seed: the interval resamples test images; two training runs differ by more.
+                verdict += " of the test images (one seed: the run-to-run noise is not in this interval)"
             lines.append(f"- {place}: {d['mean_diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] over "
                          f"{d['n']} {d['unit']}: {verdict}.")
     return lines
