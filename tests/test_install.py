@@ -118,11 +118,19 @@ def test_install_source_errors_are_one_line(tmp_path):
     assert result.returncode != 0 and "exclude each other" in result.stderr
 
 
+def _plain_make_env():
+    """The environment without what an enclosing make passes down: under ``make test-d2main
+    D2MAIN_SRC=...`` (CI), MAKEFLAGS carries that variable into every make these tests start."""
+    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "D2MAIN_SRC", "D2MAIN_GIT", "D2MAIN_VENV",
+            "D2_SOURCE", "VENV"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
 def _make(*args, timeout=60):
     """``make -s ARGS`` in the repository; on a timeout the whole process group is killed, so a
     regression that starts building a venv leaves no make, pip or compiler running."""
     proc = subprocess.Popen(["make", "-s", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, env=_plain_make_env())
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -162,7 +170,7 @@ def test_make_test_d2main_defaults_to_detectron2s_git_repository():
 
     def value(name):
         return subprocess.run(["make", "-s", "--no-print-directory", f"print-{name}"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=30).stdout.strip()
+                              capture_output=True, text=True, timeout=30, env=_plain_make_env()).stdout.strip()
 
     assert value("D2MAIN_SRC") == ""
     assert value("D2MAIN_SOURCE") == "git+https://github.com/facebookresearch/detectron2.git"
