@@ -344,6 +344,7 @@ def test_feature_sections_match_hand_computation(tmp_path):
     md = results_markdown(results)
     assert "- res3: -0.1100 [" in md and "nearer the clean features beyond the noise" in md
     assert "Non-local share of the wnlb blocks" in md
+    assert "| row | res3 | res3.after | p3 |" in md  # the blocks' outputs have columns of their own
     # deterministic for a seed: a second experiment gives the same sections to the last digit
     again, _ = run_experiment(_spec(tmp_path, feature_images=6, output_dir=str(tmp_path / "again")))
     for key in ("features", "nonlocal_share", "paired_features"):

@@ -111,9 +111,10 @@ def features_in_words(results):
         lines += ["", f"Feature denoising: {results['features_note']}"]
     if not features:
         return lines
-    places = list(next(iter(features.values())))
-    if "pretrained" in features and len(features) > 1:
-        places = list(features[next(r for r in features if r != "pretrained")])
+    # Every row's places in order (the block rows add "<stage>.after" beside their stage).
+    places = list(dict.fromkeys(p for entry in features.values() for p in entry))
+    stage_order = list(dict.fromkeys(p.split(".")[0] for p in places))
+    places = [p for stage in stage_order for p in (stage, f"{stage}.after") if p in places]
     lines += ["", "Normalised feature error NFE = sum ||F(dark) - F(clean)||^2 / sum ||F(clean) - mean||^2 per "
               "image (lower: the dark image's features are nearer the clean image's), mean [95 % interval]:", "",
               "| row | " + " | ".join(places) + " |", "|---|" + "---|" * len(places)]
