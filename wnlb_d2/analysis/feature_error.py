@@ -21,7 +21,19 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["normalised_feature_error", "clean_spread", "nonlocal_share", "summarise_per_image"]
+__all__ = ["normalised_feature_error", "paired_maps", "clean_spread", "nonlocal_share", "summarise_per_image"]
+
+
+def paired_maps(name, dark, clean):
+    """``dark`` and ``clean`` as float64, after checking they are two ``(C, H, W)`` maps of one shape.
+
+    Raises:
+        ValueError: naming ``name`` and both shapes.
+    """
+    if dark.shape != clean.shape or dark.dim() != 3:
+        raise ValueError(f"{name}: expected two (C, H, W) maps of one shape, got {tuple(dark.shape)} and "
+                         f"{tuple(clean.shape)}")
+    return dark.double(), clean.double()
 
 
 def clean_spread(clean):
@@ -49,10 +61,7 @@ def normalised_feature_error(dark, clean):
     Raises:
         ValueError: the shapes differ.
     """
-    if dark.shape != clean.shape or dark.dim() != 3:
-        raise ValueError(f"normalised_feature_error: expected two (C, H, W) maps of one shape, got "
-                         f"{tuple(dark.shape)} and {tuple(clean.shape)}")
-    dark, clean = dark.double(), clean.double()
+    dark, clean = paired_maps("normalised_feature_error", dark, clean)
     error = (dark - clean).square().sum()
     spread = clean_spread(clean)
     return float(error / spread) if spread > 0 else math.nan

@@ -20,7 +20,7 @@ import os
 import numpy as np
 import torch
 
-from ..analysis.feature_error import clean_spread, normalised_feature_error
+from ..analysis.feature_error import clean_spread, normalised_feature_error, paired_maps
 from ..layers import NonLocalBlock2d
 from ..naming import WNLB_MODULE
 from ..utils.io import atomic_write
@@ -184,10 +184,7 @@ def error_map(dark, clean):
     Raises:
         ValueError: the shapes differ.
     """
-    if dark.shape != clean.shape or dark.dim() != 3:
-        raise ValueError(f"error_map: expected two (C, H, W) maps of one shape, got {tuple(dark.shape)} and "
-                         f"{tuple(clean.shape)}")
-    dark, clean = dark.double(), clean.double()
+    dark, clean = paired_maps("error_map", dark, clean)
     distance = (dark - clean).square().sum(0)
     spread = clean_spread(clean)
     positions = clean.shape[1] * clean.shape[2]
