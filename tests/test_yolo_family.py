@@ -132,7 +132,14 @@ def test_yolov8_preset_opts_come_before_the_command_line():
     spec.loader.exec_module(tool)
     values = tool.spec_values(tool.build_parser().parse_args(["--preset", "demo", "--detector", "yolov8"]))
     assert values["opts"] == ["close_mosaic", "3"] and values["pretrain_iters"] * 16 % 400 == 0
-    assert values["wnlb_weight_lr_factor"] == 100.0  # as the detectron2 families' presets
+    # The same absolute learning rates on the blocks as the detectron2 families' presets: the
+    # non-local path at 2e-4 x 100 and w at 2e-4 x 100 x 1.
+    d2 = tool.spec_values(tool.build_parser().parse_args(["--preset", "demo", "--detector", "solov2"]))
+    for v in (values, d2):
+        v["path_lr"] = v["finetune_lr"] * v["wnlb_lr_factor"]
+        v["w_lr"] = v["path_lr"] * v.get("wnlb_weight_lr_factor", 1.0)
+    assert values["path_lr"] == pytest.approx(d2["path_lr"]) == pytest.approx(2e-2)
+    assert values["w_lr"] == pytest.approx(5 * d2["w_lr"])  # w's x100 on YOLO's 5x larger base lr, as before
     values = tool.spec_values(tool.build_parser().parse_args(["--preset", "study", "--detector", "yolov8",
                                                               "close_mosaic", "0", "imgsz", "64"]))
     assert values["opts"] == ["close_mosaic", "3", "close_mosaic", "0", "imgsz", "64"]  # later pairs win

@@ -28,7 +28,7 @@ import time
 TABLE_III_W = ["MODEL.WNLB.WEIGHT_INIT", "[0.0, 0.0, 0.5, 0.0]"]
 
 #: Recipe -> ExperimentSpec fields that differ from the paper-like fine-tuning of the demo (AdamW, lr 2e-4,
-#: 80 iterations, block learning-rate factors 1). "adamw-wlr100" is what `make demo` runs. w's
+#: 80 iterations, block learning-rate factors 1). "adamw-path100-wlr100" is what `make demo` runs. w's
 #: learning rate is the block's factor times w's own factor.
 RECIPES = {
     "adamw": {},
@@ -75,7 +75,7 @@ def _spec_values(recipe, args):
 
     values = preset_values("demo", "maskrcnn")
     # Every recipe starts from the demo's fine-tuning with both block factors at 1 (the paper's),
-    # then changes what its entry says (the demo itself uses adamw-wlr100).
+    # then changes what its entry says (the demo itself uses adamw-path100-wlr100).
     values.update(wnlb_lr_factor=1.0, wnlb_weight_lr_factor=1.0)
     values.update(weights=args.weights, seeds=list(args.seeds), severities=[], bootstrap_samples=0,
                   opts=list(args.opts), preset=f"blocks-study-{recipe}", feature_images=args.feature_images)
