@@ -29,8 +29,11 @@ def _library_files():
 
 
 def test_no_command_line_code_in_the_library():
-    # argparse belongs to tools/, datasets/ and train_net.py; the library has functions.
-    offenders = [os.path.relpath(p, REPO) for p in _library_files() if "argparse" in _module_level_imports(p)]
+    # argparse belongs to the commands (wnlb_d2/cli, which tools/, datasets/ and train_net.py call);
+    # the rest of the library has functions.
+    cli = os.path.join(PACKAGE, "cli") + os.sep
+    offenders = [os.path.relpath(p, REPO) for p in _library_files()
+                 if "argparse" in _module_level_imports(p) and not p.startswith(cli)]
     assert offenders == []
 
 
