@@ -21,6 +21,8 @@ import os
 import yaml
 from detectron2.config import CfgNode as CN
 
+from .model_zoo.model_zoo import CONFIGS_PREFIX, configs_root, shipped_config_of_path
+
 __all__ = ["add_lowlight_config", "add_wnlb_config", "add_wnlb_model_config", "add_training_config",
            "add_low_light_input_config", "add_enhancer_config", "merge_from_file", "merge_from_list", "set_config_value", "config_value",
            "check_solov2_config", "MODEL_ZOO_PREFIX"]
@@ -245,7 +247,10 @@ def add_enhancer_config(cfg):
 
 def _read_yaml(path):
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Config file not found: {path}")
+        # A configs/... path from outside the repository: say that the shipped configs were looked in too.
+        shipped = f" (nor a config shipped with wnlb_d2, in {configs_root()})" \
+            if path.replace(os.sep, "/").startswith(CONFIGS_PREFIX) else ""
+        raise FileNotFoundError(f"Config file not found: {path}{shipped}")
     try:
         with open(path, "r") as f:
             text = f.read()
@@ -286,7 +291,9 @@ def _parse_yaml(path, text, load):
 
 def resolve_config_path(path, relative_to=None):
     """The file a config path names: ``model_zoo://NAME`` resolved, ``~`` expanded, relative to
-    ``relative_to``'s folder when given."""
+    ``relative_to``'s folder when given; a relative ``configs/...`` path that names no file there
+    (a command run outside the repository) is the config shipped with wnlb_d2
+    (:func:`wnlb_d2.model_zoo.shipped_config_of_path`)."""
     if path.startswith(MODEL_ZOO_PREFIX):
         try:
             from detectron2 import model_zoo
@@ -305,9 +312,14 @@ def resolve_config_path(path, relative_to=None):
             return model_zoo.get_config_file(name)
         except RuntimeError as e:
             raise FileNotFoundError(f"Stock config {path!r} is not in detectron2's model zoo: {e}")
-    path = os.path.expanduser(path)
-    if relative_to is not None and not os.path.isabs(path):
-        path = os.path.join(os.path.dirname(relative_to), path)
+    given = os.path.expanduser(path)
+    path = given
+    if relative_to is not None and not os.path.isabs(given):
+        path = os.path.join(os.path.dirname(relative_to), given)
+    if not os.path.exists(path):
+        # configs/... from outside the repository (or as a _BASE_ of a config elsewhere): the
+        # copy shipped with the package, when it has that config.
+        return shipped_config_of_path(given) or path
     return path
 
 

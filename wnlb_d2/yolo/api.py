@@ -19,6 +19,7 @@ import os
 import time
 from pathlib import Path
 
+from ..model_zoo import resolve_config_file
 from ..utils.io import atomic_write_json
 from .convert import dataset_fingerprint, export_yolo_dataset, load_dataset, read_index
 from .data import LowLightSpec, write_data_yaml
@@ -162,8 +163,9 @@ def train_yolo_row(model, train_dataset, val_dataset, output_dir, *, low_light=N
     """Train one YOLO segmentation row and score it on ``val_dataset`` with pycocotools.
 
     Args:
-        model (str): a model YAML (``configs/yolo/yolov8n-seg-wnlb.yaml``, or a stock name
-            such as ``yolov8n-seg.yaml`` for a row without blocks).
+        model (str): a model YAML (``configs/yolo/yolov8n-seg-wnlb.yaml``: outside the repository
+            the copy shipped with the package; or a stock name such as ``yolov8n-seg.yaml`` for a
+            row without blocks).
         train_dataset, val_dataset (str): registered detectron2 datasets.
         output_dir (str): the row's folder (``train/`` holds Ultralytics' run, ``weights/``).
         low_light (LowLightSpec or dict or None): degradation of training (fresh draws) and
@@ -191,8 +193,10 @@ def train_yolo_row(model, train_dataset, val_dataset, output_dir, *, low_light=N
             from the training data's, or an image cannot be read (the message names the file).
     """
     spec = LowLightSpec.from_dict(low_light) if not isinstance(low_light, LowLightSpec) else low_light
+    # configs/yolo/... from outside the repository is the shipped copy (row.json keeps the name given).
+    model_file = resolve_config_file(model)
     # Before anything is written: a bad YAML or weights file fails now, in one line.
-    check_model_yaml(model)
+    check_model_yaml(model_file)
     if plain_weights is not None:
         _check_model_classes(plain_weights, train_dataset, "train_yolo_row: plain_weights")
     output_dir = os.path.abspath(output_dir)
@@ -205,7 +209,7 @@ def train_yolo_row(model, train_dataset, val_dataset, output_dir, *, low_light=N
     # Ultralytics accumulates gradients up to a nominal batch of 64 (nbs): with batch 16 one
     # optimizer step per 4 batches, and none at all in a short run. Default: a step per batch.
     train_args.setdefault("nbs", batch)
-    overrides = {**DEFAULT_TRAIN_ARGS, **train_args, "model": str(model), "data": data_yaml, "epochs": epochs,
+    overrides = {**DEFAULT_TRAIN_ARGS, **train_args, "model": str(model_file), "data": data_yaml, "epochs": epochs,
                  "imgsz": imgsz, "batch": batch, "device": device, "project": output_dir, "name": "train"}
     trainer = LowLightSegmentationTrainer(overrides=overrides, plain_weights=plain_weights,
                                           wnlb_lr_factor=wnlb_lr_factor, wnlb_weight_lr_factor=wnlb_weight_lr_factor)

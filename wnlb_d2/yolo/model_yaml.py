@@ -28,6 +28,7 @@ import os
 
 import yaml
 
+from ..model_zoo import resolve_config_file
 from .modules import BLOCK_OPTIONS, YOLONonLocalBlock2d
 
 __all__ = ["STAGES", "DEFAULT_STAGES", "SHIPPED_MODELS", "read_model_yaml", "check_model_yaml", "load_stock_yaml",
@@ -168,8 +169,9 @@ def read_model_yaml(name):
     """A model YAML read as Ultralytics reads it (scale from the name), checked for what building it needs.
 
     Args:
-        name (str or os.PathLike): a path or a stock name (``"yolov8n-seg.yaml"``, resolved in
-            Ultralytics' ``cfg/models``).
+        name (str or os.PathLike): a path (``configs/yolo/...`` that is not in the working folder:
+            the copy shipped with the package) or a stock name (``"yolov8n-seg.yaml"``, resolved
+            in Ultralytics' ``cfg/models``).
 
     Returns:
         dict: the model dict, ``scale`` and ``yaml_file`` set by Ultralytics.
@@ -180,6 +182,8 @@ def read_model_yaml(name):
     """
     from ultralytics.nn.tasks import yaml_model_load
 
+    # configs/yolo/... from outside the repository: the copy shipped with the package.
+    name = resolve_config_file(name)
     name = os.fspath(name) if isinstance(name, os.PathLike) else name
     if not isinstance(name, str) or not name.lower().endswith((".yaml", ".yml")):
         raise ValueError(f"expected a model YAML such as 'yolov8n-seg.yaml' or configs/yolo/yolov8n-seg-wnlb.yaml, "
