@@ -158,3 +158,37 @@ def test_the_documented_python_snippet_runs_as_written():
     code += "\nassert len(results) == 1 and results[0].orig_shape == (1080, 810), results[0].orig_shape\nprint('ok')\n"
     proc = _run(["-c", code], cwd=REPO)
     assert proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr
+
+
+def test_export_is_checked_against_eager_and_a_differing_file_is_removed(trained, monkeypatch):
+    root, best, image = trained
+    out = _run(["-m", "wnlb_d2.yolo.cli", "export", f"model={best}", "format=onnx", "imgsz=64", "dynamic=True"],
+               cwd=str(root))
+    line = [x for x in out.stdout.splitlines() if x.startswith("wnlb-yolo: ")][-1]
+    # The export size and two others (dynamic), each within the tolerance.
+    match = re.fullmatch(r"wnlb-yolo: (.+\.onnx) equals the eager model within (\S+) at 64x64, 128x32, 32x160", line)
+    assert match and float(match.group(2)) <= 1e-4 and os.path.isfile(match.group(1)), line
+
+    # A file that gives other outputs (here: an exporter fault simulated by shifting what the file
+    # returns by 1e-3) is refused in one line and removed.
+    from wnlb_d2.yolo import cli, export as yolo_export
+
+    exported = str(best.with_suffix(".onnx"))
+    real = yolo_export.exported_outputs
+    monkeypatch.setattr(yolo_export, "exported_outputs", lambda path, images: tuple(o + 1e-3 for o in real(path, images)))
+    export = cli.export_to_check(["export", f"model={best}", "format=onnx", "imgsz=64"])
+    assert export == {"weights": str(best), "path": exported, "imgsz": 64, "dynamic": False, "batch": 1}
+    with pytest.raises(ValueError, match=r"best\.onnx gives other outputs than the eager model at 64x64 .*removed"):
+        cli.check_export(export)
+    assert not os.path.exists(exported)
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "model=x.pt", "format=onnx"], ["export", "model=x.yaml", "format=onnx"],
+    ["export", "model=x.pt", "format=engine"], ["export", "model=x.pt", "format=onnx", "half=True"],
+    ["export", "model=x.pt", "format=onnx", "nms=True"],
+])
+def test_exports_that_are_not_compared(args):
+    from wnlb_d2.yolo.cli import export_to_check
+
+    assert export_to_check(args) is None

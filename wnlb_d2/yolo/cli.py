@@ -17,13 +17,20 @@ Before Ultralytics runs, a ``model=`` argument is checked so that a mistake ends
 YAML must read and name only known modules, a weights file must exist locally (Ultralytics would
 look a missing ``*.pt`` up on GitHub). Ultralytics' own argument errors (an unknown key, a bad
 mode) and any OSError end the same way.
+
+``export`` of a weights file to ``format=torchscript`` or ``onnx`` is then checked against the
+eager model: the exported file is run on random images at the export size (and, with
+``dynamic=True``, at two other sizes) and its largest difference from eager is logged; above
+:data:`~wnlb_d2.yolo.export.EXPORT_TOLERANCE` the file is removed and the command fails, so no
+exported file that gives other outputs is left behind. Half-precision, int8 and NMS-fused exports
+are not compared (they are meant to differ).
 """
 
 import logging
 import os
 import sys
 
-__all__ = ["PROG", "model_argument", "check_model_argument", "run", "main"]
+__all__ = ["PROG", "model_argument", "check_model_argument", "export_to_check", "check_export", "run", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +83,79 @@ def check_model_argument(model):
         check_weights_file(model, "model")
 
 
+def _arguments(args):
+    """``{key: value}`` and the positional words among ``yolo``-style arguments, values parsed as
+    Ultralytics parses them (``imgsz=[480,640]`` -> a list, ``dynamic=True`` -> True)."""
+    from ultralytics.cfg import merge_equals_args, smart_value
+
+    values, words = {}, []
+    for arg in merge_equals_args(list(args)):
+        arg = arg[2:] if arg.startswith("--") else arg
+        key, sep, value = arg.partition("=")
+        if sep:
+            values[key.strip()] = smart_value(value.strip())
+        else:
+            words.append(arg)
+    return values, words
+
+
+#: The export formats whose files this command can run and compare with eager.
+CHECKED_FORMATS = {"torchscript": ".torchscript", "onnx": ".onnx"}
+
+
+def export_to_check(args):
+    """What an ``export`` among the arguments will write, when this command can check it.
+
+    Args:
+        args (list[str]): ``yolo``'s arguments, without the command name.
+
+    Returns:
+        dict or None: ``weights``, ``path`` (the file Ultralytics writes next to the weights),
+        ``imgsz`` and ``dynamic``, ``batch``; None for another mode, another format, a model
+        YAML (random weights: nothing to compare with), or a half/int8/NMS export.
+    """
+    values, words = _arguments(args)
+    weights = str(values.get("model") or "")
+    fmt = str(values.get("format", "torchscript")).lower()
+    if "export" not in words or fmt not in CHECKED_FORMATS or not weights.endswith(".pt"):
+        return None
+    if any(values.get(k) for k in ("half", "int8", "nms")) or values.get("quantize"):
+        logger.info("wnlb-yolo: a half-precision, int8 or NMS-fused export is not compared with eager")
+        return None
+    return {"weights": weights, "path": os.path.splitext(weights)[0] + CHECKED_FORMATS[fmt],
+            "imgsz": values.get("imgsz"), "dynamic": bool(values.get("dynamic")), "batch": int(values.get("batch") or 1)}
+
+
+def check_export(export):
+    """Run the file an ``export`` wrote against its eager model (see the module's docstring).
+
+    Args:
+        export (dict): :func:`export_to_check`'s description of the export.
+
+    Returns:
+        dict[tuple[int, int], float]: size -> largest difference.
+
+    Raises:
+        ValueError: the exported file differs (it has been removed) or is missing.
+    """
+    from ultralytics import YOLO
+    from ultralytics.utils.checks import check_imgsz
+
+    from .export import check_exported_file
+
+    if not os.path.isfile(export["path"]):
+        raise ValueError(f"export wrote no {export['path']}")
+    model = YOLO(export["weights"])
+    stride = int(max(model.model.stride))
+    # Ultralytics' own default and rounding: the training size, up to a multiple of the stride.
+    imgsz = export["imgsz"] if export["imgsz"] is not None else model.model.args.get("imgsz", 640)
+    h, w = check_imgsz(imgsz, stride=stride, min_dim=2)
+    sizes = [(h, w)]
+    if export["dynamic"]:
+        sizes += [(h + 2 * stride, max(stride, w - stride)), (max(stride, h - stride), w + 3 * stride)]
+    return check_exported_file(model, export["path"], sizes, batch=export["batch"])
+
+
 def run(args):
     """Import :mod:`wnlb_d2.yolo`, check ``model=``, then run Ultralytics' entry point on ``args``.
 
@@ -86,6 +166,7 @@ def run(args):
     from ultralytics import cfg
 
     check_model_argument(model_argument(args))
+    export = export_to_check(args)
     # entrypoint() reads the module-level ARGV (sys.argv when ultralytics was imported); setting
     # it keeps each argument whole (its debug string would be split at every space of a path).
     saved = cfg.ARGV
@@ -94,6 +175,11 @@ def run(args):
         cfg.entrypoint()
     finally:
         cfg.ARGV = saved
+    if export is not None:
+        differences = check_export(export)
+        # The command's result line, as tools/deploy/export_model.py prints its own.
+        print(f"{PROG}: {export['path']} equals the eager model within {max(differences.values()):.2g} at "
+              + ", ".join(f"{h}x{w}" for h, w in differences))
 
 
 def _first_line(e):

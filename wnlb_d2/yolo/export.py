@@ -24,7 +24,8 @@ import os
 
 import torch
 
-__all__ = ["eager_outputs", "exported_outputs", "output_difference", "export_difference"]
+__all__ = ["EXPORT_TOLERANCE", "eager_outputs", "exported_outputs", "output_difference", "export_difference",
+           "check_exported_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,3 +134,34 @@ def export_difference(model, path, sizes, seed=0, batch=1):
         images = torch.rand(batch, 3, h, w, generator=generator)
         result[(h, w)] = output_difference(eager_outputs(model, images), exported_outputs(path, images), (h, w))
     return result
+
+
+#: Largest difference an exported file may have from the eager model (box rows relative to the image side).
+EXPORT_TOLERANCE = 1e-4
+
+
+def check_exported_file(model, path, sizes, tolerance=EXPORT_TOLERANCE, batch=1):
+    """Compare an exported file with its eager model; remove the file when it differs.
+
+    Args:
+        model: the ``YOLO`` object the file was exported from.
+        path (str): the exported ``.torchscript`` or ``.onnx`` file.
+        sizes (list[tuple[int, int]]): ``(H, W)`` to compare on; the first is the export size.
+        tolerance (float): the largest difference allowed.
+        batch (int): images per size (the export's batch).
+
+    Returns:
+        dict[tuple[int, int], float]: size -> largest difference, all within ``tolerance``.
+
+    Raises:
+        ValueError: a difference above ``tolerance`` (or a NaN, or another output shape), naming
+            the file, the size and the difference; the file has been removed, so no file that
+            gives other outputs than the model it came from is left behind.
+    """
+    differences = export_difference(model, path, sizes, batch=batch)
+    for size, difference in differences.items():
+        if not difference <= tolerance:
+            os.remove(path)
+            raise ValueError(f"{os.fspath(path)} gives other outputs than the eager model at {size[0]}x{size[1]} "
+                             f"(largest difference {difference:.3g} > {tolerance:g}); the file was removed")
+    return differences
