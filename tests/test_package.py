@@ -108,6 +108,24 @@ def test_a_yolo_model_yaml_resolves_through_the_package_outside_the_repository(t
     assert d["yaml_file"] == os.path.join(CONFIGS, "yolo", "yolov8n-seg-wnlb.yaml") and d["scale"] == "n"
 
 
+def test_wnlb_yolo_takes_a_shipped_model_yaml_outside_the_repository(tmp_path, monkeypatch):
+    pytest.importorskip("ultralytics")
+    from wnlb_d2.yolo.cli import model_argument, with_shipped_model
+
+    monkeypatch.chdir(tmp_path)
+    name = "configs/yolo/yolov8n-seg-wnlb.yaml"
+    # Ultralytics reads model= itself: the command hands it the shipped file.
+    for args in (["train", f"model={name}", "epochs=1"], ["train", "model", "=", name], ["val", f"--model={name}"]):
+        assert model_argument(with_shipped_model(args)) == os.path.join(CONFIGS, "yolo", "yolov8n-seg-wnlb.yaml")
+    stock = ["train", "model=yolov8n-seg.yaml"]
+    assert with_shipped_model(stock) is stock
+    # A file of that name in the working folder is used as given.
+    (tmp_path / "configs" / "yolo").mkdir(parents=True)
+    shutil.copy(os.path.join(CONFIGS, "yolo", "yolov8n-seg-wnlb.yaml"), tmp_path / name)
+    local = ["train", f"model={name}"]
+    assert with_shipped_model(local) is local
+
+
 def _run(argv, cwd, env=None, timeout=300):
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -12,11 +12,12 @@ Ultralytics' entry point (``ultralytics.cfg.entrypoint``), so every ``yolo`` arg
     wnlb-yolo export model=runs/segment/train/weights/best.pt format=onnx dynamic=True
     python -m wnlb_d2.yolo.cli train ...   # the same, without the console script
 
-Before Ultralytics runs, a ``model=`` argument is checked so that a mistake ends in one line
-(``wnlb-yolo: error: ...``, exit status 1) instead of a traceback or a download attempt: a model
-YAML must read and name only known modules, a weights file must exist locally (Ultralytics would
-look a missing ``*.pt`` up on GitHub). Ultralytics' own argument errors (an unknown key, a bad
-mode) and any OSError end the same way.
+A ``model=configs/yolo/...`` that is not in the working folder is the copy shipped with the
+package, so the command works from any folder. Before Ultralytics runs, a ``model=`` argument is
+checked so that a mistake ends in one line (``wnlb-yolo: error: ...``, exit status 1) instead of a
+traceback or a download attempt: a model YAML must read and name only known modules, a weights
+file must exist locally (Ultralytics would look a missing ``*.pt`` up on GitHub). Ultralytics' own
+argument errors (an unknown key, a bad mode) and any OSError end the same way.
 
 ``export`` of a weights file to ``format=torchscript`` or ``onnx`` is then checked against the
 eager model: the exported file is run on random images at the export size (and, with
@@ -30,7 +31,8 @@ import logging
 import os
 import sys
 
-__all__ = ["PROG", "model_argument", "check_model_argument", "export_to_check", "check_export", "run", "main"]
+__all__ = ["PROG", "model_argument", "with_shipped_model", "check_model_argument", "export_to_check", "check_export",
+           "run", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,32 @@ def model_argument(args):
         if sep and key.strip() == "model":
             return value.strip()
     return None
+
+
+def with_shipped_model(args):
+    """``args`` with a ``model=configs/...`` that names no file here replaced by the copy shipped
+    with the package (:func:`wnlb_d2.model_zoo.resolve_config_file`): Ultralytics reads the path
+    itself, so outside the repository ``model=configs/yolo/yolov8n-seg-wnlb.yaml`` would name nothing.
+
+    Args:
+        args (list[str]): ``yolo``'s arguments, without the command name.
+
+    Returns:
+        list[str]: ``args`` itself when nothing is replaced, else a copy split as Ultralytics
+        splits them (``model = x`` is ``model=x``).
+    """
+    from ultralytics.cfg import merge_equals_args
+
+    from ..model_zoo import resolve_config_file
+
+    merged = merge_equals_args(list(args))
+    for i, arg in enumerate(merged):
+        dashes = "--" if arg.startswith("--") else ""
+        key, sep, value = arg[len(dashes):].partition("=")
+        if sep and key.strip() == "model" and resolve_config_file(value.strip()) != value.strip():
+            merged[i] = f"{dashes}model={resolve_config_file(value.strip())}"
+            return merged
+    return args
 
 
 def check_model_argument(model):
@@ -165,6 +193,7 @@ def run(args):
     import wnlb_d2.yolo  # noqa: F401  (first: the block's registration, the offline defaults)
     from ultralytics import cfg
 
+    args = with_shipped_model(args)
     check_model_argument(model_argument(args))
     export = export_to_check(args)
     # entrypoint() reads the module-level ARGV (sys.argv when ultralytics was imported); setting
