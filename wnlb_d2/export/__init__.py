@@ -2,13 +2,16 @@
 and ONNX, and check the exported model against eager.
 
 The blocks switch to a plain, exact path while traced or exported
-(:func:`wnlb_d2.layers.nonlocal_ops.is_exporting`). detectron2's own ``TracingAdapter`` lives in
-``detectron2.export``, which does not import on the pure-Python v0.6 (no caffe2), so
-:class:`FlatDetector` flattens a model's inputs and outputs to tensors itself.
+(:func:`wnlb_d2.layers.nonlocal_ops.is_exporting`), and so does SOLOv2's inference
+(:func:`wnlb_d2.modeling.meta_arch.postprocess.solov2_inference_single_image_padded`: tensor
+operations only, the same instances as eager for any number of detections). detectron2's own
+``TracingAdapter`` lives in ``detectron2.export``, which does not import on the pure-Python v0.6
+(no caffe2), so :class:`FlatDetector` flattens a model's inputs and outputs to tensors itself.
 """
 
 import io
 import logging
+import re
 import time
 import warnings
 from contextlib import contextmanager
@@ -44,7 +47,9 @@ class FlatDetector(nn.Module):
 
     For a GeneralizedRCNN the outputs are those before ``detector_postprocess`` (as
     detectron2's ``TracingAdapter`` gives them): boxes in the input image's frame and Mask
-    R-CNN's 28 x 28 mask probabilities. For SOLOv2, its instances at the input size.
+    R-CNN's 28 x 28 mask probabilities. For SOLOv2, its instances at the input size (binary
+    masks as 0/1 floats, boxes from the masks); traced, the padded candidates are reduced to the
+    detections by boolean indexing, so the outputs' first dimension is dynamic, zero included.
     """
 
     def __init__(self, model):
@@ -62,8 +67,9 @@ class FlatDetector(nn.Module):
 
 
 def _first_line(e):
-    """The first non-empty line of an exception's message (TorchScript's start with a newline)."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    """The first non-empty line of an exception's message (TorchScript's start with a newline),
+    without terminal colour codes (torch.onnx's)."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if line.strip()]
     return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from .losses import dice_loss
 from .matrix_nms import MATRIX_NMS_KERNELS
-from .postprocess import point_nms, solov2_inference_single_image
+from .postprocess import point_nms, solov2_inference_single_image, solov2_inference_single_image_padded
 from .solov2_heads import SOLOv2InstanceHead, SOLOv2MaskHead
 from .solov2_targets import build_targets
 
@@ -236,15 +236,9 @@ class SOLOv2(nn.Module):
         """Per image: candidates, maskness rescoring, Matrix NMS, masks at the output size."""
         from ...layers.nonlocal_ops import is_exporting
 
-        if is_exporting():
-            # A trace would record one image's Python branches (no candidate -> empty result,
-            # the chunk loop over candidates) and replay them for every image: wrong, no error.
-            raise RuntimeError(
-                "SOLOv2 cannot be traced, scripted or exported: its inference "
-                "(solov2_inference_single_image) branches in Python on the number of candidate "
-                "cells, so an exported model would keep the tracing image's detections; export "
-                "a Mask R-CNN, or run SOLOv2 eagerly"
-            )
+        # Traced or exported: the tensor-only path (same instances; no Python branch on the
+        # number of candidates, which a trace would record for one image and replay for all).
+        infer = solov2_inference_single_image_padded if is_exporting() else solov2_inference_single_image
         cate = self._flatten([point_nms(c.sigmoid()) for c in cate_logits])
         kernels = self._flatten(kernels)
         strides = torch.cat([
@@ -254,7 +248,7 @@ class SOLOv2(nn.Module):
         results = []
         for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
             out_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
-            inst = solov2_inference_single_image(
+            inst = infer(
                 cate[i], kernels[i], strides, mask_features[i], image_size, out_size,
                 mask_stride=self.mask_stride, **self.test_opts,
             )
