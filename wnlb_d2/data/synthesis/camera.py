@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 __all__ = ["GammaResponse", "TabulatedResponse", "load_dorf_curves", "mosaic_rggb",
-           "demosaic_bilinear_rggb"]
+           "demosaic_bilinear_rggb", "demosaic_bilinear_rggb_planes"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +32,10 @@ class GammaResponse:
             raise ValueError(f"GammaResponse: gamma must be > 0, got {gamma!r}")
         self.gamma = float(gamma)
 
-    def forward(self, irradiance):
-        """CRF. Args: irradiance (np.ndarray): any shape, in [0, 1]. Returns: same shape."""
-        return np.power(irradiance, np.float32(1.0 / self.gamma))
+    def forward(self, irradiance, out=None):
+        """CRF. Args: irradiance (np.ndarray): any shape, in [0, 1]; out: where to write (may be
+        ``irradiance`` itself). Returns: same shape."""
+        return np.power(irradiance, np.float32(1.0 / self.gamma), out=out)
 
     def inverse(self, brightness):
         """ICRF. Args: brightness (np.ndarray): any shape, in [0, 1]. Returns: same shape."""
@@ -61,9 +62,14 @@ class TabulatedResponse:
         self._inv_b = b
         self._inv_i = self.irradiance[first]
 
-    def forward(self, irradiance):
-        """CRF. Args: irradiance (np.ndarray): any shape. Returns: float32, same shape."""
-        return np.interp(irradiance, self.irradiance, self.brightness).astype(np.float32)
+    def forward(self, irradiance, out=None):
+        """CRF. Args: irradiance (np.ndarray): any shape; out: float32 array to write into (may be
+        ``irradiance`` itself). Returns: float32, same shape."""
+        result = np.interp(irradiance, self.irradiance, self.brightness)
+        if out is None:
+            return result.astype(np.float32)
+        out[...] = result
+        return out
 
     def inverse(self, brightness):
         """ICRF. Args: brightness (np.ndarray): any shape. Returns: float32, same shape."""
@@ -159,7 +165,8 @@ def mosaic_rggb(rgb):
     """Sample an RGB image with an RGGB Bayer pattern (R at the top-left pixel).
 
     Args:
-        rgb (np.ndarray): float array of shape (H, W, 3), RGB order.
+        rgb (np.ndarray): array of shape (H, W, 3), RGB order, any dtype (uint8 too) and strides
+            (a reversed-channel view of a BGR image works without a copy).
 
     Returns:
         np.ndarray: the raw image, shape (H, W), same dtype.
@@ -190,6 +197,25 @@ def demosaic_bilinear_rggb(raw):
     Returns:
         np.ndarray: float32 RGB image of shape (H, W, 3).
     """
+    h, w = raw.shape
+    out = np.empty((h, w, 3), dtype=np.float32)
+    for c, plane in enumerate(demosaic_bilinear_rggb_planes(raw)):
+        out[:, :, c] = plane
+    return out
+
+
+def demosaic_bilinear_rggb_planes(raw):
+    """:func:`demosaic_bilinear_rggb` as three separate planes (R, G, B), without interleaving.
+
+    The same values, bit for bit; a caller that goes on per plane (a response curve, 8-bit
+    quantisation) saves the interleaved float copy and can build the output in either order.
+
+    Args:
+        raw (np.ndarray): float32 array of shape (H, W), H and W >= 2.
+
+    Returns:
+        list[np.ndarray]: three C-contiguous float32 (H, W) arrays, R, G, B, each its own buffer.
+    """
     raw = raw.astype(np.float32, copy=False)
     h, w = raw.shape
     planes = np.zeros((3, h, w), dtype=np.float32)
@@ -197,7 +223,5 @@ def demosaic_bilinear_rggb(raw):
     planes[1, 0::2, 1::2] = raw[0::2, 1::2]
     planes[1, 1::2, 0::2] = raw[1::2, 0::2]
     planes[2, 1::2, 1::2] = raw[1::2, 1::2]
-    out = np.empty((h, w, 3), dtype=np.float32)
-    for c, kernel in ((0, _KERNEL_RB), (1, _KERNEL_G), (2, _KERNEL_RB)):
-        out[:, :, c] = cv2.filter2D(planes[c], -1, kernel, borderType=cv2.BORDER_REFLECT_101)
-    return out
+    return [cv2.filter2D(planes[c], -1, kernel, borderType=cv2.BORDER_REFLECT_101)
+            for c, kernel in ((0, _KERNEL_RB), (1, _KERNEL_G), (2, _KERNEL_RB))]

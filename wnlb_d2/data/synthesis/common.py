@@ -137,7 +137,9 @@ class LowLightPipeline(abc.ABC):
     """Base class: turns a well-lit uint8 image into a synthetic low-light one.
 
     Subclasses implement :meth:`_degrade` on RGB floats in [0, 1]; this class checks the
-    input, converts the channel order and quantises the result to 8 bit.
+    input, converts the channel order and quantises the result to 8 bit. A subclass may
+    instead override :meth:`_degrade_uint8` and work on the 8-bit image itself (as lv2021
+    does, for speed).
 
     Attributes:
         name (str): the pipeline's name in ``INPUT.LOW_LIGHT.PIPELINE`` (its registry key).
@@ -170,19 +172,35 @@ class LowLightPipeline(abc.ABC):
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"{self.name}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
         check_channel_order(self.name, input_format)
+        out8, params = self._degrade_uint8(image, rng, input_format)
+        params = {k: _to_python(v) for k, v in params.items()}
+        params["pipeline"] = self.name
+        return np.ascontiguousarray(out8), params
+
+    def _degrade_uint8(self, image, rng, input_format):
+        """The whole degradation on 8-bit images; by default :meth:`_degrade` between conversions.
+
+        A pipeline overrides this instead of :meth:`_degrade` when it can work on the 8-bit
+        values directly (lookup tables, no float copy of the input, either channel order).
+
+        Args:
+            image (np.ndarray): uint8 (H, W, 3) in ``input_format`` (checked by ``__call__``).
+            rng (numpy.random.Generator): the source of all random draws.
+            input_format (str): "BGR" or "RGB".
+
+        Returns:
+            tuple[np.ndarray, dict]: uint8 (H, W, 3) in ``input_format`` and the sampled parameters.
+        """
         rgb = image[:, :, ::-1] if input_format == "BGR" else image
         x = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
         out, params = self._degrade(x, rng)
         out8 = np.clip(np.rint(out * np.float32(255.0)), 0, 255).astype(np.uint8)
         if input_format == "BGR":
             out8 = out8[:, :, ::-1]
-        params = {k: _to_python(v) for k, v in params.items()}
-        params["pipeline"] = self.name
-        return np.ascontiguousarray(out8), params
+        return out8, params
 
-    @abc.abstractmethod
     def _degrade(self, rgb, rng):
-        """Subclass hook.
+        """Subclass hook (or override :meth:`_degrade_uint8`).
 
         Args:
             rgb (np.ndarray): float32 (H, W, 3) RGB image in [0, 1].
@@ -191,6 +209,8 @@ class LowLightPipeline(abc.ABC):
         Returns:
             tuple[np.ndarray, dict]: float (H, W, 3) RGB in [0, 1] and the sampled parameters.
         """
+        raise NotImplementedError(f"{type(self).__name__}: a low-light pipeline implements _degrade(rgb, rng) "
+                                  "or _degrade_uint8(image, rng, input_format)")
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())

@@ -15,9 +15,10 @@ are not crushed to a few levels before the noise is added; only the final image 
 
 import logging
 
+import cv2
 import numpy as np
 
-from .camera import GammaResponse, demosaic_bilinear_rggb, load_dorf_curves, mosaic_rggb
+from .camera import GammaResponse, demosaic_bilinear_rggb_planes, load_dorf_curves, mosaic_rggb
 from .common import LowLightPipeline, ParameterError, check_range, uniform
 
 __all__ = ["Lv2021Pipeline"]
@@ -76,7 +77,24 @@ class Lv2021Pipeline(LowLightPipeline):
         params["crf_name"] = self._curves[index].name
         return self._curves[index]
 
-    def _degrade(self, rgb, rng):
+    def _degrade_uint8(self, image, rng, input_format):
+        """The degradation computed on the 8-bit image, equal bit for bit to the float formulas.
+
+        Before the noise every pixel is a function of its own 8-bit value, so the darkening, the
+        inverse response and the noise level are 256-entry tables (computed with the same
+        float32 operations as on the image, hence the same values), and the mosaic is taken
+        from the uint8 image. After the noise: in-place float operations per plane, and the
+        output interleaved once, in the input's channel order (no RGB/BGR copies).
+        The random draws are the same, in the same order, as in the float formulation.
+
+        Args:
+            image (np.ndarray): uint8 (H, W, 3) in ``input_format``.
+            rng (numpy.random.Generator): the source of all random draws.
+            input_format (str): "BGR" or "RGB".
+
+        Returns:
+            tuple[np.ndarray, dict]: uint8 (H, W, 3) in ``input_format`` and the parameters.
+        """
         params = {
             "alpha": uniform(rng, self.alpha),
             "beta": uniform(rng, self.beta),
@@ -86,10 +104,26 @@ class Lv2021Pipeline(LowLightPipeline):
         }
         crf = self._draw_response(rng, params)
         f32 = np.float32
-        dark = f32(params["beta"]) * np.power(f32(params["alpha"]) * rgb, f32(params["gamma"]))
-        raw = mosaic_rggb(crf.inverse(dark))
-        std = np.sqrt(f32(params["sigma_s"] ** 2) * raw + f32(params["sigma_c"] ** 2))
-        raw = raw + std * rng.standard_normal(raw.shape, dtype=np.float32)
-        raw = np.clip(raw, 0.0, 1.0)
-        out = np.clip(demosaic_bilinear_rggb(raw), 0.0, 1.0)
-        return crf.forward(out), params
+        # The tables: what the float formulas give for each 8-bit input value.
+        levels = np.arange(256, dtype=f32) * f32(1.0 / 255.0)
+        dark = f32(params["beta"]) * np.power(f32(params["alpha"]) * levels, f32(params["gamma"]))
+        irradiance = crf.inverse(dark)
+        std = np.sqrt(f32(params["sigma_s"] ** 2) * irradiance + f32(params["sigma_c"] ** 2))
+        codes = mosaic_rggb(image[:, :, ::-1] if input_format == "BGR" else image)  # uint8 (H, W)
+        raw = rng.standard_normal(codes.shape, dtype=f32)
+        table = np.empty(codes.shape, f32)
+        raw *= np.take(std, codes, out=table)
+        raw += np.take(irradiance, codes, out=table)
+        np.clip(raw, 0.0, 1.0, out=raw)
+        del table
+        planes = demosaic_bilinear_rggb_planes(raw)  # R, G, B
+        del raw
+        for plane in planes:
+            np.clip(plane, 0.0, 1.0, out=plane)
+            crf.forward(plane, out=plane)
+            # The base class's quantisation: rint(x * 255) clipped, per plane in place.
+            np.multiply(plane, f32(255.0), out=plane)
+            np.rint(plane, out=plane)
+            np.clip(plane, 0, 255, out=plane)
+        order = planes[::-1] if input_format == "BGR" else planes
+        return cv2.merge([p.astype(np.uint8) for p in order]), params
