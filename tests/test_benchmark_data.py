@@ -35,7 +35,7 @@ def test_tiny_run_prints_a_row_per_mapper_with_positive_ratios(tmp_path, capsys)
     assert rows[0]["cpu_ratio"] == 1.0 and rows[0]["wall_ratio"] == 1.0
     # The degradation costs something on top of the stock mapping (several times its noise).
     assert rows[1]["cpu_ms"] > rows[0]["cpu_ms"] and rows[2]["cpu_ms"] > rows[0]["cpu_ms"]
-    assert re.search(r"1 alternating rounds of 2 images", text)
+    assert re.search(r"1 alternating rounds of 2 images.*allocator: project", text)
     assert json.load(open(out))["results"] == json.loads(json.dumps(rows))
 
 
@@ -64,3 +64,14 @@ def test_rounds_alternate_and_every_mapper_sees_every_image():
 def test_bad_arguments_exit_with_one_line(argv, bad):
     with pytest.raises(SystemExit, match=bad):
         _tool().main(argv)
+
+
+def test_glibc_allocator_run_in_a_fresh_process_keeps_the_defaults():
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(root, "tools", "benchmark_data.py"), "--images", "1",
+                          "--rounds", "1", "--variants", "lv2021", "--allocator", "glibc"],
+                         capture_output=True, text=True, check=True, cwd=root).stdout
+    assert "allocator: glibc" in out and "| lv2021 |" in out and "| unprocess |" not in out

@@ -15,6 +15,11 @@ them alike. It prints the median per-image CPU time (``time.process_time``: all 
 process), wall time and minor page faults, and each mapper's CPU-time ratio to ``stock`` (the
 median of the per-round ratios). Compare ratios, not absolute times, on a loaded machine.
 
+The allocator settings are process-wide, so they apply to every mapper of a run alike:
+``--allocator project`` (default) applies ``wnlb_d2.utils.allocator.tune_allocator`` first, as
+every process that maps images for wnlb_d2 does (the stock mapper is timed in it too);
+``--allocator glibc`` keeps glibc's defaults (as a plain detectron2 data-loader worker has them).
+
 Example (the figures of docs/data.md, "Speed")::
 
     python tools/benchmark_data.py --images 8 --rounds 5 --json output/bench_data.json
@@ -152,10 +157,10 @@ def measure(mappers, dicts, rounds, warmup=1):
     return rows
 
 
-def format_table(rows, images, rounds):
+def format_table(rows, images, rounds, allocator="project"):
     """The Markdown table that :func:`main` prints."""
     lines = [f"per-image medians over {rounds} alternating rounds of {images} images (640x480 JPEG), "
-             f"ratios to {rows[0]['mapper']}",
+             f"ratios to {rows[0]['mapper']}; allocator: {allocator}",
              "| mapper | CPU ms | wall ms | minor faults | CPU ratio | wall ratio |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -174,6 +179,8 @@ def build_parser():
     p.add_argument("--threads", type=int, default=1,
                    help="OpenCV and torch threads (default 1, as in a data-loader worker; 0 keeps the libraries' "
                         "defaults)")
+    p.add_argument("--allocator", choices=("project", "glibc"), default="project",
+                   help="project: wnlb_d2's malloc settings for every mapper (default); glibc: glibc's defaults")
     p.add_argument("--json", help="also write the results to this JSON file")
     return p
 
@@ -188,14 +195,23 @@ def main(argv=None):
     import cv2
     import torch
 
+    from wnlb_d2.utils import allocator
+
     if args.threads:
         cv2.setNumThreads(args.threads)
         torch.set_num_threads(args.threads)
+    if args.allocator == "glibc":
+        os.environ[allocator.ENV_VAR] = "0"  # LowLightDatasetMapper's first call leaves glibc alone
+    applied = allocator.tune_allocator()
+    if args.allocator == "glibc" and applied:
+        sys.exit("benchmark_data.py: error: --allocator glibc: this process already has the project's malloc "
+                 "settings; run the tool in a fresh process")
+    label = args.allocator if applied or args.allocator == "glibc" else "project (not in effect: not glibc)"
     mappers = build_mappers(["stock"] + args.variants)
     with tempfile.TemporaryDirectory(prefix="benchmark_data_") as folder:
         dicts = dataset_dicts(make_crops(folder, args.images))
         rows = measure(mappers, dicts, args.rounds)
-    print(format_table(rows, args.images, args.rounds))
+    print(format_table(rows, args.images, args.rounds, label))
     if args.json:
         from wnlb_d2.utils.io import atomic_write_json
 
@@ -208,4 +224,4 @@ if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from wnlb_d2.utils.io import main_reporting_os_errors
 
-    sys.exit(main_reporting_os_errors("benchmark_data.py", main))
+    main_reporting_os_errors("benchmark_data.py", main)

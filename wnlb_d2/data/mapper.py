@@ -13,6 +13,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.utils import comm
 
+from ..utils.allocator import tune_allocator
 from .image_io import READ_FORMATS, ImageReadError, read_image
 from .synthesis import LowLightPipeline, build_pipeline_from_config, eval_rng
 
@@ -52,6 +53,10 @@ class LowLightDatasetMapper(DatasetMapper):
       not depend on where the set is registered from (a file name would: the mapper only sees
       absolute paths), so a normal-light set degraded here and its prepared low-light copy are
       one test set.
+
+    Each process that maps images applies :func:`wnlb_d2.utils.allocator.tune_allocator` on its
+    first image (glibc's allocator keeps image-sized arrays instead of returning them to the
+    kernel after every image).
 
     Images are read with :func:`wnlb_d2.data.image_io.read_image` (clear errors for bad files,
     logged conversions of grey/16-bit/alpha/CMYK images).
@@ -224,6 +229,10 @@ class LowLightDatasetMapper(DatasetMapper):
             parameters, a dict) when a pipeline is set; for an unreadable image with
             ``skip_unreadable``, a stand-in (see the class docstring).
         """
+        # Once per process (each data-loader worker): keep image-sized arrays on the heap. Here
+        # because detectron2's train loader takes no worker_init_fn (v0.6 fixes it; main passes
+        # its own next to **kwargs).
+        tune_allocator()
         # This follows DatasetMapper.__call__ of detectron2 (v0.6 and later), which offers no
         # hook between reading and augmenting; only the two marked steps differ.
         original, dataset_dict = dataset_dict, copy.deepcopy(dataset_dict)

@@ -51,6 +51,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..utils.allocator import tune_allocator
 from ..utils.io import atomic_write_bytes, remove_stale_temporaries, writing
 from .datasets.coco_instances import read_coco_json
 from .datasets.paths import require_dir
@@ -210,6 +211,7 @@ _WORKER = {}
 def _init_worker(settings):
     # No cv2.setNumThreads() here: in a forked child whose parent already ran a parallel
     # OpenCV call, it deadlocks (OpenCV's thread pool is not in the child).
+    tune_allocator()  # image-sized arrays stay on the heap between images
     _WORKER.clear()
     _WORKER.update(settings)
     _WORKER["pipeline_fn"] = build_pipeline(settings["pipeline"], **settings["overrides"])
