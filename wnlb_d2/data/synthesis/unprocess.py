@@ -17,6 +17,7 @@ negative or above-full-well values).
 
 import logging
 
+import cv2
 import numpy as np
 
 from .common import (LowLightPipeline, check_choice, check_number, check_range,
@@ -192,14 +193,74 @@ class UnprocessPipeline(LowLightPipeline):
         params["read_noise"] = float(np.exp(log_read))
         return params
 
-    def _degrade(self, rgb, rng):
+    def _degrade_uint8(self, image, rng, input_format):
+        """The degradation on the 8-bit image, within one level of the float formulas.
+
+        The same draws in the same order as :func:`unprocess_to_raw`, :func:`add_shot_read_noise`
+        and :func:`process_raw` in sequence. Faster: the inverse tone curve and gamma are a
+        256-entry table of the 8-bit values; the channel order, the white-balance gains and the
+        1/255 of the quantised signal are folded into the two colour matrices, applied by
+        ``cv2.transform``; the highlight protection of :func:`safe_inverse_gains` is computed
+        only at the pixels whose grey level passes its inflection point; everything else in
+        place. Matrix products summed in another order than NumPy's change a few values by one
+        level (``tests/test_synthesis_speed_equivalence.py`` bounds how many).
+
+        Args:
+            image (np.ndarray): uint8 (H, W, 3) in ``input_format``.
+            rng (numpy.random.Generator): the source of all random draws.
+            input_format (str): "BGR" or "RGB".
+
+        Returns:
+            tuple[np.ndarray, dict]: uint8 (H, W, 3) in ``input_format`` and the parameters.
+        """
         p = self.sample_params(rng)
-        raw = unprocess_to_raw(rgb, p)
-        # Low light: fewer photons, then the sensor's noise and an 8-bit ADC.
-        raw = np.clip(raw, 0.0, 1.0) * np.float32(p["darkness"])
-        raw = add_shot_read_noise(raw, p["shot_noise"], p["read_noise"], rng)
-        raw = np.rint(np.clip(raw, 0.0, 1.0) * np.float32(255.0)) / np.float32(255.0)
-        return process_raw(raw, p), p
+        f32 = np.float32
+        bgr = input_format == "BGR"
+        rgb2cam, wb = _camera(p)
+        levels = np.arange(256, dtype=f32) * f32(1.0 / 255.0)
+        table = np.power(np.maximum(inverse_tone_map(levels), f32(1e-8)), f32(p["gamma"]))
+        # float32 (H, W, 3) RGB: the table read through a reversed view costs no copy.
+        linear = np.take(table, image[:, :, ::-1] if bgr else image)
+        # Camera RGB exactly as unprocess_to_raw computes it (NumPy's product, so the 8-bit ADC
+        # below sees the same values), divided by the white balance.
+        raw = linear @ rgb2cam.T.astype(f32)
+        gains = (1.0 / wb).astype(f32)
+        # Highlights (grey above 0.9) blend the gains towards 1 (safe_inverse_gains); elsewhere
+        # its factor is the gains themselves.
+        flat = raw.reshape(-1, 3)
+        # A superset of those pixels (grey <= brightest channel); per-channel views, not an
+        # axis reduction (5-10x slower on an axis of length 3).
+        brightest = np.maximum(raw[:, :, 0], raw[:, :, 1])
+        np.maximum(brightest, raw[:, :, 2], out=brightest)
+        bright = np.flatnonzero(brightest > f32(0.9))
+        highlights = safe_inverse_gains(flat[bright], gains) if bright.size else None
+        raw *= gains
+        if highlights is not None:
+            flat[bright] = highlights
+        del linear
+        np.clip(raw, 0.0, 1.0, out=raw)
+        raw *= f32(p["darkness"])
+        # Shot and read noise (raw >= 0 here), then the 8-bit ADC: integer levels 0..255.
+        std = raw * f32(p["shot_noise"])
+        std += f32(p["read_noise"])
+        np.sqrt(std, out=std)
+        noise = rng.standard_normal(raw.shape, dtype=f32)
+        noise *= std
+        raw += noise
+        del std, noise
+        np.clip(raw, 0.0, 1.0, out=raw)
+        raw *= f32(255.0)
+        np.rint(raw, out=raw)
+        # Levels -> white balance -> sRGB, in the output's channel order.
+        to_srgb = np.linalg.inv(rgb2cam) * (wb / 255.0)[None, :]
+        out = cv2.transform(raw, (to_srgb[::-1] if bgr else to_srgb).astype(f32))
+        del raw
+        np.clip(out, f32(1e-8), 1.0, out=out)
+        np.power(out, f32(1.0 / p["gamma"]), out=out)
+        out *= f32(255.0)
+        np.rint(out, out=out)
+        np.clip(out, 0, 255, out=out)
+        return out.astype(np.uint8), p
 
 
 def _camera(params):
