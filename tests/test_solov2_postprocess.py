@@ -48,6 +48,10 @@ def _assert_same_instances(expected, got):
     assert torch.equal(got.pred_masks, expected.pred_masks)
     assert torch.equal(got.pred_boxes.tensor, expected.pred_boxes.tensor)
     torch.testing.assert_close(got.scores, expected.scores, rtol=0, atol=1e-6)
+    assert got.has("pred_mask_probs") == expected.has("pred_mask_probs")
+    if expected.has("pred_mask_probs"):
+        assert got.pred_mask_probs.dtype == expected.pred_mask_probs.dtype == torch.float32
+        torch.testing.assert_close(got.pred_mask_probs, expected.pred_mask_probs, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("opts", OPTS)
@@ -61,6 +65,18 @@ def test_padded_inference_equals_eager(seed, opts):
     _assert_same_instances(expected, got)
     if "score_thresh" not in opts and "update_thresh" not in opts:
         assert len(expected) > 1, "these inputs must give several detections"
+    # With the probabilities (what an export returns): the same instances, and masks, boxes and
+    # scores exactly as without them.
+    for infer, plain in ((solov2_inference_single_image, expected), (solov2_inference_single_image_padded, got)):
+        soft = infer(*args, mask_probs=True, **opts)
+        assert not plain.has("pred_mask_probs")  # users' instances unchanged
+        assert soft.pred_mask_probs.shape == soft.pred_masks.shape == (len(plain), *out_size)
+        assert torch.equal(soft.pred_masks, soft.pred_mask_probs > opts.get("mask_thresh", 0.5))
+        for field in ("pred_masks", "scores", "pred_classes"):
+            assert torch.equal(soft.get(field), plain.get(field)), field
+        assert torch.equal(soft.pred_boxes.tensor, plain.pred_boxes.tensor)
+    _assert_same_instances(solov2_inference_single_image(*args, mask_probs=True, **opts),
+                           solov2_inference_single_image_padded(*args, mask_probs=True, **opts))
 
 
 def test_traced_padded_inference_equals_eager_for_other_sizes_and_counts():
@@ -68,8 +84,9 @@ def test_traced_padded_inference_equals_eager_for_other_sizes_and_counts():
     def run(cate, kernels, feats):
         h, w = feats.shape[1], feats.shape[2]
         res = solov2_inference_single_image_padded(cate, kernels, strides, feats, (4 * h - 3, 4 * w - 2),
-                                                   (4 * h - 3, 4 * w - 2), nms_pre=20, max_per_image=8)
-        return res.pred_boxes.tensor, res.scores, res.pred_classes, res.pred_masks
+                                                   (4 * h - 3, 4 * w - 2), nms_pre=20, max_per_image=8,
+                                                   mask_probs=True)
+        return res.pred_boxes.tensor, res.scores, res.pred_classes, res.pred_masks, res.pred_mask_probs
 
     cate, kernels, strides, feats = _head_outputs(0)
     with warnings.catch_warnings():
@@ -80,10 +97,12 @@ def test_traced_padded_inference_equals_eager_for_other_sizes_and_counts():
         cate, kernels, _, feats = _head_outputs(seed, size, density)
         h, w = size
         expected = solov2_inference_single_image(cate, kernels, strides, feats, (4 * h - 3, 4 * w - 2),
-                                                 (4 * h - 3, 4 * w - 2), nms_pre=20, max_per_image=8)
-        boxes, scores, classes, masks = traced(cate, kernels, feats)
-        assert masks.shape == expected.pred_masks.shape
+                                                 (4 * h - 3, 4 * w - 2), nms_pre=20, max_per_image=8,
+                                                 mask_probs=True)
+        boxes, scores, classes, masks, probs = traced(cate, kernels, feats)
+        assert masks.shape == probs.shape == expected.pred_masks.shape
         assert torch.equal(masks, expected.pred_masks) and torch.equal(classes, expected.pred_classes)
+        torch.testing.assert_close(probs, expected.pred_mask_probs, rtol=0, atol=1e-6)
         assert torch.equal(boxes, expected.pred_boxes.tensor)
         torch.testing.assert_close(scores, expected.scores, rtol=0, atol=1e-6)
         counts.append(len(expected))

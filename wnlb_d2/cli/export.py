@@ -3,9 +3,9 @@
 detectron2's ``tools/deploy/export_model.py`` arguments, with this project's config keys
 (``add_lowlight_config``, ``model_zoo://`` bases). The exported model is run on the sample image
 and on two resized copies of it (other sizes than the tracing one); its largest difference from
-eager is printed, with its CPU inference time as a ratio to eager's. The file is written only
-when every difference is within ``--tolerance``: a model that gives other outputs is never left
-behind.
+eager is printed (box coordinates as a fraction of the image's longer side), with its CPU
+inference time as a ratio to eager's. The file is written only when every difference is within
+``--tolerance``: a model that gives other outputs is never left behind.
 
 Example (wnlb-export, or python tools/deploy/export_model.py in a checkout)::
 
@@ -15,7 +15,8 @@ Example (wnlb-export, or python tools/deploy/export_model.py in a checkout)::
 
 Outputs (``model.ts`` / ``model.onnx``): ``image (C, H, W)`` float in the config's
 ``INPUT.FORMAT``, already resized (``INPUT.MIN_SIZE_TEST``) -> boxes, scores, classes, masks
-(detectron2's outputs before ``detector_postprocess``).
+(Mask R-CNN: detectron2's outputs before ``detector_postprocess``; SOLOv2: mask probabilities at
+the input size, binary where above ``MODEL.SOLOV2.MASK_THRESH_TEST``, and the boxes of those).
 """
 
 import argparse
@@ -44,7 +45,9 @@ def get_parser():
     parser.add_argument("--sample-image", default=None,
                         help="image to trace and check with; default a fixed random image of the test size")
     parser.add_argument("--tolerance", type=float, default=1e-4,
-                        help="largest allowed |exported - eager| (default 1e-4)")
+                        help="largest allowed |exported - eager| of scores, classes and masks (mask "
+                             "probabilities), and of box coordinates as a fraction of the image's longer "
+                             "side (default 1e-4)")
     parser.add_argument("--run-eval", action="store_true", help=argparse.SUPPRESS)  # detectron2's; not offered
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser
@@ -91,7 +94,9 @@ def export_and_check(cfg, args):
     Returns:
         str: the written file.
     """
-    from wnlb_d2.export import FlatDetector, eager_outputs, export_model_bytes, load_exported, max_difference, time_ratio
+    from wnlb_d2.export import (
+        FlatDetector, eager_outputs, export_model_bytes, load_exported, output_differences, time_ratio,
+    )
     from wnlb_d2.utils.io import atomic_write_bytes
 
     method = args.export_method
@@ -105,13 +110,15 @@ def export_and_check(cfg, args):
     worst = 0.0
     for x in [image] + _other_sizes(image):
         expected, got = eager_outputs(flat, x), run(x)
-        diff = max_difference(expected, got)
+        diffs = output_differences(expected, got, tuple(x.shape[-2:]), flat.mask_thresh)
+        diff = max(diffs.values())
         print(f"{TOOL}: image {tuple(x.shape[-2:])}: {len(expected[1])} detections eager, "
-              f"{len(got[1])} exported, max |difference| {diff:.3g}")
+              f"{len(got[1])} exported, max |difference| {diff:.3g} ("
+              + ", ".join(f"{name} {d:.3g}" for name, d in diffs.items()) + ")")
         worst = max(worst, diff)
     ratio = time_ratio(lambda x: eager_outputs(flat, x), run, image)
-    print(f"{TOOL}: max |exported - eager| = {worst:.3g} (tolerance {args.tolerance:g}); "
-          f"CPU inference time exported / eager = {ratio:.2f}")
+    print(f"{TOOL}: max |exported - eager| = {worst:.3g} (box coordinates as a fraction of the image's "
+          f"longer side; tolerance {args.tolerance:g}); CPU inference time exported / eager = {ratio:.2f}")
     if not worst <= args.tolerance:
         raise ValueError(
             f"the exported model differs from eager by {worst:.3g} > --tolerance {args.tolerance:g}; nothing written"

@@ -24,7 +24,7 @@ from ..layers import NonLocalBlock2d
 
 __all__ = [
     "EXPORT_FORMATS", "ExportError", "FlatDetector", "export_model_bytes", "load_exported", "max_difference",
-    "time_ratio",
+    "output_differences", "time_ratio",
 ]
 
 logger = logging.getLogger(__name__)
@@ -47,22 +47,36 @@ class FlatDetector(nn.Module):
 
     For a GeneralizedRCNN the outputs are those before ``detector_postprocess`` (as
     detectron2's ``TracingAdapter`` gives them): boxes in the input image's frame and Mask
-    R-CNN's 28 x 28 mask probabilities. For SOLOv2, its instances at the input size (binary
-    masks as 0/1 floats, boxes from the masks); traced, the padded candidates are reduced to the
-    detections by boolean indexing, so the outputs' first dimension is dynamic, zero included.
+    R-CNN's 28 x 28 mask probabilities. For SOLOv2, its instances at the input size: ``(N, H, W)``
+    mask *probabilities* (``pred_mask_probs``, before ``MODEL.SOLOV2.MASK_THRESH_TEST``; the
+    binary mask is ``masks > mask_thresh``) and the boxes of those binary masks; traced, the
+    padded candidates are reduced to the detections by boolean indexing, so the outputs' first
+    dimension is dynamic, zero included.
+
+    Probabilities rather than binary masks because a threshold is not continuous: onnxruntime's
+    convolutions differ from torch's by about 1e-6, which flips a pixel whose probability is that
+    close to the threshold (a difference of 1); at COCO sizes some nearly always is (measured:
+    13 to 41 pixels an image at 600-938 x 800). Probabilities compare within float error
+    (:func:`max_difference`).
+
+    Attributes:
+        mask_thresh (float or None): SOLOv2's mask threshold, which its boxes are computed at
+            (for :func:`max_difference`); None for a GeneralizedRCNN.
     """
 
     def __init__(self, model):
         super().__init__()
         self.model = model
+        self.mask_thresh = None if hasattr(model, "roi_heads") else float(model.test_opts["mask_thresh"])
 
     def forward(self, image):
         inputs = [{"image": image}]
         if hasattr(self.model, "roi_heads"):
             instances = self.model.inference(inputs, do_postprocess=False)[0]
+            masks = instances.pred_masks if instances.has("pred_masks") else instances.scores.new_zeros((0,))
         else:
-            instances = self.model(inputs)[0]["instances"]
-        masks = instances.pred_masks if instances.has("pred_masks") else instances.scores.new_zeros((0,))
+            instances = self.model(inputs, mask_probs=True)[0]["instances"]
+            masks = instances.pred_mask_probs
         return instances.pred_boxes.tensor, instances.scores, instances.pred_classes, masks.float()
 
 
@@ -170,20 +184,109 @@ def eager_outputs(flat, image):
         return [t.numpy() for t in flat(image)]
 
 
-def max_difference(expected, got):
-    """Largest absolute difference between two output lists; inf if a shape differs or a value is NaN.
+#: Indices of the boxes and masks in the flat outputs (:data:`OUTPUT_NAMES`).
+BOXES, MASKS = OUTPUT_NAMES.index("boxes"), OUTPUT_NAMES.index("masks")
+#: Added to the measured mask difference when bracketing SOLOv2's boxes: the float32 rounding of
+#: the threshold itself (0.3 is 0.30000001 in float32), so a pixel at it counts as at it.
+_THRESH_SLACK = 1e-7
 
-    A different number of detections (e.g. a trace that kept the tracing image's count) is a
-    shape difference, hence inf.
+
+def _boxes_of(masks):
+    """Tight XYXY boxes of ``(N, H, W)`` bool masks (numpy), as ``masks_to_boxes``, and which are non-empty.
+
+    Returns:
+        tuple[ndarray, ndarray]: ``(N, 4)`` float64 boxes (zero for an empty mask), ``(N,)`` bool.
     """
-    worst = 0.0
-    for e, g in zip(expected, got):
-        e, g = np.asarray(e), np.asarray(g)
-        if e.shape != g.shape or not np.isfinite(g).all():
-            return float("inf")
-        if e.size:
-            worst = max(worst, float(np.abs(e.astype(np.float64) - g.astype(np.float64)).max()))
-    return worst if len(expected) == len(got) else float("inf")
+    h, w = masks.shape[1:]
+    cols, rows = masks.any(axis=1), masks.any(axis=2)  # (N, W), (N, H)
+    xs, ys = np.arange(w), np.arange(h)
+    boxes = np.stack([np.where(cols, xs, w).min(axis=1, initial=w), np.where(rows, ys, h).min(axis=1, initial=h),
+                      np.where(cols, xs, -1).max(axis=1, initial=-1) + 1,
+                      np.where(rows, ys, -1).max(axis=1, initial=-1) + 1], axis=1).astype(np.float64)
+    nonempty = cols.any(axis=1)
+    return boxes * nonempty[:, None], nonempty
+
+
+def _box_excess(probs, boxes, mask_thresh, slack):
+    """How far (pixels) each box lies outside the boxes that masks within ``slack`` of ``probs`` can have.
+
+    A mask whose probabilities are within ``slack`` of ``probs`` contains ``probs > mask_thresh +
+    slack`` (inner) and is contained in ``probs > mask_thresh - slack`` (outer), and a tight box
+    grows with its mask: its left edge lies between the outer's and the inner's, and so on.
+
+    Args:
+        probs (ndarray): ``(N, H, W)`` eager mask probabilities.
+        boxes (ndarray): ``(N, 4)`` exported XYXY boxes (zero for an empty mask).
+        mask_thresh (float): the threshold the boxes' masks were made at.
+        slack (float): the largest probability difference allowed.
+
+    Returns:
+        ndarray: ``(N,)`` float64, 0 where the box is one such a mask has.
+    """
+    probs = probs.astype(np.float64)
+    inner, inner_any = _boxes_of(probs > mask_thresh + slack)
+    outer, outer_any = _boxes_of(probs > mask_thresh - slack)
+    # Bounds of x0, y0, x1, y1; with an empty inner mask, any non-empty part of the outer one.
+    low = np.where(inner_any[:, None], np.concatenate([outer[:, :2], inner[:, 2:]], axis=1),
+                   np.concatenate([outer[:, :2], outer[:, :2] + 1], axis=1))
+    high = np.where(inner_any[:, None], np.concatenate([inner[:, :2], outer[:, 2:]], axis=1),
+                    np.concatenate([outer[:, 2:] - 1, outer[:, 2:]], axis=1))
+    excess = np.maximum(np.maximum(low - boxes, boxes - high), 0.0).max(axis=1, initial=0.0)
+    empty = ~boxes.any(axis=1)  # the exported mask is empty: right only if the inner one is
+    excess = np.where(empty, np.where(inner_any, inner.max(axis=1, initial=0.0), 0.0), excess)
+    # An empty outer mask: only an empty box is right.
+    return np.where(~outer_any, np.abs(boxes).max(axis=1, initial=0.0), excess)
+
+
+def output_differences(expected, got, image_shape, mask_thresh=None):
+    """Largest difference of each flat output (:data:`OUTPUT_NAMES`) between eager and exported.
+
+    Box coordinates count as fractions of the image's longer side, as the YOLO export check's
+    (:func:`wnlb_d2.yolo.export.output_difference`): float32 alone rounds a coordinate of a
+    1333-px image by up to 6e-5 px, and the exported blocks' float error moves a coordinate in
+    proportion to it (1.1e-4 px TorchScript, 3.6e-4 px ONNX near 60 px with open Gaussian blocks),
+    so a fixed number of pixels is no scale-free tolerance. Scores, classes and masks (Mask
+    R-CNN's 28 x 28 and SOLOv2's full-size probabilities) count as they are.
+
+    With ``mask_thresh`` (SOLOv2: boxes of the masks ``probabilities > mask_thresh``), a box is
+    compared with what the eager masks allow: a pixel whose probability lies within float error
+    of the threshold may fall on either side of it in another runtime, and the box edge with it
+    (by a pixel, or more for a lone pixel). A box counts as equal when it is the box of some mask
+    whose probabilities are within ``d`` of eager's (``d`` the largest mask difference measured),
+    and otherwise by how far it lies outside those boxes. So the masks' ``d`` must be within the
+    tolerance, and a box that no such mask gives (an export that shifted it) is not.
+
+    Args:
+        expected, got (list[ndarray]): eager and exported ``(boxes, scores, classes, masks)``.
+        image_shape (tuple[int, int]): ``(H, W)`` of the input image.
+        mask_thresh (float or None): :attr:`FlatDetector.mask_thresh`.
+
+    Returns:
+        dict[str, float]: output name -> largest difference; every one ``inf`` if the number of
+        outputs or any shape differs (a different number of detections, e.g. a trace that kept
+        the tracing image's count) or an exported value is not finite.
+    """
+    expected, got = [np.asarray(e) for e in expected], [np.asarray(g) for g in got]
+    inf = dict.fromkeys(OUTPUT_NAMES, float("inf"))
+    if len(expected) != len(got) or len(got) != len(OUTPUT_NAMES):
+        return inf
+    if any(e.shape != g.shape or not np.isfinite(g).all() for e, g in zip(expected, got)):
+        return inf
+    diffs = {name: float(np.abs(e.astype(np.float64) - g.astype(np.float64)).max(initial=0.0))
+             for name, e, g in zip(OUTPUT_NAMES, expected, got)}
+    side = float(max(image_shape))
+    if mask_thresh is None:
+        diffs["boxes"] /= side
+    else:
+        excess = _box_excess(expected[MASKS], got[BOXES].astype(np.float64), mask_thresh,
+                             diffs["masks"] + _THRESH_SLACK)
+        diffs["boxes"] = float(excess.max(initial=0.0)) / side
+    return diffs
+
+
+def max_difference(expected, got, image_shape, mask_thresh=None):
+    """The largest of :func:`output_differences` (``inf`` if a shape differs or a value is not finite)."""
+    return max(output_differences(expected, got, image_shape, mask_thresh).values())
 
 
 def time_ratio(eager, exported, image, repeats=3):

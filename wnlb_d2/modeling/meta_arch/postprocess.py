@@ -56,9 +56,11 @@ def point_nms(heat):
     return heat * (hmax == heat)
 
 
-def _empty(out_size, device):
+def _empty(out_size, device, mask_probs=False):
     res = Instances(out_size)
     res.pred_masks = torch.zeros((0,) + tuple(out_size), dtype=torch.bool, device=device)
+    if mask_probs:
+        res.pred_mask_probs = torch.zeros((0,) + tuple(out_size), device=device)
     res.pred_boxes = Boxes(torch.zeros((0, 4), device=device))
     res.scores = torch.zeros(0, device=device)
     res.pred_classes = torch.zeros(0, dtype=torch.long, device=device)
@@ -68,7 +70,7 @@ def _empty(out_size, device):
 def solov2_inference_single_image(
     cate_scores, kernels, cell_strides, mask_features, image_size, out_size, *,
     mask_stride=4, score_thresh=0.1, mask_thresh=0.5, nms_pre=500, nms_kernel="gaussian", nms_sigma=2.0,
-    update_thresh=0.05, max_per_image=100,
+    update_thresh=0.05, max_per_image=100, mask_probs=False,
 ):
     """SOLOv2 inference for one image.
 
@@ -89,16 +91,22 @@ def solov2_inference_single_image(
         mask_stride (int): stride of the mask features in the padded image (P2: 4).
         score_thresh, mask_thresh, nms_pre, nms_kernel, nms_sigma, update_thresh,
             max_per_image: the ``MODEL.SOLOV2`` inference keys.
+        mask_probs (bool): also return ``pred_mask_probs``, the masks' probabilities before
+            ``mask_thresh`` (what an exported model returns: a threshold flips a pixel whose
+            probability is within float error of it, so probabilities are what two runtimes
+            can be compared on).
 
     Returns:
         Instances: at ``out_size``, with ``pred_masks`` (bool ``(N, height, width)``),
-        ``pred_boxes`` (from the masks), ``scores`` and ``pred_classes``.
+        ``pred_boxes`` (from the masks), ``scores`` and ``pred_classes``; with ``mask_probs``,
+        ``pred_mask_probs`` (float ``(N, height, width)``, ``pred_masks = pred_mask_probs >
+        mask_thresh``).
     """
     device = mask_features.device
     e, h, w = mask_features.shape
     cells, classes = (cate_scores > score_thresh).nonzero(as_tuple=True)
     if cells.numel() == 0:
-        return _empty(out_size, device)
+        return _empty(out_size, device, mask_probs)
     scores = cate_scores[cells, classes]
     feats = mask_features.reshape(e, h * w)
 
@@ -114,7 +122,7 @@ def solov2_inference_single_image(
     area, maskness = area[inverse], maskness[inverse]
     keep = area > cell_strides[cells].float()
     if not keep.any():
-        return _empty(out_size, device)
+        return _empty(out_size, device, mask_probs)
     cells, classes, area = cells[keep], classes[keep], area[keep]
     scores = scores[keep] * maskness[keep]
 
@@ -128,7 +136,7 @@ def solov2_inference_single_image(
     order = torch.argsort(scores, descending=True)[:max_per_image]
     prob, classes, scores = prob[order], classes[order], scores[order]
     if scores.numel() == 0:
-        return _empty(out_size, device)
+        return _empty(out_size, device, mask_probs)
 
     # Up-sample to the padded image, drop the padding, then resize to the original image
     # (bilinear on probabilities, then threshold, so edges are not blocky).
@@ -139,6 +147,8 @@ def solov2_inference_single_image(
 
     res = Instances(tuple(out_size))
     res.pred_masks = masks
+    if mask_probs:
+        res.pred_mask_probs = prob
     res.pred_boxes = Boxes(masks_to_boxes(masks))
     res.scores = scores
     res.pred_classes = classes
@@ -148,7 +158,7 @@ def solov2_inference_single_image(
 def solov2_inference_single_image_padded(
     cate_scores, kernels, cell_strides, mask_features, image_size, out_size, *,
     mask_stride=4, score_thresh=0.1, mask_thresh=0.5, nms_pre=500, nms_kernel="gaussian", nms_sigma=2.0,
-    update_thresh=0.05, max_per_image=100,
+    update_thresh=0.05, max_per_image=100, mask_probs=False,
 ):
     """:func:`solov2_inference_single_image` as tensor operations only, for tracing and export.
 
@@ -219,6 +229,8 @@ def solov2_inference_single_image_padded(
 
     res = Instances(tuple(out_size))
     res.pred_masks = masks
+    if mask_probs:
+        res.pred_mask_probs = prob
     res.pred_boxes = Boxes(masks_to_boxes(masks))
     res.scores = scores
     res.pred_classes = classes

@@ -154,12 +154,16 @@ class SOLOv2(nn.Module):
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
         return ImageList.from_tensors(images, self.backbone.size_divisibility)
 
-    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
+    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]], mask_probs: bool = False):
         """
         Args:
             batched_inputs (list[dict]): detectron2's format: ``"image"`` ``(C, H, W)``, and
                 ``"instances"`` (with ``gt_classes``, ``gt_masks``, optionally ``gt_boxes``) in
                 training; optional ``"height"``, ``"width"`` (output size) at inference.
+            mask_probs (bool): at inference, the instances also carry ``pred_mask_probs``
+                (float ``(N, height, width)``, the masks' probabilities before
+                ``MODEL.SOLOV2.MASK_THRESH_TEST``): what :class:`wnlb_d2.export.FlatDetector`
+                returns. ``pred_masks`` is the same either way.
 
         Returns:
             dict[str, Tensor] in training (losses), else list[dict] with ``"instances"``.
@@ -173,7 +177,7 @@ class SOLOv2(nn.Module):
                 raise ValueError("SOLOv2 training needs 'instances' (ground truth) in every input dict")
             gt = [x["instances"].to(self.device) for x in batched_inputs]
             return self.losses(cate_logits, kernels, mask_features, gt, tuple(images.tensor.shape[-2:]))
-        return self.inference(cate_logits, kernels, mask_features, images, batched_inputs)
+        return self.inference(cate_logits, kernels, mask_features, images, batched_inputs, mask_probs)
 
     @staticmethod
     def _flatten(per_level):
@@ -232,8 +236,9 @@ class SOLOv2(nn.Module):
             loss_mask = dice_loss(logits.sigmoid(), targets.pos_masks).mean()
         return {"loss_cate": self.focal_weight * loss_cate, "loss_mask": self.dice_weight * loss_mask}
 
-    def inference(self, cate_logits, kernels, mask_features, images, batched_inputs):
-        """Per image: candidates, maskness rescoring, Matrix NMS, masks at the output size."""
+    def inference(self, cate_logits, kernels, mask_features, images, batched_inputs, mask_probs=False):
+        """Per image: candidates, maskness rescoring, Matrix NMS, masks at the output size (and
+        their probabilities with ``mask_probs``)."""
         from ...layers.nonlocal_ops import is_exporting
 
         # Traced or exported: the tensor-only path (same instances; no Python branch on the
@@ -250,7 +255,7 @@ class SOLOv2(nn.Module):
             out_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
             inst = infer(
                 cate[i], kernels[i], strides, mask_features[i], image_size, out_size,
-                mask_stride=self.mask_stride, **self.test_opts,
+                mask_stride=self.mask_stride, mask_probs=mask_probs, **self.test_opts,
             )
             results.append({"instances": inst})
         return results
