@@ -56,3 +56,17 @@ def test_the_training_step_is_a_real_step():
 def test_bad_sizes_fail_in_one_line():
     with pytest.raises(SystemExit, match="multiples of 32"):
         _tool().main(["--sizes", "100"])
+
+
+def test_the_command_exits_0(tmp_path):
+    # Bug: the script ended with sys.exit(<the rows>), so a successful run printed the list and exited 1.
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, os.path.join(root, "tools", "benchmark_yolo.py"), "--sizes", "64",
+                           "--repeats", "1", "--phases", "inference", "--variants", "wnlb", "--threads", "1"],
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=root, YOLO_OFFLINE="1"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| yolov8n-seg | 64 | inference | wnlb |" in proc.stdout and "[{" not in proc.stdout + proc.stderr

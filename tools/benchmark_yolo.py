@@ -20,7 +20,6 @@ Example (the table of docs/results.md, "Cost: YOLOv8")::
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -150,13 +149,15 @@ def main(argv=None):
                           f"{r['cpu_s']:.3f} s | {r['cpu_ratio']:.2f} | {r['wall_s']:.3f} s | "
                           f"{r['wall_ratio']:.2f} |", flush=True)
     if args.json:
+        from wnlb_d2.utils.io import atomic_write_json
+
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": rows}, f, indent=1)
+        atomic_write_json(args.json, {"args": vars(args), "results": rows}, indent=1)
     return rows
 
 
 if __name__ == "__main__":
     from wnlb_d2.utils.io import main_reporting_os_errors
 
-    sys.exit(main_reporting_os_errors("benchmark_yolo.py", main))
+    main_reporting_os_errors("benchmark_yolo.py", main)  # main returns the rows, not an exit status
+    sys.exit(0)
