@@ -72,12 +72,59 @@ class FlatDetector(nn.Module):
     def forward(self, image):
         inputs = [{"image": image}]
         if hasattr(self.model, "roi_heads"):
-            instances = self.model.inference(inputs, do_postprocess=False)[0]
+            with _one_image_without_splits():
+                instances = self.model.inference(inputs, do_postprocess=False)[0]
             masks = instances.pred_masks if instances.has("pred_masks") else instances.scores.new_zeros((0,))
         else:
             instances = self.model(inputs, mask_probs=True)[0]["instances"]
             masks = instances.pred_mask_probs
         return instances.pred_boxes.tensor, instances.scores, instances.pred_classes, masks.float()
+
+
+def _mask_probs_of_one_image(pred_mask_logits, pred_instances):
+    """detectron2's ``mask_rcnn_inference`` for one image, without its per-image ``split``."""
+    (instances,) = pred_instances
+    if pred_mask_logits.size(1) == 1:  # class-agnostic masks
+        probs = pred_mask_logits.sigmoid()
+    else:
+        indices = torch.arange(pred_mask_logits.shape[0], device=pred_mask_logits.device)
+        probs = pred_mask_logits[indices, instances.pred_classes][:, None].sigmoid()
+    instances.pred_masks = probs  # (N, 1, Hmask, Wmask)
+
+
+@contextmanager
+def _one_image_without_splits():
+    """Run a GeneralizedRCNN on one image without detectron2's per-image ``split`` calls.
+
+    detectron2 splits its batched proposals, probabilities and masks into images by sizes taken
+    with ``len()`` (FastRCNNOutputLayers.predict_probs / predict_boxes, ``mask_rcnn_inference``).
+    A trace records those sizes as constants, so a traced model fails (``split_with_sizes expects
+    split_sizes to sum exactly to ...``) on any image whose number of proposals or detections
+    differs from the tracing image's: with a score threshold, nearly every other image. With one
+    image the split is the identity, so it is left out here; the outputs are unchanged.
+    """
+    from detectron2.modeling.roi_heads import mask_head
+    from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+
+    saved = mask_head.mask_rcnn_inference, FastRCNNOutputLayers.predict_probs, FastRCNNOutputLayers.predict_boxes
+
+    def predict_probs(layer, predictions, proposals):
+        if len(proposals) != 1:
+            return saved[1](layer, predictions, proposals)
+        return (torch.nn.functional.softmax(predictions[0], dim=-1),)
+
+    def predict_boxes(layer, predictions, proposals):
+        if len(proposals) != 1:
+            return saved[2](layer, predictions, proposals)
+        deltas, boxes = predictions[1], proposals[0].proposal_boxes.tensor
+        return (layer.box2box_transform.apply_deltas(deltas, boxes),)
+
+    mask_head.mask_rcnn_inference = _mask_probs_of_one_image
+    FastRCNNOutputLayers.predict_probs, FastRCNNOutputLayers.predict_boxes = predict_probs, predict_boxes
+    try:
+        yield
+    finally:
+        mask_head.mask_rcnn_inference, FastRCNNOutputLayers.predict_probs, FastRCNNOutputLayers.predict_boxes = saved
 
 
 def _first_line(e):
