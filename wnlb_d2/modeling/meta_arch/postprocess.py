@@ -67,6 +67,61 @@ def _empty(out_size, device, mask_probs=False):
     return res
 
 
+def _area_and_maskness(kernels, feats, mask_thresh):
+    """Area and maskness of the masks of some kernels, scored in chunks of ``_CHUNK`` (bounded memory).
+
+    Args:
+        kernels (Tensor): ``(N, E)`` dynamic kernels.
+        feats (Tensor): ``(E, h * w)`` mask features.
+        mask_thresh (float): the binary mask is ``sigmoid(kernel @ feats) > mask_thresh``.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``(N,)`` area (pixels of the binary mask) and maskness (mean
+        probability inside it; 0 for an empty mask).
+    """
+    areas, masknesses = [], []
+    for i in range(0, kernels.shape[0], _CHUNK):  # the trip count depends on N only
+        prob = (kernels[i:i + _CHUNK] @ feats).sigmoid()
+        binary = prob > mask_thresh
+        area = binary.sum(dim=1).float()
+        areas.append(area)
+        masknesses.append((prob * binary).sum(dim=1) / area.clamp(min=1.0))
+    return torch.cat(areas), torch.cat(masknesses)
+
+
+def _instances_at_output_size(prob, scores, classes, image_size, out_size, mask_stride, mask_thresh, mask_probs):
+    """The kept masks as Instances at the output size.
+
+    Up-sample to the padded image, drop the padding, then resize to the original image (bilinear
+    on probabilities, then threshold, so edges are not blocky).
+
+    Args:
+        prob (Tensor): ``(N, h, w)`` mask probabilities at the mask features' resolution.
+        scores, classes (Tensor): ``(N,)``.
+        image_size, out_size: ``(height, width)`` of the unpadded input and of the output (ints
+            or 0-dim tensors, the traced sizes).
+        mask_stride (int), mask_thresh (float), mask_probs (bool): as the inference functions'.
+
+    Returns:
+        Instances: ``pred_masks``, ``pred_boxes`` (from the masks), ``scores``, ``pred_classes``
+        and, with ``mask_probs``, ``pred_mask_probs``.
+    """
+    h, w = prob.shape[-2], prob.shape[-1]
+    prob = F.interpolate(prob[:, None], size=(mask_stride * h, mask_stride * w), mode="bilinear", align_corners=False)
+    prob = prob[:, :, : image_size[0], : image_size[1]]
+    prob = F.interpolate(prob, size=(out_size[0], out_size[1]), mode="bilinear", align_corners=False)[:, 0]
+    masks = prob > mask_thresh
+
+    res = Instances(tuple(out_size))
+    res.pred_masks = masks
+    if mask_probs:
+        res.pred_mask_probs = prob
+    res.pred_boxes = Boxes(masks_to_boxes(masks))
+    res.scores = scores
+    res.pred_classes = classes
+    return res
+
+
 def solov2_inference_single_image(
     cate_scores, kernels, cell_strides, mask_features, image_size, out_size, *,
     mask_stride=4, score_thresh=0.1, mask_thresh=0.5, nms_pre=500, nms_kernel="gaussian", nms_sigma=2.0,
@@ -112,13 +167,7 @@ def solov2_inference_single_image(
 
     # Pass 1: area and maskness of each candidate cell's mask, chunk by chunk.
     uniq, inverse = torch.unique(cells, return_inverse=True)
-    area = torch.empty(uniq.numel(), device=device)
-    maskness = torch.empty(uniq.numel(), device=device)
-    for i in range(0, uniq.numel(), _CHUNK):
-        prob = (kernels[uniq[i:i + _CHUNK]] @ feats).sigmoid()
-        binary = prob > mask_thresh
-        area[i:i + _CHUNK] = binary.sum(dim=1).float()
-        maskness[i:i + _CHUNK] = (prob * binary).sum(dim=1) / area[i:i + _CHUNK].clamp(min=1.0)
+    area, maskness = _area_and_maskness(kernels[uniq], feats, mask_thresh)
     area, maskness = area[inverse], maskness[inverse]
     keep = area > cell_strides[cells].float()
     if not keep.any():
@@ -138,21 +187,8 @@ def solov2_inference_single_image(
     if scores.numel() == 0:
         return _empty(out_size, device, mask_probs)
 
-    # Up-sample to the padded image, drop the padding, then resize to the original image
-    # (bilinear on probabilities, then threshold, so edges are not blocky).
-    prob = F.interpolate(prob[:, None], size=(mask_stride * h, mask_stride * w), mode="bilinear", align_corners=False)
-    prob = prob[:, :, : image_size[0], : image_size[1]]
-    prob = F.interpolate(prob, size=tuple(out_size), mode="bilinear", align_corners=False)[:, 0]
-    masks = prob > mask_thresh
-
-    res = Instances(tuple(out_size))
-    res.pred_masks = masks
-    if mask_probs:
-        res.pred_mask_probs = prob
-    res.pred_boxes = Boxes(masks_to_boxes(masks))
-    res.scores = scores
-    res.pred_classes = classes
-    return res
+    return _instances_at_output_size(prob, scores, classes, image_size, out_size, mask_stride, mask_thresh,
+                                     mask_probs)
 
 
 def solov2_inference_single_image_padded(
@@ -190,14 +226,7 @@ def solov2_inference_single_image_padded(
     feats = mask_features.flatten(1)  # (E, h * w)
 
     # Pass 1: area and maskness of every cell's mask; the trip count depends on M only.
-    areas, masknesses = [], []
-    for i in range(0, m, _CHUNK):
-        prob = (kernels[i:i + _CHUNK] @ feats).sigmoid()
-        binary = prob > mask_thresh
-        area = binary.sum(dim=1).float()
-        areas.append(area)
-        masknesses.append((prob * binary).sum(dim=1) / area.clamp(min=1.0))
-    area, maskness = torch.cat(areas), torch.cat(masknesses)  # (M,)
+    area, maskness = _area_and_maskness(kernels, feats, mask_thresh)  # (M,)
     valid = (cate_scores > score_thresh) & (area > cell_strides.float())[:, None]  # (M, C)
     scores = torch.where(valid, cate_scores * maskness[:, None], torch.full_like(cate_scores, -1.0))
 
@@ -219,19 +248,6 @@ def solov2_inference_single_image_padded(
     scores, order = decayed[kept], order[kept]
     classes, prob = classes[order], prob[order]
 
-    # As the eager path: up-sample, drop the padding, resize to the output size, threshold.
     h, w = mask_features.shape[1], mask_features.shape[2]
-    prob = prob.reshape(-1, 1, h, w)
-    prob = F.interpolate(prob, size=(mask_stride * h, mask_stride * w), mode="bilinear", align_corners=False)
-    prob = prob[:, :, : image_size[0], : image_size[1]]
-    prob = F.interpolate(prob, size=(out_size[0], out_size[1]), mode="bilinear", align_corners=False)[:, 0]
-    masks = prob > mask_thresh
-
-    res = Instances(tuple(out_size))
-    res.pred_masks = masks
-    if mask_probs:
-        res.pred_mask_probs = prob
-    res.pred_boxes = Boxes(masks_to_boxes(masks))
-    res.scores = scores
-    res.pred_classes = classes
-    return res
+    return _instances_at_output_size(prob.reshape(-1, h, w), scores, classes, image_size, out_size, mask_stride,
+                                     mask_thresh, mask_probs)
