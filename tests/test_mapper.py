@@ -286,3 +286,31 @@ def test_skip_unreadable_in_evaluation_keeps_every_image(tmp_path, dataset, capl
     assert outs[1]["image"].shape == outs[0]["image"].shape and int(outs[1]["image"].max()) == 0
     assert "low_light_params" not in outs[1] and "low_light_params" in outs[0]
     assert "broken.png" in caplog.text and "its objects count as missed" in caplog.text
+
+
+def test_training_noise_comes_from_torch_by_default_and_evaluation_from_numpy(dataset):
+    d = dataset[0]
+    image = read_image(d["file_name"], format="BGR")
+    pipe = build_pipeline("lv2021")
+    train = LowLightDatasetMapper(small_cfg(TRAIN_SEED=3), is_train=True)
+    assert train.pipeline.noise_source == "torch"
+    assert LowLightDatasetMapper(small_cfg(), is_train=False).pipeline.noise_source == "numpy"
+    # With "numpy" the training draws are exactly the pipeline's with the mapper's generator.
+    numpy_train = LowLightDatasetMapper(small_cfg(TRAIN_SEED=3, TRAIN_NOISE="numpy"), is_train=True)
+    expect, params = pipe(image, numpy_train._train_rng(), "BGR")
+    numpy_train._rng = None  # the same generator again
+    out = numpy_train.image_stages[0](image, numpy_train._train_rng(), "BGR")
+    assert np.array_equal(out[0], expect) and out[1] == params
+    # "torch": the same parameters from the same generator, other noise, the same statistics.
+    t_img, t_params = pipe.with_noise_source("torch")(image, np.random.default_rng(9), "BGR")
+    n_img, n_params = pipe(image, np.random.default_rng(9), "BGR")
+    assert t_params == n_params and not np.array_equal(t_img, n_img)
+    assert abs(float(t_img.mean()) - float(n_img.mean())) < 1.0
+    # Evaluation images are the reference: the config key does not reach them.
+    ev = [LowLightDatasetMapper(small_cfg(TRAIN_NOISE=n), is_train=False)(d) for n in ("numpy", "torch")]
+    assert image_bytes(ev[0]) == image_bytes(ev[1])
+
+
+def test_train_noise_key_is_checked():
+    with pytest.raises(ValueError, match="INPUT.LOW_LIGHT.TRAIN_NOISE.*'cuda'"):
+        LowLightDatasetMapper(small_cfg(TRAIN_NOISE="cuda"), is_train=True)

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from wnlb_d2.data.prepare import default_output_annotations, prepare_lowlight
+from helpers import load_script
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,12 +22,7 @@ SCRIPT = os.path.join(REPO, "datasets", "prepare_lowlight_coco.py")
 
 
 def _load_cli():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("prepare_lowlight_coco_cli", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("datasets/prepare_lowlight_coco.py")
 
 
 main = _load_cli().main

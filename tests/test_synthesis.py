@@ -68,6 +68,11 @@ def test_bgr_and_rgb_inputs_give_the_same_degradation(name):
     # The pipelines are not symmetric in R and B, so ignoring the format would be caught above.
     wrong, _ = pipe(np.ascontiguousarray(rgb[:, :, ::-1]), np.random.default_rng(3), input_format="RGB")
     assert wrong.tobytes() != np.ascontiguousarray(out_rgb[:, :, ::-1]).tobytes()
+    # A strided view (reversed channels, a crop) degrades as its contiguous copy does.
+    for fmt, view in (("BGR", rgb[:, :, ::-1]), ("RGB", rgb[3:-2, ::-1])):
+        got, _ = pipe(view, np.random.default_rng(3), input_format=fmt)
+        want, _ = pipe(np.ascontiguousarray(view), np.random.default_rng(3), input_format=fmt)
+        assert got.tobytes() == want.tobytes()
 
 
 @pytest.mark.parametrize("name", PIPELINES)
@@ -334,6 +339,22 @@ def test_unprocess_default_darkness_is_the_truncated_normal():
     assert d.min() >= 0.01 and d.max() <= 1.0
     # Mean of N(0.1, 0.08) truncated to [0.01, 1]: 0.1 + 0.08 * phi(-1.125) / (1 - Phi(-1.125)).
     assert d.mean() == pytest.approx(0.1 + 0.08 * 0.2119 / 0.8697, abs=0.005)
+
+
+def test_truncated_normal_draws_are_bit_identical_to_the_80_halvings():
+    """The bisection stops once (lo, hi) stops changing: every draw equals the full 80 halvings."""
+    from synthesis_reference import _truncated_normal
+
+    from wnlb_d2.data.synthesis.common import truncated_normal
+
+    cases = np.random.default_rng(5)
+    for _ in range(3000):
+        mean, std = cases.normal(0.0, 3.0), cases.choice([1e-3, 0.08, 1.0, 30.0])
+        low = mean + cases.uniform(-4.0, 2.0) * std
+        high = low + cases.choice([1e-9, 1e-3, 0.5, 5.0]) * std
+        seed = int(cases.integers(1 << 31))
+        got = truncated_normal(np.random.default_rng(seed), mean, std, low, high)
+        assert got == _truncated_normal(np.random.default_rng(seed), mean, std, low, high)
 
 
 def test_pick_mode_uses_one_camera_matrix():

@@ -153,3 +153,53 @@ def test_unprocess_highlights_are_protected_as_before():
         expected, _ = reference.unprocess(pipe, image, np.random.default_rng(seed))
         assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
         assert out.max() >= 250  # white stays white, not tinted
+
+
+def test_power_zero_safe_equals_numpy_power_bit_for_bit_with_zeros():
+    from wnlb_d2.data.synthesis.camera import power_zero_safe
+
+    rng = np.random.default_rng(4)
+    x = np.clip(rng.standard_normal((37, 53), dtype=np.float32) * 0.3 + 0.1, 0.0, 1.0)
+    x[0, :5] = [0.0, 1.0, 1e-38, 1e-45, 0.5]  # zero, one, a normal and a subnormal tiny value
+    assert (x == 0).mean() > 0.1
+    for e in (np.float32(1 / 2.2), np.float32(0.38), np.float32(1.0)):
+        expect = np.power(x, e)
+        got = power_zero_safe(x, e)
+        assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), expect.view(np.uint32))
+        inplace = x.copy()
+        assert power_zero_safe(inplace, e, out=inplace) is inplace
+        assert np.array_equal(inplace.view(np.uint32), expect.view(np.uint32))
+
+
+def test_torch_noise_source_is_seeded_by_one_draw_and_standard_normal():
+    from wnlb_d2.data.synthesis.common import standard_normal
+
+    rng = np.random.default_rng(0)
+    assert np.array_equal(standard_normal(rng, (3, 4)), np.random.default_rng(0).standard_normal((3, 4), dtype=np.float32))
+    a, b = np.random.default_rng(1), np.random.default_rng(1)
+    x = standard_normal(a, (400, 500), "torch")
+    assert x.dtype == np.float32 and x.flags.writeable
+    assert np.array_equal(x, standard_normal(b, (400, 500), "torch"))  # reproducible from the generator
+    b2 = np.random.default_rng(1)
+    b2.integers(0, 2**63 - 1)
+    assert a.uniform() == b2.uniform()  # it consumed exactly one integer
+    assert abs(float(x.mean())) < 0.01 and abs(float(x.std()) - 1.0) < 0.01
+    with pytest.raises(ValueError, match="source must be one of"):
+        standard_normal(a, (2,), "cuda")
+
+
+@pytest.mark.parametrize("name", ["lv2021", "unprocess"])
+def test_torch_noise_keeps_the_parameters_and_the_image_statistics(name):
+    from wnlb_d2.data.synthesis import build_pipeline as build
+
+    img = cv2.resize(cv2.imread(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)), (160, 120))
+    pipe = build(name)
+    fast = pipe.with_noise_source("torch")
+    assert pipe.noise_source == "numpy" and fast.noise_source == "torch" and "noise_source='torch'" in repr(fast)
+    for seed in range(3):
+        (a, pa), (b, pb) = pipe(img, np.random.default_rng(seed), "BGR"), fast(img, np.random.default_rng(seed), "BGR")
+        assert pa == pb
+        assert abs(float(a.mean()) - float(b.mean())) < 0.5
+        # The noise's spread: the difference to a 3x3 blur, alike within a few percent.
+        spread = [float(np.abs(x.astype(np.float32) - cv2.blur(x, (3, 3)).astype(np.float32)).mean()) for x in (a, b)]
+        assert abs(spread[0] - spread[1]) <= 0.05 * max(spread) + 0.05

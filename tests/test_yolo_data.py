@@ -127,21 +127,67 @@ def test_validation_degradation_equals_detectron2_and_offline_copy(export, tmp_p
     assert not np.array_equal(other.load_image(0)[0], ds.load_image(0)[0])
 
 
-def test_training_draws_a_fresh_degradation_per_load(export, tmp_path):
+def _count_degradations(ds):
+    calls = []
+    real = ds.degraded_image
+    ds.degraded_image = lambda i: calls.append(i) or real(i)
+    return calls
+
+
+def test_training_degrades_each_samples_own_image_afresh_and_reuses_buffered_partners(export, tmp_path):
     data_root, _ = export
     ds = _dataset(data_root, LowLightSpec("lv2021", train_seed=7), "train", tmp_path)
-    assert ds.cache is None
+    assert ds.cache is None and ds.max_buffer_length == 4  # batch 2 x 8 > 4 images
+    calls = _count_degradations(ds)
+    a = ds.load_image(0)[0]
+    assert ds.load_image(0)[0] is a and calls == [0]  # a mosaic partner's load: the buffered draw
+    assert list(ds.buffer) == [0]
+    sample = ds[0]  # the sample's own image: read and degraded afresh, kept in its place in the buffer
+    assert calls == [0, 0] and list(ds.buffer) == [0] and sample["img"].shape[1:] == (SPEC.image_size,) * 2
+    assert not np.array_equal(ds.ims[0], a)
+    for k in (1, 2, 3, 0, 2):
+        before = len(calls)
+        ds[k]  # a mosaic of 4: its own image degraded, the 3 partners from the buffer
+        assert calls[before:] == [k]
+        assert all(ds.ims[j] is not None for j in ds.buffer) and len(set(ds.buffer)) == len(ds.buffer) <= 4
+    # An image that left the buffer is read and degraded again when it is a partner's turn.
+    assert [j for j in range(4) if ds.ims[j] is None] and ds.load_image(1)[0] is not None
+    plain = _dataset(data_root, LowLightSpec("lv2021", train=False), "train", tmp_path)
+    assert plain.mapper is None and plain.load_image(0)[0].mean() > a.mean() + 5
+
+
+def test_fresh_tiles_degrade_every_load_as_before(export, tmp_path):
+    data_root, _ = export
+    ds = _dataset(data_root, LowLightSpec("lv2021", train_seed=7, fresh_tiles=True), "train", tmp_path)
     a, b = ds.load_image(0)[0], ds.load_image(0)[0]
     assert a.shape == b.shape and not np.array_equal(a, b)
     assert list(ds.buffer) == [0, 0] and ds.ims[0] is None  # indices buffered, images not kept
-    plain = _dataset(data_root, LowLightSpec("lv2021", train=False), "train", tmp_path)
-    assert plain.mapper is None and plain.load_image(0)[0].mean() > a.mean() + 5
+    calls = _count_degradations(ds)
+    ds[1]
+    assert len(calls) == 4 and calls[0] == 1  # its own image, then 3 partners read and degraded afresh
+
+
+def test_training_degradation_is_the_mappers_draw_for_draw(export, tmp_path):
+    data_root, _ = export
+    ds = _dataset(data_root, LowLightSpec("lv2021", train_seed=5), "train", tmp_path)
+    mapper = LowLightDatasetMapper(True, pipeline=build_pipeline("lv2021"), train_seed=5, augmentations=[],
+                                   image_format="BGR")
+    for i in range(3):
+        record = ds.records[ds._stem(ds.im_files[i])]
+        kept = dict(record)
+        ours, params = ds.degraded_image(i)
+        theirs = mapper(dict(record))
+        assert ours.dtype == np.uint8 and ours.flags["C_CONTIGUOUS"]
+        assert np.array_equal(ours, theirs["image"].numpy().transpose(1, 2, 0))
+        assert params == theirs["low_light_params"]
+        assert record == kept
 
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"pipeline": "night"}, "unknown pipeline"),
     ({"pipeline": "lv2021", "overrides": {"gamma": (5.0, 1.0)}}, "gamma"),
     ({"seed": -1}, "seed"),
+    ({"pipeline": "lv2021", "fresh_tiles": "yes"}, "fresh_tiles"),
 ])
 def test_low_light_spec_rejects_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):

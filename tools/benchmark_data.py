@@ -20,9 +20,25 @@ The allocator settings are process-wide, so they apply to every mapper of a run 
 every process that maps images for wnlb_d2 does (the stock mapper is timed in it too);
 ``--allocator glibc`` keeps glibc's defaults (as a plain detectron2 data-loader worker has them).
 
+``--yolo`` also times Ultralytics' segment training dataset (``__getitem__``: one mosaic of 4
+images, with Ultralytics' default augmentation hyperparameters at ``imgsz`` 640, batch 16) on a
+set of the same crops, larger than the samples drawn so that each sample's own image is read
+from disk as in an epoch over a large dataset: Ultralytics' ``YOLODataset`` (``stock``) against
+``wnlb_d2.yolo.LowLightYOLODataset`` with each pipeline (``--yolo-fresh-tiles``: also with
+every mosaic tile degraded afresh), in alternating rounds of ``--yolo-samples`` samples, and
+prints its table and the CPU-time ratios of both paths side by side. Each YOLO dataset is built
+and sampled in its own forked process, as a data-loader worker holds one dataset (in one process
+their mosaic buffers fragment each other's heap); each process reports its own CPU time.
+
+``--device-path`` times the training device path (``INPUT.LOW_LIGHT.ON_DEVICE``): its mapper
+(reading, parameter draws, annotations; what a data-loader worker still does) as more rows of
+the mapper table, and the degradation alone per image: NumPy's pipeline on the CPU against the
+torch one (``render_torch`` with its resize and flip) on the CPU and, when CUDA is available,
+per batch of 16 images on the GPU (synchronised), in alternating rounds.
+
 Example (the figures of docs/data.md, "Speed")::
 
-    python tools/benchmark_data.py --images 8 --rounds 5 --json output/bench_data.json
+    python tools/benchmark_data.py --images 8 --rounds 5 --yolo --device-path --json output/bench_data.json
 """
 
 import argparse
@@ -34,6 +50,9 @@ import tempfile
 import time
 
 VARIANTS = ("stock", "lv2021", "unprocess")
+#: Suffix of a mapper row on the training device path (the worker's share of it).
+ON_DEVICE = " on device"
+GPU_BATCH = 16
 STOCK_CONFIG = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"
 CROP_H, CROP_W = 480, 640
 
@@ -43,11 +62,13 @@ def source_photos():
     import matplotlib.cbook
 
     paths = [matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)]
-    try:
-        import ultralytics
-    except ImportError:
+    # Found, not imported: wnlb_d2.yolo sets Ultralytics' environment before its first import.
+    import importlib.util
+
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or not spec.submodule_search_locations:
         return paths
-    assets = os.path.join(os.path.dirname(ultralytics.__file__), "assets")
+    assets = os.path.join(list(spec.submodule_search_locations)[0], "assets")
     paths += [os.path.join(assets, n) for n in ("bus.jpg", "zidane.jpg") if os.path.isfile(os.path.join(assets, n))]
     return paths
 
@@ -92,7 +113,7 @@ def dataset_dicts(files):
             for i, f in enumerate(files)]
 
 
-def build_config(pipeline=None):
+def build_config(pipeline=None, on_device=False):
     """The stock R50-FPN 3x config (with wnlb_d2's keys); low light on with ``pipeline``."""
     from detectron2.config import get_cfg
 
@@ -105,6 +126,7 @@ def build_config(pipeline=None):
         cfg.INPUT.LOW_LIGHT.ENABLED = True
         cfg.INPUT.LOW_LIGHT.PIPELINE = pipeline
         cfg.INPUT.LOW_LIGHT.TRAIN_SEED = 0
+        cfg.INPUT.LOW_LIGHT.ON_DEVICE = on_device
     return cfg
 
 
@@ -114,15 +136,254 @@ def build_mappers(variants):
 
     from wnlb_d2.data import LowLightDatasetMapper
 
-    return {v: DatasetMapper(build_config(), is_train=True) if v == "stock"
-            else LowLightDatasetMapper(build_config(v), is_train=True) for v in variants}
+    def build(v):
+        if v == "stock":
+            return DatasetMapper(build_config(), is_train=True)
+        on_device = v.endswith(ON_DEVICE)
+        return LowLightDatasetMapper(build_config(v[:-len(ON_DEVICE)] if on_device else v, on_device), is_train=True)
+
+    return {v: build(v) for v in variants}
+
+
+def device_degraders(files, variants, devices):
+    """``{name: callable(index)}``: the degradation alone of crop ``index``, NumPy against torch.
+
+    ``<pipeline> numpy``: the NumPy pipeline on the 8-bit image; ``<pipeline> torch cpu``: the
+    device path's step on the CPU (``render_torch``, then the image's resize and flip) on what its
+    mapper ships; ``<pipeline> torch cuda``: the same for a batch of :data:`GPU_BATCH` images
+    of one size on the GPU (one call degrades the batch; synchronised), so its time is per batch.
+    """
+    import numpy as np
+    import torch
+
+    from wnlb_d2.data.device_path import DeviceDegradation
+    from wnlb_d2.data.image_io import read_image
+    from wnlb_d2.data.synthesis.torch_render import draw_noise, render_torch
+
+    images = [read_image(f) for f in files]
+    dicts = dataset_dicts(files)
+    out = {}
+    for v in variants:
+        mapper = build_mappers([v + ON_DEVICE])[v + ON_DEVICE]
+        shipped = [mapper(d) for d in dicts]
+        pipeline = mapper.pipeline
+        rng = np.random.default_rng(0)
+        out[f"{v} numpy"] = lambda i, p=pipeline, r=rng: p(images[i % len(images)], r, "BGR")
+        hook = DeviceDegradation(pipeline, "BGR")
+        out[f"{v} torch cpu"] = lambda i, h=hook, s=shipped: h.degrade(s[i % len(s)], torch.device("cpu"))
+        if "cuda" in devices:
+            batch = torch.stack([torch.from_numpy(images[k % len(images)].transpose(2, 0, 1))
+                                 for k in range(GPU_BATCH)]).cuda()
+            params = [s["low_light_device"]["params"] for s in (shipped * GPU_BATCH)[:GPU_BATCH]]
+            gen = torch.Generator(device="cuda").manual_seed(0)
+
+            def on_gpu(i, p=pipeline, b=batch, ps=params, g=gen):
+                noise = draw_noise(p, len(ps), b.shape[2], b.shape[3], g, "cuda")
+                render_torch(p, b, ps, noise, "BGR")
+                torch.cuda.synchronize()
+            out[f"{v} torch cuda (batch of {GPU_BATCH})"] = on_gpu
+    return out
+
+
+YOLO_IMGSZ = 640
+YOLO_BATCH = 16
+#: Suffix of a YOLO row whose mosaic tiles are each degraded afresh.
+FRESH_TILES = " fresh tiles"
+
+
+def write_yolo_set(folder, files, size):
+    """Lay out a YOLO segment dataset of ``size`` images over the crops; returns its root.
+
+    The crops in turn, linked under ``images/train`` as ``wnlb_d2.yolo.export_yolo_dataset``
+    lays out a dataset, one polygon label each, and the export index.
+    """
+    from wnlb_d2.utils.io import atomic_write_json, atomic_write_text
+    from wnlb_d2.yolo.convert import INDEX_VERSION
+
+    root = os.path.join(folder, "yolo")
+    for sub in ("images", "labels"):
+        os.makedirs(os.path.join(root, sub, "train"))
+    # dataset_dicts' polygon, normalised.
+    poly = [v / (CROP_W if k % 2 == 0 else CROP_H) for k, v in enumerate((200, 150, 440, 150, 440, 330, 200, 330))]
+    label = "0 " + " ".join(f"{v:.6f}" for v in poly) + "\n"
+    images = []
+    for i in range(size):
+        stem = f"{i:06d}"
+        rel = os.path.join("images", "train", stem + ".jpg")
+        os.symlink(files[i % len(files)], os.path.join(root, rel))
+        atomic_write_text(os.path.join(root, "labels", "train", stem + ".txt"), label)
+        images.append({"yolo_file": rel, "file_name": files[i % len(files)], "image_id": i, "height": CROP_H,
+                       "width": CROP_W, "objects": 1})
+    atomic_write_json(os.path.join(root, "train.wnlb.json"),
+                      {"version": INDEX_VERSION, "names": {0: "thing"}, "category_ids": {0: 1}, "images": images})
+    return root
+
+
+def build_yolo_dataset(folder, root, variant, k):
+    """Ultralytics' segment training dataset over :func:`write_yolo_set`'s ``root`` for a name of :data:`VARIANTS`.
+
+    Ultralytics' default training hyperparameters for the segment task at ``imgsz`` 640, batch
+    16 (mosaic of 4 images, random perspective, HSV, flip; the mosaic buffer holds the last
+    min(size, 16 x 8) images loaded). ``stock`` is Ultralytics' own ``YOLODataset``
+    (``build_yolo_dataset``); a pipeline is ``LowLightYOLODataset`` degrading training images
+    with it (``train_seed`` 0); a name ending in :data:`FRESH_TILES` degrades every mosaic tile
+    afresh (``LowLightSpec(fresh_tiles=True)``). ``k`` numbers its data YAML in ``folder``.
+    """
+    import logging
+
+    import wnlb_d2.yolo  # noqa: F401  (Ultralytics' offline defaults before its import)
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data.build import build_yolo_dataset as build_stock
+    from ultralytics.data.utils import check_det_dataset
+    from ultralytics.utils import LOGGER
+
+    from wnlb_d2.yolo.data import LowLightSpec, build_lowlight_dataset, write_data_yaml
+
+    LOGGER.setLevel(logging.WARNING)  # its label scan's lines would interleave with the tables
+    pipeline = variant[:-len(FRESH_TILES)] if variant.endswith(FRESH_TILES) else variant
+    spec = LowLightSpec(None if variant == "stock" else pipeline, train_seed=0,
+                        fresh_tiles=variant.endswith(FRESH_TILES))
+    yaml_path = write_data_yaml(os.path.join(folder, f"data_{k}.yaml"), root, {0: "thing"}, train="train",
+                                val="train", low_light=spec)
+    data = check_det_dataset(yaml_path)
+    cfg = get_cfg(overrides={"task": "segment", "imgsz": YOLO_IMGSZ, "data": yaml_path})
+    build = build_stock if variant == "stock" else build_lowlight_dataset
+    return build(cfg, data["train"], YOLO_BATCH, data, mode="train", stride=32)
+
+
+class WorkerProcess:
+    """A callable timed in its own forked process, as a data-loader worker holds one dataset.
+
+    Several YOLO datasets in one process fragment each other's heap: their mosaic buffers hold
+    image-sized arrays between the degradations' temporaries (``unprocess``: 3-4 ms and ~300
+    minor page faults more per sample than alone). A worker builds its callable after the fork
+    (``build()``, in the child) and answers :meth:`timed_run` with its own CPU time, wall time
+    and page faults, so :func:`measure` alternates workers exactly as it alternates callables.
+
+    Args:
+        build (callable): returns the callable to time; called once, in the child.
+        threads (int): OpenCV and torch threads in the child (0: leave them).
+
+    Raises:
+        RuntimeError: ``build`` failed in the child (its error, one line).
+    """
+
+    def __init__(self, build, threads=0):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")  # the child inherits ``build``: nothing is pickled
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(target=self._serve, args=(build, child, threads), daemon=True)
+        self._process.start()
+        child.close()
+        reply = self._receive()
+        if reply[0] == "error":
+            self.close()
+            raise RuntimeError(reply[1])
+
+    @staticmethod
+    def _serve(build, conn, threads):
+        try:
+            if threads:
+                import cv2
+                import torch
+
+                torch.set_num_threads(threads)
+            call = build()
+            if threads:  # importing Ultralytics sets OpenCV's threads
+                cv2.setNumThreads(threads)
+        except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+            return
+        conn.send(("ready",))
+        while True:
+            items = conn.recv()
+            if items is None:
+                return
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            c0, w0 = time.process_time(), time.perf_counter()
+            for item in items:
+                call(item)
+            cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+            conn.send((cpu, wall, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0))
+
+    def _receive(self):
+        try:
+            return self._conn.recv()
+        except EOFError:
+            raise RuntimeError(f"the benchmark's worker process died (exit code {self._process.exitcode})") from None
+
+    def timed_run(self, items):
+        """Call the worker's callable on every item; returns ``(cpu_s, wall_s, minor_faults)`` of the child."""
+        self._conn.send(list(items))
+        return self._receive()
+
+    def close(self):
+        """Stop the child process."""
+        try:
+            self._conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()
+        self._conn.close()
+
+
+def yolo_workers(folder, files, variants, size, threads=0):
+    """``{name: WorkerProcess}``: each :func:`build_yolo_dataset` built and sampled in its own process.
+
+    Each worker samples its dataset as :func:`yolo_samplers` does (the same permutation and draws).
+    Close them with :meth:`WorkerProcess.close`.
+    """
+    root = write_yolo_set(folder, files, size)
+    workers = {}
+    try:
+        for k, v in enumerate(variants):
+            workers[v] = WorkerProcess(
+                lambda v=v, k=k: yolo_samplers({v: build_yolo_dataset(folder, root, v, k)})[v], threads)
+    except BaseException:
+        for w in workers.values():
+            w.close()
+        raise
+    return workers
+
+
+def yolo_samplers(datasets, seed=0):
+    """``{name: callable(_)}``: each call returns the dataset's next training sample (a mosaic of 4 images).
+
+    Every dataset walks the same permutation of its images, as an epoch does: with a set larger
+    than the samples drawn, every sample's own image is read from disk and its three mosaic
+    partners come from the buffer of recent images, as in training on a large dataset. Python's
+    and NumPy's global generators (Ultralytics' augmentations draw from them) are seeded from the
+    call's position first, so every dataset makes the same choices.
+    """
+    import random
+
+    import numpy as np
+
+    def sampler(ds):
+        order = random.Random(seed).sample(range(len(ds)), len(ds))
+        count = [0]
+
+        def sample(_):
+            k = count[0]
+            count[0] += 1
+            random.seed(k)
+            np.random.seed(k)
+            return ds[order[k % len(order)]]
+        return sample
+
+    return {n: sampler(ds) for n, ds in datasets.items()}
 
 
 def measure(mappers, dicts, rounds, warmup=1):
     """Map every dict with every mapper, alternating, and time each image.
 
     Args:
-        mappers (dict): name -> callable(dataset_dict); the first is the reference of the ratios.
+        mappers (dict): name -> callable(dataset_dict), or an object whose ``timed_run(dicts)``
+            maps them and returns its own ``(cpu_s, wall_s, minor_faults)`` (:class:`WorkerProcess`);
+            the first is the reference of the ratios.
         dicts (list[dict]): the images.
         rounds (int): timed rounds; the order of the mappers rotates by one each round.
         warmup (int): untimed rounds first.
@@ -137,12 +398,15 @@ def measure(mappers, dicts, rounds, warmup=1):
     for r in range(-warmup, rounds):
         order = names[r % len(names):] + names[:r % len(names)] if r >= 0 else names
         for n in order:
-            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            c0, w0 = time.process_time(), time.perf_counter()
-            for d in dicts:
-                mappers[n](d)
-            cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-            flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+            if hasattr(mappers[n], "timed_run"):  # a WorkerProcess times itself
+                cpu, wall, flt = mappers[n].timed_run(dicts)
+            else:
+                f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                c0, w0 = time.process_time(), time.perf_counter()
+                for d in dicts:
+                    mappers[n](d)
+                cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+                flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
             if r >= 0:
                 per[n]["cpu"].append(1e3 * cpu / len(dicts))
                 per[n]["wall"].append(1e3 * wall / len(dicts))
@@ -157,15 +421,34 @@ def measure(mappers, dicts, rounds, warmup=1):
     return rows
 
 
-def format_table(rows, images, rounds, allocator="project"):
-    """The Markdown table that :func:`main` prints."""
-    lines = [f"per-image medians over {rounds} alternating rounds of {images} images (640x480 JPEG), "
+def format_table(rows, images, rounds, allocator="project", what=None):
+    """The Markdown table that :func:`main` prints (``what``: its first line's subject)."""
+    what = what or f"{images} images (640x480 JPEG)"
+    lines = [f"per-image medians over {rounds} alternating rounds of {what}, "
              f"ratios to {rows[0]['mapper']}; allocator: {allocator}",
              "| mapper | CPU ms | wall ms | minor faults | CPU ratio | wall ratio |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['mapper']} | {r['cpu_ms']:.2f} | {r['wall_ms']:.2f} | {r['minflt']:.0f} | "
                      f"{r['cpu_ratio']:.2f} | {r['wall_ratio']:.2f} |")
+    return "\n".join(lines)
+
+
+def format_side_by_side(mapper_rows, yolo_rows):
+    """CPU-time ratios to the stock pipeline of each path, one row per pipeline (a Markdown table)."""
+    yolo = {r["mapper"]: r["cpu_ratio"] for r in yolo_rows}
+    fresh = any(n.endswith(FRESH_TILES) for n in yolo)
+    lines = ["CPU-time ratios to stock, side by side",
+             "| pipeline | detectron2 mapper | YOLO dataset |" + (" YOLO, fresh tiles |" if fresh else ""),
+             "|---|---:|---:|" + ("---:|" if fresh else "")]
+    for r in mapper_rows[1:]:
+        n = r["mapper"]
+        if n not in yolo:  # a device-path row: YOLO has none
+            continue
+        line = f"| {n} | {r['cpu_ratio']:.2f} | {yolo[n]:.2f} |"
+        if fresh:
+            line += f" {yolo[n + FRESH_TILES]:.2f} |" if n + FRESH_TILES in yolo else " |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -181,15 +464,32 @@ def build_parser():
                         "defaults)")
     p.add_argument("--allocator", choices=("project", "glibc"), default="project",
                    help="project: wnlb_d2's malloc settings for every mapper (default); glibc: glibc's defaults")
+    p.add_argument("--yolo", action="store_true",
+                   help="also time Ultralytics' segment training dataset with and without low light (needs the "
+                        "optional Ultralytics)")
+    p.add_argument("--yolo-samples", type=int, default=32,
+                   help="with --yolo: training samples (mosaics) per round (>= 1; default %(default)s)")
+    p.add_argument("--yolo-fresh-tiles", action="store_true",
+                   help="with --yolo: also time each pipeline with every mosaic tile degraded afresh")
+    p.add_argument("--device-path", action="store_true",
+                   help="also time the training device path (INPUT.LOW_LIGHT.ON_DEVICE): its mapper, and the "
+                        "degradation alone in NumPy and in torch (CPU; and per batch on the GPU when CUDA is available)")
     p.add_argument("--json", help="also write the results to this JSON file")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for key in ("images", "rounds"):
+    for key in ("images", "rounds", "yolo_samples"):
         if getattr(args, key) < 1:
-            sys.exit(f"benchmark_data.py: error: --{key} must be >= 1, got {getattr(args, key)}")
+            sys.exit(f"benchmark_data.py: error: --{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
+    if args.yolo_fresh_tiles and not args.yolo:
+        sys.exit("benchmark_data.py: error: --yolo-fresh-tiles needs --yolo")
+    if args.yolo:
+        import importlib.util
+
+        if importlib.util.find_spec("ultralytics") is None:
+            sys.exit("benchmark_data.py: error: --yolo needs Ultralytics: pip install 'wnlb_d2[yolo]'")
     if args.threads < 0:
         sys.exit(f"benchmark_data.py: error: --threads must be >= 0, got {args.threads}")
     import cv2
@@ -207,17 +507,56 @@ def main(argv=None):
         sys.exit("benchmark_data.py: error: --allocator glibc: this process already has the project's malloc "
                  "settings; run the tool in a fresh process")
     label = args.allocator if applied or args.allocator == "glibc" else "project (not in effect: not glibc)"
-    mappers = build_mappers(["stock"] + args.variants)
+    mappers = build_mappers(["stock"] + args.variants + ([v + ON_DEVICE for v in args.variants]
+                                                         if args.device_path else []))
+    yolo_rows = device_rows = None
+    load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="benchmark_data_") as folder:
-        dicts = dataset_dicts(make_crops(folder, args.images))
-        rows = measure(mappers, dicts, args.rounds)
+        files = make_crops(folder, args.images)
+        rows = measure(mappers, dataset_dicts(files), args.rounds)
+        if args.device_path:
+            devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+            degraders = device_degraders(files, args.variants, devices)
+            device_rows = measure(degraders, list(range(len(files))), args.rounds)
+        if args.yolo:
+            names = ["stock"] + args.variants
+            names += [v + FRESH_TILES for v in args.variants] if args.yolo_fresh_tiles else []
+            # Each sample's own image read from disk: more images than the samples drawn. Each
+            # dataset in its own process, as in a data-loader worker.
+            workers = yolo_workers(folder, files, names, (args.rounds + 1) * args.yolo_samples, args.threads)
+            try:
+                yolo_rows = measure(workers, list(range(args.yolo_samples)), args.rounds)
+            finally:
+                for w in workers.values():
+                    w.close()
+    load.append(os.getloadavg()[0])
     print(format_table(rows, args.images, args.rounds, label))
+    if yolo_rows is not None:
+        print()
+        print(format_table(yolo_rows, args.yolo_samples, args.rounds, label,
+                           what=f"{args.yolo_samples} YOLO training samples (mosaics of 640x480 JPEGs, imgsz "
+                                f"{YOLO_IMGSZ})"))
+        print()
+        print(format_side_by_side(rows, yolo_rows))
+    if device_rows is not None:
+        print()
+        print(format_table(device_rows, args.images, args.rounds, label,
+                           what=f"{args.images} degradations alone (640x480; the cuda rows: one batch of "
+                                f"{GPU_BATCH} per call)"))
+    print(f"load average {load[0]:.2f} before, {load[1]:.2f} after")
     if args.json:
         from wnlb_d2.utils.io import atomic_write_json
 
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        atomic_write_json(args.json, {"args": vars(args), "results": rows}, indent=1)
-    return rows
+        results = {"args": vars(args), "results": rows, "load_average": load}
+        if yolo_rows is not None:
+            results["yolo"] = yolo_rows
+        if device_rows is not None:
+            results["device_path"] = device_rows
+        atomic_write_json(args.json, results, indent=1)
+    if args.device_path:
+        return rows, yolo_rows, device_rows
+    return (rows, yolo_rows) if args.yolo else rows
 
 
 if __name__ == "__main__":

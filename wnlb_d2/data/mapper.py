@@ -16,6 +16,9 @@ from detectron2.utils import comm
 from ..utils.allocator import tune_allocator
 from .image_io import READ_FORMATS, ImageReadError, read_image
 from .synthesis import LowLightPipeline, build_pipeline_from_config, eval_rng
+from .device_path import DEVICE_KEY, ShapeOnlyAugInput, geometric_steps
+from .synthesis.common import NOISE_SOURCES
+from .synthesis.torch_render import supports_torch
 
 __all__ = ["LowLightDatasetMapper", "worker_error_message"]
 
@@ -82,7 +85,7 @@ class LowLightDatasetMapper(DatasetMapper):
 
     @configurable
     def __init__(self, is_train, *, image_stages=None, pipeline=None, eval_seed=0, train_seed=-1,
-                 skip_unreadable=False, **kwargs):
+                 train_noise="torch", on_device=False, skip_unreadable=False, **kwargs):
         """
         Args:
             is_train (bool): training (random draws) or evaluation (seeded per image).
@@ -92,6 +95,14 @@ class LowLightDatasetMapper(DatasetMapper):
                 (give one of the two).
             eval_seed (int): seed of the evaluation degradation (``INPUT.LOW_LIGHT.SEED``), >= 0.
             train_seed (int): seed of the training draws; -1 draws OS entropy once here.
+            train_noise (str): where the training degradation's Gaussian noise comes from
+                (``INPUT.LOW_LIGHT.TRAIN_NOISE``): "torch" (faster) or "numpy"; evaluation
+                always uses "numpy" (the reference, bit for bit).
+            on_device (bool): training only (``INPUT.LOW_LIGHT.ON_DEVICE``): draw the degradation
+                here but ship the 8-bit image at native size with the draws and the
+                augmentations' transforms, for the model's device to apply
+                (:mod:`wnlb_d2.data.device_path`). Needs an lv2021/unprocess pipeline, no enhancer
+                stage, and geometric augmentations only.
             skip_unreadable (bool): skip unreadable images with a warning instead of raising
                 (``DATALOADER.SKIP_UNREADABLE_IMAGES``; see the class docstring).
             **kwargs: the arguments of :class:`detectron2.data.DatasetMapper` (augmentations,
@@ -109,7 +120,18 @@ class LowLightDatasetMapper(DatasetMapper):
         if isinstance(train_seed, bool) or not isinstance(train_seed, int) or train_seed < -1:
             raise ValueError("LowLightDatasetMapper: INPUT.LOW_LIGHT.TRAIN_SEED must be an int >= 0 "
                              f"or -1 (OS entropy), got {train_seed!r}")
+        if train_noise not in NOISE_SOURCES:
+            raise ValueError(f"LowLightDatasetMapper: INPUT.LOW_LIGHT.TRAIN_NOISE must be one of {NOISE_SOURCES}, "
+                             f"got {train_noise!r}")
+        if is_train:
+            stages = [s.with_noise_source(train_noise) if isinstance(s, LowLightPipeline) else s for s in stages]
         self.image_stages = stages
+        self.on_device = bool(on_device) and is_train
+        if self.on_device:
+            if len(stages) != 1 or not supports_torch(stages[0]):
+                names = [getattr(s, "name", type(s).__name__) for s in stages]
+                raise ValueError("LowLightDatasetMapper: INPUT.LOW_LIGHT.ON_DEVICE needs exactly one stage, an lv2021 "
+                                 f"or unprocess degradation (no enhancer in training), got {names}")
         self.skip_unreadable = bool(skip_unreadable)
         self.skipped = 0  # unreadable images skipped by this process (each worker counts its own)
         self._recent = collections.deque(maxlen=16)  # training dicts read well: stand-ins for bad ones
@@ -140,6 +162,8 @@ class LowLightDatasetMapper(DatasetMapper):
         ret["image_stages"] = [build_pipeline_from_config(cfg)] if apply else []
         ret["eval_seed"] = node.SEED
         ret["train_seed"] = node.TRAIN_SEED
+        ret["train_noise"] = node.get("TRAIN_NOISE", "torch")  # configs saved before the key: the default
+        ret["on_device"] = bool(apply and is_train and node.get("ON_DEVICE", False))
         # Older configs (made without add_low_light_input_config) lack the key: off.
         ret["skip_unreadable"] = cfg.DATALOADER.get("SKIP_UNREADABLE_IMAGES", False)
         return ret
@@ -248,6 +272,8 @@ class LowLightDatasetMapper(DatasetMapper):
             if self.is_train and self.skip_unreadable:
                 self._recent.appendleft(original)  # not the copy: the steps below change it
         utils.check_image_size(dataset_dict, image)
+        if self.on_device and "unreadable" not in dataset_dict:  # differs: the device path
+            return self._map_for_device(dataset_dict, image)
         if self.image_stages and "unreadable" not in dataset_dict:  # differs: image stages at native resolution
             rng, params = self.rng_for(dataset_dict), {}
             for stage in self.image_stages:
@@ -270,6 +296,19 @@ class LowLightDatasetMapper(DatasetMapper):
         if sem_seg_gt is not None:
             dataset_dict["sem_seg"] = torch.as_tensor(sem_seg_gt.astype("long"))
 
+        return self._map_targets(dataset_dict, transforms, image_shape)
+
+    def _map_targets(self, dataset_dict, transforms, image_shape):
+        """The end of ``DatasetMapper.__call__``: proposals, then annotations (training) or none.
+
+        Args:
+            dataset_dict (dict): the copy being mapped.
+            transforms (TransformList): the augmentations' transforms of the image.
+            image_shape (tuple): ``(H, W)`` of the augmented image.
+
+        Returns:
+            dict: ``dataset_dict``.
+        """
         if self.proposal_topk is not None:
             utils.transform_proposals(dataset_dict, image_shape, transforms, proposal_topk=self.proposal_topk)
 
@@ -281,6 +320,30 @@ class LowLightDatasetMapper(DatasetMapper):
         if "annotations" in dataset_dict:
             self._transform_annotations(dataset_dict, transforms, image_shape)
         return dataset_dict
+
+    def _map_for_device(self, dataset_dict, image):
+        """The device path's training dict: the native 8-bit image, its draws and its transforms.
+
+        The parameters come from the same generator as on the CPU path (``sample_params``), the
+        noise is a seed for the device's generator; the augmentations choose their transforms
+        from the image's shape (:class:`~wnlb_d2.data.device_path.ShapeOnlyAugInput`) and the
+        annotations are transformed here, to the size the device will produce.
+        """
+        if "sem_seg_file_name" in dataset_dict:
+            raise ValueError("LowLightDatasetMapper: INPUT.LOW_LIGHT.ON_DEVICE does not transform semantic "
+                             f"segmentation ({dataset_dict['sem_seg_file_name']}); turn it off for this dataset")
+        rng = self.rng_for(dataset_dict)
+        pipeline = self.image_stages[0]
+        params = pipeline.sample_params(rng)
+        noise_seed = int(rng.integers(0, 2**63 - 1))
+        aug_input = ShapeOnlyAugInput(*image.shape[:2])
+        transforms = self.augmentations(aug_input)
+        image_shape = aug_input.shape
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        dataset_dict[DEVICE_KEY] = {"params": params, "noise_seed": noise_seed,
+                                    "steps": geometric_steps(aug_input.transforms)}
+        dataset_dict["low_light_params"] = dict(params, pipeline=pipeline.name)
+        return self._map_targets(dataset_dict, transforms, image_shape)
 
 
 def worker_error_message(error):

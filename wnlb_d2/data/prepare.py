@@ -44,6 +44,7 @@ import hashlib
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -74,6 +75,9 @@ SUPPORTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 #: Bumped when the manifest format or the rendering of a given (pipeline, seed) changes.
 MANIFEST_VERSION = 2  # 2: seeded from the image id (1: the file name); size and hash per image
+
+#: Images per task of a worker (fewer when the set is small): see :func:`_render_batch`.
+BATCH_SIZE = 8
 
 
 # Header keys that must agree between an existing manifest and a resumed run.
@@ -218,31 +222,58 @@ def _init_worker(settings):
 
 
 def _render_one(task):
-    """Render one image; returns its manifest record. Bad input images give a failed record."""
+    """Render one image; returns its manifest record, the output path and the encoded bytes (None
+    for a failed record: bad input images are recorded, not raised)."""
     image_id, file_name = task
     record = {"file_name": file_name, "image_id": image_id}
     ext = os.path.splitext(file_name)[1].lower()
     src = os.path.join(_WORKER["images_dir"], file_name)
     if ext not in SUPPORTED_EXTENSIONS:
         return dict(record, status="failed", error=(
-            f"unsupported extension {ext!r} of {src}; expected one of {SUPPORTED_EXTENSIONS}"))
+            f"unsupported extension {ext!r} of {src}; expected one of {SUPPORTED_EXTENSIONS}")), None, None
     try:
         image = read_image(src, format="BGR")
     except (ImageReadError, OSError) as e:
-        return dict(record, status="failed", error=f"{type(e).__name__}: {e}")
+        return dict(record, status="failed", error=f"{type(e).__name__}: {e}"), None, None
     # Keyed by the image id, as LowLightDatasetMapper keys evaluation images: one test set
     # whether it is rendered here or degraded on the fly.
     rng = eval_rng(_WORKER["seed"], image_id)
     try:
         dark, params = _WORKER["pipeline_fn"](image, rng, input_format="BGR")
     except ValueError as e:  # an image the pipeline cannot take, e.g. smaller than 2x2
-        return dict(record, status="failed", error=f"{src}: {e}")
+        return dict(record, status="failed", error=f"{src}: {e}"), None, None
     data = _encode(dark, ext, _WORKER["jpeg_quality"], _WORKER["png_compression"])
     dst = os.path.join(_WORKER["output_dir"], file_name)
+    return dict(record, status="ok", size=len(data), blake2b=_digest(data), params=params), dst, data
+
+
+def _write_image(dst, data):
+    """Write one rendered image atomically (and durably, when asked), naming it in an OSError."""
     with writing(dst):
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         atomic_write_bytes(dst, data, durable=_WORKER["durable"])
-    return dict(record, status="ok", size=len(data), blake2b=_digest(data), params=params)
+
+
+def _render_batch(tasks):
+    """Render ``tasks`` in order; returns their manifest records once every image is written.
+
+    Each image is written (temporary, fsync when durable, rename: the same guarantees as one at
+    a time) by a background thread while the next one renders: the fsync is a wait for the disk
+    (4-7 ms per image here, half the rendering time of an lv2021 image), which would otherwise
+    leave the worker's core idle. The thread only makes system calls, which release the GIL.
+    The batch returns after its last write, so no write outlives it (a pool worker's threads are
+    not waited for when it exits), and a failed write raises here, naming the file.
+    """
+    records, writes = [], []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wnlb-prepare-write") as writer:
+        for task in tasks:
+            record, dst, data = _render_one(task)
+            if data is not None:
+                writes.append(writer.submit(_write_image, dst, data))
+            records.append(record)
+        for w in writes:
+            w.result()
+    return records
 
 
 def _digest(data):
@@ -319,10 +350,12 @@ class _Manifest:
                     f.write(_dumps(self.header) + "\n")
             self._file = open(self.path, "a")
 
-    def append(self, record):
-        self.records[record["file_name"]] = record
+    def append(self, records):
+        """Record images done (a batch: one write and one flush)."""
+        for record in records:
+            self.records[record["file_name"]] = record
         with writing(self.path):
-            self._file.write(_dumps(record) + "\n")
+            self._file.write("".join(_dumps(record) + "\n" for record in records))
             self._file.flush()
 
     def close(self):
@@ -391,7 +424,8 @@ def prepare_lowlight(
         overwrite (bool): render every image again, ignoring earlier output.
         progress (bool): show a tqdm progress bar.
         durable (bool): fsync every image before its rename (safe against power cuts; a
-            killed process never leaves a partial file either way).
+            killed process never leaves a partial file either way). The writes run in a
+            thread of each worker while the next image renders, so the wait costs no time.
 
     Returns:
         PrepareResult
@@ -488,26 +522,31 @@ def prepare_lowlight(
     book.start(fresh=overwrite)
     pool = None
     try:
+        # Batches of a few images per task: their writes overlap their rendering
+        # (_render_batch), and the parent gets one message per batch. With several workers,
+        # small enough that they still share the last images evenly.
+        size = BATCH_SIZE if workers == 1 else max(1, min(BATCH_SIZE, len(todo) // (workers * 4)))
+        batches = [todo[i:i + size] for i in range(0, len(todo), size)]
         if workers == 1 or len(todo) <= 1:
             _init_worker(settings)
-            results = map(_render_one, todo)
+            results = map(_render_batch, batches)
         else:
             from ..utils.pool import process_pool
 
             pool = process_pool(workers, _init_worker, (settings,))
-            chunksize = max(1, min(16, len(todo) // (workers * 8)))
-            results = pool.imap_unordered(_render_one, todo, chunksize=chunksize)
+            results = pool.imap_unordered(_render_batch, batches, chunksize=1)
         with tqdm(
             total=len(considered), initial=skipped, desc="low-light", unit="img", disable=not progress
         ) as bar:
-            for rec in results:
-                book.append(rec)
-                bar.update(1)
-                if rec["status"] == "ok":
-                    result.rendered += 1
-                else:
-                    result.failed.append((rec["file_name"], rec["error"]))
-                    logger.warning(f"Failed: {rec['file_name']}: {rec['error']}")
+            for records in results:
+                book.append(records)
+                bar.update(len(records))
+                for rec in records:
+                    if rec["status"] == "ok":
+                        result.rendered += 1
+                    else:
+                        result.failed.append((rec["file_name"], rec["error"]))
+                        logger.warning(f"Failed: {rec['file_name']}: {rec['error']}")
         if pool is not None:
             pool.close()
             pool.join()

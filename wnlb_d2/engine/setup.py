@@ -129,6 +129,10 @@ def check_config(cfg):
         factor = cfg.SOLVER.get(key, 1.0)
         if not (isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor > 0):
             raise ValueError(f"SOLVER.{key} = {factor!r} is invalid; expected a positive number")
+    decay = cfg.SOLVER.get("WNLB_WEIGHT_DECAY", None)
+    if decay is not None and not (isinstance(decay, (int, float)) and not isinstance(decay, bool) and decay >= 0):
+        raise ValueError(f"SOLVER.WNLB_WEIGHT_DECAY = {decay!r} is invalid; expected None (SOLVER.WEIGHT_DECAY) "
+                         "or a number >= 0")
     samples = cfg.TEST.get("BOOTSTRAP_SAMPLES", 0)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0 or samples == 1:
         raise ValueError(f"TEST.BOOTSTRAP_SAMPLES = {samples!r} is invalid; expected 0 (off) or an integer >= 2")

@@ -17,6 +17,9 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import WNLBCheckpointer, remove_stale_temporaries
+from ..data.device_path import attach_device_degradation
+from ..data.synthesis import build_pipeline_from_config
+from ..naming import FUSION_WEIGHT
 from ..utils.optim import scale_block_lrs
 from .evaluation import build_coco_evaluator
 from .finetune import apply_finetune_policy
@@ -92,7 +95,7 @@ def _no_double_darkening(cfg, dataset_name):
     return cfg
 
 
-def optimizer_param_groups(cfg, model, wnlb_lr_factor=1.0, wnlb_weight_lr_factor=1.0):
+def optimizer_param_groups(cfg, model, wnlb_lr_factor=1.0, wnlb_weight_lr_factor=1.0, wnlb_weight_decay=None):
     """detectron2's parameter groups, with the non-local blocks' learning rate scaled.
 
     Args:
@@ -102,6 +105,8 @@ def optimizer_param_groups(cfg, model, wnlb_lr_factor=1.0, wnlb_weight_lr_factor
         wnlb_lr_factor (float): multiplies the ``lr`` of every parameter of a non-local block.
         wnlb_weight_lr_factor (float): multiplies, on top, the ``lr`` of the blocks' fusion
             weights w alone.
+        wnlb_weight_decay (float or None): weight decay of w; None: the optimizer's
+            (``SOLVER.WEIGHT_DECAY``).
 
     Returns:
         list[dict]: groups for a torch optimizer; each group's ``lr`` is its own, so detectron2's
@@ -113,6 +118,7 @@ def optimizer_param_groups(cfg, model, wnlb_lr_factor=1.0, wnlb_weight_lr_factor
         weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
         bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        overrides=None if wnlb_weight_decay is None else {FUSION_WEIGHT: {"weight_decay": float(wnlb_weight_decay)}},
     )
     return scale_block_lrs(groups, model, wnlb_lr_factor, wnlb_weight_lr_factor, base_lr=cfg.SOLVER.BASE_LR)
 
@@ -183,16 +189,18 @@ class LowLightTrainer(DefaultTrainer):
 
         detectron2 v0.6 builds SGD only; AdamW is offered for training from scratch on small data
         (the demo), where it converges in far fewer iterations. Both use detectron2's parameter
-        groups, with the non-local blocks' learning rate scaled by ``SOLVER.WNLB_LR_FACTOR``.
+        groups, with the non-local blocks' learning rate scaled by ``SOLVER.WNLB_LR_FACTOR`` (w's by
+        ``WNLB_WEIGHT_LR_FACTOR`` on top) and w's weight decay ``SOLVER.WNLB_WEIGHT_DECAY``.
         """
         name = cfg.SOLVER.get("OPTIMIZER", "SGD")
         if name.upper() not in ("SGD", "ADAMW"):
             raise ValueError(f"SOLVER.OPTIMIZER = {name!r} is invalid; expected 'SGD' or 'AdamW'")
         factor = float(cfg.SOLVER.get("WNLB_LR_FACTOR", 1.0))
         w_factor = float(cfg.SOLVER.get("WNLB_WEIGHT_LR_FACTOR", 1.0))
-        if name.upper() == "SGD" and factor == 1.0 and w_factor == 1.0:
+        w_decay = cfg.SOLVER.get("WNLB_WEIGHT_DECAY", None)
+        if name.upper() == "SGD" and factor == 1.0 and w_factor == 1.0 and w_decay is None:
             return super().build_optimizer(cfg, model)  # exactly detectron2's
-        params = optimizer_param_groups(cfg, model, factor, w_factor)
+        params = optimizer_param_groups(cfg, model, factor, w_factor, w_decay)
         if name.upper() == "SGD":
             return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
                 params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
@@ -206,6 +214,10 @@ class LowLightTrainer(DefaultTrainer):
     def build_model(cls, cfg):
         model = super().build_model(cfg)
         apply_finetune_policy(model, cfg.SOLVER.FINETUNE_POLICY)
+        node = cfg.INPUT.LOW_LIGHT
+        if node.ENABLED and node.TRAIN and node.get("ON_DEVICE", False):
+            # The training mapper ships undegraded images with their draws (device_path.py).
+            attach_device_degradation(model, build_pipeline_from_config(cfg), cfg.INPUT.FORMAT)
         return model
 
     def build_hooks(self):

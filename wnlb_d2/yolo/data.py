@@ -4,16 +4,25 @@
 degrades each image with a :class:`wnlb_d2.data.LowLightDatasetMapper` (no augmentations)
 before Ultralytics resizes and augments it, so
 
-* training draws a fresh degradation every time an image is loaded (the mapper's training
-  generator: per process and data-loader worker, from ``train_seed`` or OS entropy);
+* training draws a fresh degradation every time an image is read from disk (the mapper's
+  training generator: per process and data-loader worker, from ``train_seed`` or OS entropy);
 * validation degrades each image from the mapper's evaluation seed key (the image id) and
   ``seed``: the same bytes as detectron2's evaluation of the same image with the same seed,
   and as the offline copies of ``datasets/prepare_lowlight_coco.py``.
 
 The degradation sees the image at its native resolution (the sensor model is per pixel), as in
-detectron2. Ultralytics' mosaic keeps recently loaded images in a buffer and reuses them; here
-the buffer keeps only indices and every load reads and degrades afresh, so no degraded image
-is reused. Image caching (``cache=ram/disk``) would freeze one draw and is turned off.
+detectron2. In training, each sample's own image is read and degraded afresh (as detectron2
+draws a fresh degradation for every image it loads for a batch). Ultralytics' mosaic (and
+mixup, cutmix) fills the other tiles with images from a buffer of the last images it read
+(batch x 8 of them), reused as they were read; here the buffer holds those images as they
+were degraded, so a mosaic partner is a recent image's draw reused at another place, scale,
+flip and colour jitter, as Ultralytics reuses the pixels of a normal-light image. Every tile
+has the distribution of a fresh draw, one draw per image and epoch as in detectron2; what is
+shared is that draw between the (on average 4) mosaics the image takes part in within a few
+batches. The cost is one degradation per sample instead of four. ``fresh_tiles=True`` in the
+spec degrades every tile afresh instead (every load reads and degrades: the behaviour before
+2026-12-05, with 4 degradations per mosaic). Image caching (``cache=ram/disk``) would freeze
+one draw for the whole run and is turned off.
 
 What to degrade is written into the data YAML (:func:`write_data_yaml`, key ``wnlb``), so the
 trainer, its validator and a later standalone validation all read it from one place.
@@ -28,14 +37,16 @@ import math
 import os
 
 import cv2
-import numpy as np
 import yaml
+from detectron2.data.detection_utils import check_image_size
 from ultralytics.data import YOLODataset
 from ultralytics.data.utils import get_split_fraction
 from ultralytics.utils import colorstr
 
 from ..data.image_io import ImageReadError, read_image
 from ..data.synthesis import PIPELINES, build_pipeline
+from ..data.synthesis.common import NOISE_SOURCES
+from ..utils.allocator import tune_allocator
 from ..utils.io import atomic_write_text
 from .convert import read_index
 
@@ -50,19 +61,27 @@ class LowLightSpec(dict):
     Keys: ``pipeline`` (a name in :data:`wnlb_d2.data.PIPELINES` or None: no degradation),
     ``overrides`` (ranges, keyword arguments of ``build_pipeline``), ``train`` / ``val``
     (degrade that side), ``seed`` (evaluation seed, ``INPUT.LOW_LIGHT.SEED``) and
-    ``train_seed`` (-1: OS entropy, ``INPUT.LOW_LIGHT.TRAIN_SEED``).
+    ``train_seed`` (-1: OS entropy, ``INPUT.LOW_LIGHT.TRAIN_SEED``) and ``train_noise`` (where the
+    training noise comes from, ``INPUT.LOW_LIGHT.TRAIN_NOISE``; a spec written before the key: "torch")
+    and ``fresh_tiles`` (training: degrade every mosaic tile afresh instead of reusing the
+    buffered image's draw; default False, see the module docstring).
 
     Raises:
-        ValueError: an unknown key, pipeline or parameter, or a bad seed.
+        ValueError: an unknown key, pipeline or parameter, a bad seed or a non-bool fresh_tiles.
     """
 
-    KEYS = ("pipeline", "overrides", "train", "val", "seed", "train_seed")
+    KEYS = ("pipeline", "overrides", "train", "val", "seed", "train_seed", "train_noise", "fresh_tiles")
 
-    def __init__(self, pipeline=None, overrides=None, train=True, val=True, seed=0, train_seed=-1):
+    def __init__(self, pipeline=None, overrides=None, train=True, val=True, seed=0, train_seed=-1,
+                 train_noise="torch", fresh_tiles=False):
         # Lists, not tuples: the spec is written into a YAML file (yaml.safe_dump has no tuples).
         overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in dict(overrides or {}).items()}
         super().__init__(pipeline=pipeline, overrides=overrides, train=bool(train), val=bool(val),
-                         seed=seed, train_seed=train_seed)
+                         seed=seed, train_seed=train_seed, train_noise=train_noise, fresh_tiles=fresh_tiles)
+        if not isinstance(fresh_tiles, bool):
+            raise ValueError(f"LowLightSpec: fresh_tiles must be True or False, got {fresh_tiles!r}")
+        if train_noise not in NOISE_SOURCES:
+            raise ValueError(f"LowLightSpec: train_noise must be one of {NOISE_SOURCES}, got {train_noise!r}")
         if pipeline is not None:
             if pipeline not in PIPELINES:
                 raise ValueError(f"LowLightSpec: unknown pipeline {pipeline!r}; expected one of {PIPELINES} or None")
@@ -90,7 +109,7 @@ class LowLightSpec(dict):
         section = node[node.PIPELINE.upper()]
         overrides = {k.lower(): (list(v) if isinstance(v, tuple) else v) for k, v in section.items()}
         return cls(node.PIPELINE, overrides, train=node.TRAIN, val=node.TEST, seed=node.SEED,
-                   train_seed=node.TRAIN_SEED)
+                   train_seed=node.TRAIN_SEED, train_noise=node.get("TRAIN_NOISE", "torch"))
 
     def active(self, training):
         """Whether images of that side are degraded."""
@@ -137,13 +156,17 @@ class LowLightYOLODataset(YOLODataset):
             error about an image names its ``file_name``).
 
     ``load_image(i)`` returns ``(image (H, W, 3) uint8 BGR resized, (h0, w0), (h, w))`` as in
-    Ultralytics.
+    Ultralytics; in training, an image still in the mosaic buffer is returned as it was degraded,
+    except for the sample's own image (``dataset[i]`` degrades image ``i`` afresh) and with
+    ``low_light["fresh_tiles"]`` (every load degrades afresh).
     """
 
     def __init__(self, *args, low_light=None, records=None, **kwargs):
         # Set before YOLODataset.__init__, which may already load images (caching).
         spec = low_light or LowLightSpec(None)
         self.mapper = None
+        self.fresh_tiles = bool(spec.get("fresh_tiles", False))
+        self._own = None  # index of the sample being built by __getitem__, until its image is loaded
         if spec.active(training=kwargs.get("augment", False)):
             if kwargs.get("cache"):
                 logger.warning(f"LowLightYOLODataset: cache={kwargs['cache']!r} would keep one degradation per "
@@ -212,17 +235,29 @@ class LowLightYOLODataset(YOLODataset):
 
         pipeline = build_pipeline(spec["pipeline"], **spec["overrides"])
         return LowLightDatasetMapper(training, pipeline=pipeline, eval_seed=spec["seed"],
-                                     train_seed=spec["train_seed"], augmentations=[], image_format="BGR")
+                                     train_seed=spec["train_seed"], train_noise=spec["train_noise"],
+                                     augmentations=[], image_format="BGR")
 
     @staticmethod
     def _stem(im_file):
         return os.path.splitext(os.path.basename(im_file))[0]
 
     def degraded_image(self, i):
-        """Image ``i`` read and degraded at its native size, ``(H, W, 3)`` uint8 BGR, and the parameters."""
-        record = dict(self.records[self._stem(self.im_files[i])])
-        out = self.mapper(record)
-        return np.ascontiguousarray(out["image"].numpy().transpose(1, 2, 0)), out.get("low_light_params")
+        """Image ``i`` read and degraded at its native size, ``(H, W, 3)`` uint8 BGR, and the parameters.
+
+        The steps of ``LowLightDatasetMapper.__call__`` up to its (here empty) augmentations, with
+        the mapper's reader, generator and stages, so the pixels are the mapper's, draw for draw;
+        without its copy of the record and its round trip through a (3, H, W) tensor.
+        """
+        record = self.records[self._stem(self.im_files[i])]
+        tune_allocator()  # once per process, as the mapper does: each data-loader worker
+        image = read_image(record["file_name"], format=self.mapper.image_format)
+        check_image_size(record, image)  # the record has the size: nothing is written into it
+        rng, params = self.mapper.rng_for(record), {}
+        for stage in self.mapper.image_stages:
+            image, stage_params = stage(image, rng, self.mapper.image_format)
+            params.update(stage_params)
+        return image, params
 
     def _resize(self, im, rect_mode, resize_short):
         # BaseDataset.load_image's resizing (Ultralytics 8.4), applied to the degraded image.
@@ -244,6 +279,14 @@ class LowLightYOLODataset(YOLODataset):
             im = cv2.resize(im, shape[::-1], interpolation=cv2.INTER_LINEAR)
         return im
 
+    def __getitem__(self, index):
+        """Ultralytics' training (or validation) sample ``index``; its own image is degraded afresh."""
+        self._own = index
+        try:
+            return super().__getitem__(index)
+        finally:
+            self._own = None
+
     def load_image(self, i, rect_mode=True, resize_short=False):
         """Read image ``i``, degrade it (when active) and resize it as Ultralytics does."""
         if self.mapper is None:
@@ -252,14 +295,30 @@ class LowLightYOLODataset(YOLODataset):
             except FileNotFoundError as e:  # Ultralytics' "Image Not Found": OpenCV could not decode it
                 raise self._unusable_image_error(self.im_files[i], 1, len(self.im_files),
                                                  reason="OpenCV cannot decode it") from e
+        own = i == self._own
+        if own:
+            self._own = None  # the sample's own image, once: as a partner of its own mosaic it is reused
+        if self.augment and not self.fresh_tiles and not own and self.ims[i] is not None:
+            # A mosaic partner still in the buffer: its draw, as Ultralytics reuses a buffered image.
+            return self.ims[i], self.im_hw0[i], self.im_hw[i]
         im, _ = self.degraded_image(i)
         h0, w0 = im.shape[:2]
         im = self._resize(im, rect_mode, resize_short)
-        if self.augment:
-            # Mosaic draws its partner images from self.buffer: keep the indices, not the images.
+        if self.augment and self.fresh_tiles:
+            # Every load degrades afresh: the buffer keeps the indices only, never an image.
             self.buffer.append(i)
             if 1 < len(self.buffer) >= self.max_buffer_length:
                 self.buffer.pop(0)
+        elif self.augment:
+            # BaseDataset.load_image's buffer (Ultralytics 8.4), holding the degraded image; an
+            # image already in it (degraded again as a sample's own image) keeps its place.
+            buffered = self.ims[i] is not None
+            self.ims[i], self.im_hw0[i], self.im_hw[i] = im, (h0, w0), im.shape[:2]
+            if not buffered:
+                self.buffer.append(i)
+                if 1 < len(self.buffer) >= self.max_buffer_length:
+                    j = self.buffer.pop(0)
+                    self.ims[j], self.im_hw0[j], self.im_hw[j] = None, None, None
         return im, (h0, w0), im.shape[:2]
 
 

@@ -11,13 +11,39 @@ import os
 import cv2
 import numpy as np
 
-__all__ = ["GammaResponse", "TabulatedResponse", "load_dorf_curves", "mosaic_rggb",
+__all__ = ["power_zero_safe", "GammaResponse", "TabulatedResponse", "load_dorf_curves", "mosaic_rggb",
            "demosaic_bilinear_rggb", "demosaic_bilinear_rggb_planes"]
 
 logger = logging.getLogger(__name__)
 
 #: Number of samples per curve in the DoRF file (``dorfCurves.txt``).
 DORF_SAMPLES = 1024
+
+
+def power_zero_safe(x, exponent, out=None):
+    """``np.power(x, exponent)`` for ``x >= 0`` and ``exponent > 0``, bit for bit, fast on zeros.
+
+    NumPy's float32 power takes a slow path for a zero base: on a clipped noisy plane (a sixth
+    of its pixels at exactly 0) it costs 3-4x the power of the same plane without zeros. Zeros
+    are turned into ones (``1 ** e`` is 1 on the fast path) and back: adding and subtracting
+    0.0 leaves every other value unchanged, so the result equals ``np.power`` exactly.
+
+    Args:
+        x (np.ndarray): float32, any shape, >= 0.
+        exponent (np.float32): > 0.
+        out (np.ndarray or None): where to write (may be ``x`` itself).
+
+    Returns:
+        np.ndarray: float32, the shape of ``x``.
+    """
+    zeros = (x == 0).view(np.uint8).astype(x.dtype)
+    if out is None:
+        out = x + zeros
+    else:
+        np.add(x, zeros, out=out)
+    np.power(out, exponent, out=out)
+    out -= zeros
+    return out
 
 
 class GammaResponse:
@@ -35,7 +61,7 @@ class GammaResponse:
     def forward(self, irradiance, out=None):
         """CRF. Args: irradiance (np.ndarray): any shape, in [0, 1]; out: where to write (may be
         ``irradiance`` itself). Returns: same shape."""
-        return np.power(irradiance, np.float32(1.0 / self.gamma), out=out)
+        return power_zero_safe(irradiance, np.float32(1.0 / self.gamma), out=out)
 
     def inverse(self, brightness):
         """ICRF. Args: brightness (np.ndarray): any shape, in [0, 1]. Returns: same shape."""

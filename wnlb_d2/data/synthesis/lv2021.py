@@ -19,14 +19,14 @@ import cv2
 import numpy as np
 
 from .camera import GammaResponse, demosaic_bilinear_rggb_planes, load_dorf_curves, mosaic_rggb
-from .common import LowLightPipeline, ParameterError, check_range, uniform
+from .common import ParameterError, SampledPipeline, check_range, uniform
 
 __all__ = ["Lv2021Pipeline"]
 
 logger = logging.getLogger(__name__)
 
 
-class Lv2021Pipeline(LowLightPipeline):
+class Lv2021Pipeline(SampledPipeline):
     """Darkening + in-camera noise (Lv et al. 2021; noise model of CBDNet).
 
     Every range is ``(low, high)`` and its parameter is drawn uniformly from it per image.
@@ -77,23 +77,12 @@ class Lv2021Pipeline(LowLightPipeline):
         params["crf_name"] = self._curves[index].name
         return self._curves[index]
 
-    def _degrade_uint8(self, image, rng, input_format):
-        """The degradation computed on the 8-bit image, equal bit for bit to the float formulas.
-
-        Before the noise every pixel is a function of its own 8-bit value, so the darkening, the
-        inverse response and the noise level are 256-entry tables (computed with the same
-        float32 operations as on the image, hence the same values), and the mosaic is taken
-        from the uint8 image. After the noise: in-place float operations per plane, and the
-        output interleaved once, in the input's channel order (no RGB/BGR copies).
-        The random draws are the same, in the same order, as in the float formulation.
-
-        Args:
-            image (np.ndarray): uint8 (H, W, 3) in ``input_format``.
-            rng (numpy.random.Generator): the source of all random draws.
-            input_format (str): "BGR" or "RGB".
+    def sample_params(self, rng):
+        """Draw the parameters of one image (every draw but the noise, in the pipeline's order).
 
         Returns:
-            tuple[np.ndarray, dict]: uint8 (H, W, 3) in ``input_format`` and the parameters.
+            dict: alpha, beta, gamma, sigma_s, sigma_c, and crf_gamma (parametric response) or
+            crf_index and crf_name (a DoRF curve); Python floats, ints and strs.
         """
         params = {
             "alpha": uniform(rng, self.alpha),
@@ -102,18 +91,69 @@ class Lv2021Pipeline(LowLightPipeline):
             "sigma_s": uniform(rng, self.sigma_s),
             "sigma_c": uniform(rng, self.sigma_c),
         }
-        crf = self._draw_response(rng, params)
+        self._draw_response(rng, params)
+        return params
+
+    def response(self, params):
+        """The camera response of drawn ``params`` (:class:`GammaResponse` or a DoRF curve)."""
+        if "crf_index" in params:
+            if self._curves is None:
+                raise ValueError(f"{self.name}: parameters name DoRF curve {params['crf_index']} but the pipeline "
+                                 "has no crf_file")
+            return self._curves[params["crf_index"]]
+        return GammaResponse(params["crf_gamma"])
+
+    def tables(self, params):
+        """The per-level tables of the degradation before the noise.
+
+        Args:
+            params (dict): as returned by :meth:`sample_params`.
+
+        Returns:
+            tuple[np.ndarray, np.ndarray]: float32 (256,) irradiance (the darkened 8-bit value
+            through the inverse response) and noise standard deviation, per 8-bit input value.
+        """
         f32 = np.float32
-        # The tables: what the float formulas give for each 8-bit input value.
         levels = np.arange(256, dtype=f32) * f32(1.0 / 255.0)
         dark = f32(params["beta"]) * np.power(f32(params["alpha"]) * levels, f32(params["gamma"]))
-        irradiance = crf.inverse(dark)
+        irradiance = self.response(params).inverse(dark)
         std = np.sqrt(f32(params["sigma_s"] ** 2) * irradiance + f32(params["sigma_c"] ** 2))
+        return irradiance, std
+
+    def noise_shape(self, height, width):
+        """Shape of the standard normal draws for an image: one per Bayer site, (H, W)."""
+        return (height, width)
+
+    def render(self, image, params, noise, input_format):
+        """The degradation of one image for given parameters and noise, equal bit for bit to the
+        float formulas (no random draws; the noise follows :meth:`sample_params`' draws).
+
+        Before the noise every pixel is a function of its own 8-bit value, so the darkening, the
+        inverse response and the noise level are 256-entry tables (computed with the same
+        float32 operations as on the image, hence the same values), and the mosaic is taken
+        from the uint8 image. After the noise: in-place float operations per plane, and the
+        output interleaved once, in the input's channel order (no RGB/BGR copies).
+
+        Args:
+            image (np.ndarray): uint8 (H, W, 3) in ``input_format``.
+            params (dict): as returned by :meth:`sample_params`.
+            noise (np.ndarray): float32 standard normal draws of :meth:`noise_shape`; used as
+                the working buffer (overwritten).
+            input_format (str): "BGR" or "RGB".
+
+        Returns:
+            np.ndarray: uint8 (H, W, 3) in ``input_format``.
+        """
+        f32 = np.float32
+        crf = self.response(params)
+        # The tables: what the float formulas give for each 8-bit input value.
+        irradiance, std = self.tables(params)
         codes = mosaic_rggb(image[:, :, ::-1] if input_format == "BGR" else image)  # uint8 (H, W)
-        raw = rng.standard_normal(codes.shape, dtype=f32)
+        raw = noise
         table = np.empty(codes.shape, f32)
-        raw *= np.take(std, codes, out=table)
-        raw += np.take(irradiance, codes, out=table)
+        # mode='clip' (codes are 0..255, always in range): 'raise' with out= buffers a copy.
+        raw *= np.take(std, codes, out=table, mode="clip")
+        raw += np.take(irradiance, codes, out=table, mode="clip")
         np.clip(raw, 0.0, 1.0, out=raw)
         del table
         planes = demosaic_bilinear_rggb_planes(raw)  # R, G, B
@@ -126,4 +166,4 @@ class Lv2021Pipeline(LowLightPipeline):
             np.rint(plane, out=plane)
             np.clip(plane, 0, 255, out=plane)
         order = planes[::-1] if input_format == "BGR" else planes
-        return cv2.merge([p.astype(np.uint8) for p in order]), params
+        return cv2.merge([p.astype(np.uint8) for p in order])
