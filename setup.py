@@ -36,7 +36,7 @@ setup(
         "tqdm",
         "setuptools<81",
     ],
-    extras_require={"test": ["pytest", "onnx==1.23.2", "onnxruntime==1.32.0", "onnxscript==0.7.2"], "yolo": ["ultralytics>=8.4,<8.5"]},  # yolo: AGPL-3.0, see docs/yolov8.md
+    extras_require={"test": ["pytest", "h5py", "onnx==1.23.2", "onnxruntime==1.32.0", "onnxscript==0.7.2"], "yolo": ["ultralytics>=8.4,<8.5"], "agllnet": ["h5py"]},  # yolo: AGPL-3.0, see docs/yolov8.md
     entry_points={
         "console_scripts": [
             "wnlb-train = wnlb_d2.cli.train:command",  # train_net.py

@@ -1,10 +1,40 @@
-"""Shared test helpers: configs for small, fast CPU models."""
+"""Shared test helpers: configs for small, fast CPU models; the command-line scripts as modules."""
+
+import importlib.util
+import os
+import sys
 
 import torch
 from detectron2.config import get_cfg
 from detectron2.structures import BitMasks, Boxes, Instances
 
 import wnlb_d2
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(relpath, name=None, register=False):
+    """A command-line script of the repository (``tools/x.py``, ``datasets/x.py``) imported as a module.
+
+    Tests call its functions and ``main(argv)`` in-process; each call executes the file afresh.
+
+    Args:
+        relpath (str): the script's path relative to the repository root.
+        name (str or None): the module's name (default: the file's stem + ``"_under_test"``).
+        register (bool): also put the module in ``sys.modules``, as an import would (needed when
+            the script's functions are pickled by module name, e.g. for a process pool).
+
+    Returns:
+        module: the executed script.
+    """
+    path = os.path.join(REPO, relpath)
+    name = name or os.path.splitext(os.path.basename(path))[0] + "_under_test"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    if register:
+        sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_cfg(stock_config=None, backbone=None, **wnlb):

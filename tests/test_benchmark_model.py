@@ -1,10 +1,10 @@
 """tools/benchmark_model.py: case selection, ratios, and real worker runs on a tiny model and image."""
 
-import importlib.util
 import json
 import os
 
 import pytest
+from helpers import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "demo", "Base-Demo-R18-FPN.yaml")
@@ -13,10 +13,7 @@ SOLOV2_DEMO_CONFIG = os.path.join(ROOT, "configs", "demo", "SOLOv2-Demo-R18-FPN.
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("benchmark_model", os.path.join(ROOT, "tools", "benchmark_model.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/benchmark_model.py")
 
 
 def test_help_and_cases(bench):

@@ -1,6 +1,5 @@
 """Two-stage baselines: classical enhancers, Zero-DCE++ (layout, losses, training), mapper, runner rows."""
 
-import importlib.util
 import json
 import os
 
@@ -22,6 +21,7 @@ from wnlb_d2.enhance import (ZERO_DCE_KEYS, Clahe, GammaCorrection, HistogramEqu
                              build_enhancer_from_config, color_constancy_loss,
                              exposure_control_loss, illumination_smoothness_loss, load_zero_dce_weights,
                              spatial_consistency_loss, train_zero_dce)
+from helpers import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "demo", "Base-Demo-R18-FPN.yaml")
@@ -31,10 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one 
 
 
 def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(f"tools/{name}.py")
 
 
 def _dark_image(seed=0, h=48, w=64):
@@ -307,7 +304,7 @@ def test_mapper_degrades_then_enhances(tmp_path):
     np.testing.assert_array_equal(batch[0]["image"].permute(1, 2, 0).numpy(), GammaCorrection()(raw))
 
 
-def test_experiment_adds_two_stage_rows(tmp_path):
+def test_experiment_adds_two_stage_rows(tmp_path, monkeypatch):
     _register_tiny("wnlb_test_enhance_exp", str(tmp_path / "imgs"))
     from detectron2.modeling import build_model
 
@@ -322,25 +319,57 @@ def test_experiment_adds_two_stage_rows(tmp_path):
     torch.save({"model": build_model(cfg).state_dict()}, ckpt)
     out = str(tmp_path / "exp")
     tool = _load_tool("run_experiment")
-    rc = tool.main(["--config-file", DEMO_CONFIG, "--output", out, "--weights", ckpt,
-                    "--finetune-data", "wnlb_test_enhance_exp", "--test-data", "wnlb_test_enhance_exp",
-                    "--rows", "pretrained", "--enhancers", "nlm+clahe", "zero_dce", "--zero-dce-iters", "2",
-                    "--pictures", "0"] + opts)
-    assert rc == 0
+    argv = ["--config-file", DEMO_CONFIG, "--output", out, "--weights", ckpt,
+            "--finetune-data", "wnlb_test_enhance_exp", "--test-data", "wnlb_test_enhance_exp",
+            "--rows", "pretrained", "--seeds", "0", "1", "--enhancers", "nlm+clahe", "zero_dce", "retinexformer",
+            "--zero-dce-iters", "2", "--enhancer-iters", "2", "--quality-images", "3", "--pictures", "0",
+            "--low-light-train", "--low-light-test"] + opts
+    assert tool.main(argv) == 0
     with open(os.path.join(out, "results.json")) as f:
         results = json.load(f)
-    for row in ("pretrained", "nlm+clahe+pretrained", "zero_dce+pretrained"):
+    rows = ("pretrained", "nlm+clahe+pretrained", "zero_dce+pretrained", "retinexformer+pretrained")
+    for row in rows:
         assert set(results[row]) >= {"bbox", "segm"}, row
-    assert os.path.isfile(results["meta"]["zero_dce_weights"])
-    assert results["meta"]["spec"]["enhancers"] == ["nlm+clahe", "zero_dce"]
+    # Enhancers trained here: once per seed, each evaluated, with a spread and paired differences.
+    assert [(r["row"], r["seed"]) for r in results["two_stage_runs"]] == [
+        ("zero_dce+pretrained", 0), ("zero_dce+pretrained", 1), ("retinexformer+pretrained", 0),
+        ("retinexformer+pretrained", 1)]
+    assert results["summary"]["retinexformer+pretrained"]["segm"]["AP"]["n"] == 2
+    assert results["paired"]["retinexformer+pretrained-vs-pretrained"]["segm"]["AP"]["n"] == 2
+    for seed in (0, 1):
+        weights = results["meta"]["enhancer_weights"][f"retinexformer seed {seed}"]["retinexformer"]
+        assert os.path.isfile(weights) and f"enhancer_retinexformer_seed{seed}" in weights
+    assert "nlm+clahe" in results["meta"]["enhancer_weights"]  # no weights, one evaluation
+    # Image quality beside the AP: the dark images ("pretrained") and every enhancer's output.
+    assert set(results["image_quality"]) == set(rows)
+    assert all(q["psnr"]["mean"] > 0 and -1 <= q["ssim"]["mean"] <= 1 for q in results["image_quality"].values())
+    # A rerun takes the image quality from the pre-trained run's record: nothing is enhanced again.
+    from wnlb_d2.experiment import runner
+
+    def measured_again(*args, **kwargs):
+        raise AssertionError("image quality measured again on a rerun")
+
+    with monkeypatch.context() as m:
+        m.setattr(runner, "_image_quality", measured_again)
+        assert tool.main(argv) == 0
+    with open(os.path.join(out, "results.json")) as f:
+        assert json.load(f)["image_quality"] == results["image_quality"]
+    assert results["meta"]["spec"]["enhancers"] == ["nlm+clahe", "zero_dce", "retinexformer"]
     with open(os.path.join(out, "results.md")) as f:
-        lines = f.read().splitlines()
+        text = f.read()
+    lines = text.splitlines()
     table = lines[:lines.index("")] if "" in lines else lines
-    assert [ln.split("|")[1].strip() for ln in table[2:]] == ["pretrained", "nlm+clahe+pretrained",
-                                                              "zero_dce+pretrained"]
+    assert [ln.split("|")[1].strip() for ln in table[2:]] == list(rows)
+    assert "| retinexformer+pretrained | " in text.split("Image quality of what the detector sees")[1]
     assert os.path.getsize(os.path.join(out, "ap.png")) > 0
     from wnlb_d2.experiment import ExperimentSpec
 
+    with pytest.raises(ValueError, match="enhancer 'retinexformer' is trained here on paired"):
+        ExperimentSpec(config_file=DEMO_CONFIG, output_dir=out, test_data="x", finetune_data="x", weights="w",
+                       enhancers=["retinexformer"]).validate()
+    with pytest.raises(FileNotFoundError, match="retinexformer='nope.pth': no such file"):
+        ExperimentSpec(config_file=DEMO_CONFIG, output_dir=out, test_data="x", finetune_data="x", weights="w",
+                       enhancers=["retinexformer"], enhancer_weights={"retinexformer": "nope.pth"}).validate()
     with pytest.raises(ValueError, match="unknown enhancer"):
         ExperimentSpec(config_file=DEMO_CONFIG, output_dir=out, test_data="x", finetune_data="x", weights="w",
                        enhancers=["sharpen"]).validate()

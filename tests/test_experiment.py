@@ -11,6 +11,7 @@ from engine_helpers import DEMO_CONFIG, register_tiny_demo
 from wnlb_d2.experiment import METRICS, ROWS, ExperimentSpec, run_experiment
 from wnlb_d2.experiment.report import plot_results, plot_severity, results_markdown
 from wnlb_d2.visualization import save_side_by_side
+from helpers import load_script
 
 SMALL = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
          "INPUT.MAX_SIZE_TEST", "64", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
@@ -98,12 +99,7 @@ def test_bad_spec():
 
 
 def _run_tool(argv):
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "run_experiment.py")
-    spec = importlib.util.spec_from_file_location("run_experiment_tool", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("tools/run_experiment.py")
     with pytest.raises(SystemExit) as e:
         mod.main(argv)
     return str(e.value.code)

@@ -1,5 +1,7 @@
 """SOLVER.FINETUNE_POLICY freezes exactly what it says, down to BatchNorm statistics."""
 
+import os
+
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -93,16 +95,22 @@ def test_optimizer_choice_and_frozen_parameters_left_out():
         LowLightTrainer.build_optimizer(cfg, model)
 
 
+def _r18_wnlb_cfg(optimizer):
+    """A ResNet-18 FPN config with blocks after res3 and res5, trained by ``optimizer``."""
+    cfg = make_cfg(backbone="build_resnet_wnlb_fpn_backbone", STAGES=["res3", "res5"])
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.SOLVER.OPTIMIZER = optimizer
+    return cfg
+
+
 @pytest.mark.parametrize("optimizer", ["SGD", "AdamW"])
 def test_wnlb_lr_factor_scales_exactly_the_block_parameters(optimizer):
     from detectron2.solver import build_lr_scheduler
 
     from wnlb_d2.engine import LowLightTrainer
 
-    cfg = make_cfg(backbone="build_resnet_wnlb_fpn_backbone", STAGES=["res3", "res5"])
-    cfg.MODEL.RESNETS.DEPTH = 18
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    cfg.SOLVER.OPTIMIZER = optimizer
+    cfg = _r18_wnlb_cfg(optimizer)
     cfg.SOLVER.BASE_LR = 0.01
     cfg.SOLVER.BIAS_LR_FACTOR = 2.0  # detectron2's own per-group factor must survive
     cfg.SOLVER.WNLB_LR_FACTOR = 10.0
@@ -139,10 +147,7 @@ def test_wnlb_weight_lr_factor_scales_only_w_on_top_of_the_block_factor(optimize
     from wnlb_d2.engine import LowLightTrainer
     from wnlb_d2.naming import is_fusion_weight_key
 
-    cfg = make_cfg(backbone="build_resnet_wnlb_fpn_backbone", STAGES=["res3", "res5"])
-    cfg.MODEL.RESNETS.DEPTH = 18
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    cfg.SOLVER.OPTIMIZER = optimizer
+    cfg = _r18_wnlb_cfg(optimizer)
     cfg.SOLVER.BASE_LR = 0.01
     cfg.SOLVER.WNLB_LR_FACTOR = 2.0
     cfg.SOLVER.WNLB_WEIGHT_LR_FACTOR = 50.0
@@ -161,3 +166,50 @@ def test_wnlb_weight_lr_factor_scales_only_w_on_top_of_the_block_factor(optimize
     cfg.SOLVER.WNLB_WEIGHT_LR_FACTOR = -1.0
     with pytest.raises(ValueError, match="SOLVER.WNLB_WEIGHT_LR_FACTOR = -1.0 is invalid"):
         check_config(cfg)
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "AdamW"])
+def test_wnlb_weight_decay_sets_only_w_and_none_keeps_the_optimizers(optimizer):
+    from wnlb_d2.engine import LowLightTrainer
+    from wnlb_d2.engine.setup import check_config
+    from wnlb_d2.naming import is_fusion_weight_key
+
+    cfg = _r18_wnlb_cfg(optimizer)
+    cfg.SOLVER.WEIGHT_DECAY = 1e-3
+    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0
+    model = LowLightTrainer.build_model(cfg)
+
+    def decay_of(cfg):
+        opt = LowLightTrainer.build_optimizer(cfg, model)
+        # A group without its own weight_decay takes the optimizer's default (SOLVER.WEIGHT_DECAY).
+        return {n: g["weight_decay"] for g in opt.param_groups for p in g["params"]
+                for n, q in model.named_parameters() if q is p}
+
+    default = decay_of(cfg)  # None: w decays like every other weight
+    ws = [n for n in default if is_fusion_weight_key(n)]
+    assert len(ws) == 2 and all(default[n] == 1e-3 for n in ws)
+    cfg.SOLVER.WNLB_WEIGHT_DECAY = 0.0
+    check_config(cfg)
+    off = decay_of(cfg)
+    assert all(off[n] == 0.0 for n in ws)
+    assert {n: d for n, d in off.items() if n not in ws} == {n: d for n, d in default.items() if n not in ws}
+    cfg.SOLVER.WNLB_WEIGHT_DECAY = 5e-2
+    assert all(decay_of(cfg)[n] == 5e-2 for n in ws)
+    cfg.SOLVER.WNLB_WEIGHT_DECAY = -1.0
+    with pytest.raises(ValueError, match="SOLVER.WNLB_WEIGHT_DECAY = -1.0 is invalid"):
+        check_config(cfg)
+
+
+def test_wnlb_weight_decay_comes_from_the_command_line_and_a_yaml():
+    from wnlb_d2.engine.setup import setup_cfg
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = setup_cfg(os.path.join(root, "configs", "demo", "Base-Demo-R18-FPN.yaml"),
+                    ["MODEL.DEVICE", "cpu", "SOLVER.WNLB_WEIGHT_DECAY", "0.0"])
+    assert cfg.SOLVER.WNLB_WEIGHT_DECAY == 0.0
+    again = cfg.clone()
+    again.defrost()
+    again.merge_from_other_cfg(type(cfg).load_cfg(cfg.dump()))  # config.yaml of an output folder
+    assert again.SOLVER.WNLB_WEIGHT_DECAY == 0.0
+    assert type(cfg).load_cfg(setup_cfg(os.path.join(root, "configs", "demo", "Base-Demo-R18-FPN.yaml"),
+                                        ["MODEL.DEVICE", "cpu"]).dump()).SOLVER.WNLB_WEIGHT_DECAY is None

@@ -1,12 +1,12 @@
 """tools/gpu_check.py on a machine without CUDA: help, the clear error, and its autocast check on CPU."""
 
-import importlib.util
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from helpers import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "tools", "gpu_check.py")
@@ -16,10 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/gpu_check.py")
 
 
 def test_help_lists_every_check():

@@ -17,6 +17,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 import wnlb_d2
 from wnlb_d2.config import resolve_config_path
 from wnlb_d2.checkpoint import wnlb_layout_of_checkpoint
+from helpers import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTALL = os.path.join(ROOT, "tools", "install_detectron2.py")
@@ -152,10 +153,7 @@ def test_make_test_d2main_without_source_fails_clearly(tmp_path):
 
 
 def _install_module():
-    spec = importlib.util.spec_from_file_location("install_detectron2_under_test", INSTALL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/install_detectron2.py")
 
 
 def _make_available():

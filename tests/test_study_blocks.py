@@ -1,20 +1,17 @@
 """tools/study_blocks.py: recipes, their starting point, bad input (training itself: tests/test_experiment.py)."""
 
-import importlib.util
 import os
 import sys
 
 import pytest
+from helpers import load_script
 
 TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 
 
 def _tool():
     sys.path.insert(0, TOOLS)
-    spec = importlib.util.spec_from_file_location("study_blocks_tool", os.path.join(TOOLS, "study_blocks.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/study_blocks.py")
 
 
 def test_recipes_start_from_factor_one_and_change_one_thing(capsys):

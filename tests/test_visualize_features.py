@@ -1,6 +1,5 @@
 """tools/visualize_features.py and wnlb_d2.visualization.features: hooks, reductions, the grid picture."""
 
-import importlib.util
 import os
 
 import cv2
@@ -13,6 +12,7 @@ from wnlb_d2.checkpoint import wnlb_layout_of_checkpoint
 from wnlb_d2.analysis.feature_error import normalised_feature_error
 from wnlb_d2.visualization.features import capture_backbone_features, error_map, grid_columns, reduce_feature_map
 from wnlb_d2.engine.setup import setup_cfg
+from helpers import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "demo", "Base-Demo-R18-FPN.yaml")
@@ -94,9 +94,7 @@ def test_layout_read_from_checkpoint(files):
 
 def test_tool_writes_the_grid(files, tmp_path, capsys):
     image, paths = files
-    spec = importlib.util.spec_from_file_location("vis_tool", os.path.join(ROOT, "tools", "visualize_features.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _tool("vis_tool")
     with pytest.raises(SystemExit) as e:
         tool.main(["--help"])
     assert e.value.code == 0
@@ -132,10 +130,7 @@ def _panel(pic, row, col, dpi=60, panel=1.0, title=0.4):
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", "visualize_features.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    return load_script("tools/visualize_features.py", name)
 
 
 def test_error_map_on_hand_made_maps():
@@ -256,9 +251,7 @@ def test_grid_columns_and_errors(files, tmp_path, capsys):
     feats = {"res4": {"before": torch.zeros(1), "after": None}}
     assert grid_columns([("a", None, feats)]) == [("input", None), ("res4", "before")]
     image, paths = files
-    spec = importlib.util.spec_from_file_location("vis_tool2", os.path.join(ROOT, "tools", "visualize_features.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _tool("vis_tool2")
     assert tool.main(["--input", image, "--config-file", DEMO_CONFIG, "--weights", "x=/nonexistent.pth",
                       "--output", str(tmp_path / "g.png")]) == 1
     assert "x=/nonexistent.pth" in capsys.readouterr().err
@@ -279,9 +272,7 @@ def test_tool_with_solov2_checkpoint(files, tmp_path, capsys):
             block.fusion_weight.fill_(0.25)
     ckpt = str(tmp_path / "solo.pth")
     torch.save({"model": model.state_dict()}, ckpt)
-    spec = importlib.util.spec_from_file_location("vis_tool3", os.path.join(ROOT, "tools", "visualize_features.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _tool("vis_tool3")
     out = str(tmp_path / "solo_grid.png")
     assert tool.main(["--input", image, "--config-file", config, "--weights", f"solov2={ckpt}", "--dpi", "40",
                       "--panel-size", "1.0", "--output", out, "--opts"] + SMALL) == 0

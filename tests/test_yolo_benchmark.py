@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+from helpers import load_script
 
 if importlib.util.find_spec("ultralytics") is None:
     pytest.skip("the optional YOLO extra (ultralytics) is not installed", allow_module_level=True)
@@ -13,11 +14,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one 
 
 
 def _tool():
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "benchmark_yolo.py")
-    spec = importlib.util.spec_from_file_location("benchmark_yolo_tool", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/benchmark_yolo.py")
 
 
 def test_both_phases_with_ratios_to_the_plain_model(tmp_path, capsys):

@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+from helpers import load_script
 
 if importlib.util.find_spec("ultralytics") is None:
     pytest.skip("the optional YOLO extra (ultralytics) is not installed", allow_module_level=True)
@@ -124,12 +125,7 @@ def test_importing_the_integration_leaves_pil_and_the_core_reader_alone(tmp_path
 
 
 def test_yolov8_preset_opts_come_before_the_command_line():
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "run_experiment.py")
-    spec = importlib.util.spec_from_file_location("run_experiment_tool_yolo", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("tools/run_experiment.py")
     values = tool.spec_values(tool.build_parser().parse_args(["--preset", "demo", "--detector", "yolov8"]))
     assert values["opts"] == ["close_mosaic", "3"] and values["pretrain_iters"] * 16 % 400 == 0
     # The same absolute learning rates on the blocks as the detectron2 families' presets: the
@@ -148,12 +144,8 @@ def test_yolov8_preset_opts_come_before_the_command_line():
 
 
 def test_a_detectron2_config_for_yolov8_fails_before_the_output_folder_exists(tmp_path):
-    import importlib.util as iu
-
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = iu.spec_from_file_location("run_experiment_tool_yolo", os.path.join(root, "tools", "run_experiment.py"))
-    tool = iu.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("tools/run_experiment.py")
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as e:
         tool.main(["--preset", "quick", "--detector", "yolov8", "--config-file",

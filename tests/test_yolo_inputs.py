@@ -38,6 +38,7 @@ from wnlb_d2.yolo.evaluate import coco_ground_truth, score_coco  # noqa: E402
 from wnlb_d2.yolo.model_yaml import check_model_yaml, insert_nonlocal_blocks, read_model_yaml  # noqa: E402
 from wnlb_d2.yolo.pictures import save_yolo_side_by_side  # noqa: E402
 from wnlb_d2.yolo.weights import check_class_names, read_yolo_state_dict  # noqa: E402
+from helpers import load_script  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -263,10 +264,7 @@ def test_ground_truth_with_fewer_categories_is_scored(demo, tmp_path):
 
 
 def _yolo_demo_tool():
-    spec = importlib.util.spec_from_file_location("yolo_demo_tool", os.path.join(ROOT, "tools", "yolo_demo.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/yolo_demo.py")
 
 
 def test_missing_weights_are_refused_without_a_download(demo, tmp_path, no_downloads):

@@ -3,8 +3,8 @@
 :func:`add_lowlight_config` adds every node of the package:
 
 * ``MODEL.WNLB``: the non-local blocks (:func:`add_wnlb_model_config`);
-* ``SOLVER.FINETUNE_POLICY``, ``OPTIMIZER``, ``WNLB_LR_FACTOR``, ``WNLB_WEIGHT_LR_FACTOR`` and
-  ``TEST.BOOTSTRAP_SAMPLES``: training and evaluation (:func:`add_training_config`);
+* ``SOLVER.FINETUNE_POLICY``, ``OPTIMIZER``, ``WNLB_LR_FACTOR``, ``WNLB_WEIGHT_LR_FACTOR``,
+  ``WNLB_WEIGHT_DECAY`` and ``TEST.BOOTSTRAP_SAMPLES``: training and evaluation (:func:`add_training_config`);
 * ``INPUT.LOW_LIGHT`` and ``DATALOADER.SKIP_UNREADABLE_IMAGES``: on-the-fly synthesis
   (:func:`add_low_light_input_config`);
 * ``INPUT.ENHANCER``: two-stage baselines (:func:`add_enhancer_config`);
@@ -93,7 +93,8 @@ def add_wnlb_model_config(cfg):
 
 def add_training_config(cfg):
     """Add the training and evaluation keys: ``SOLVER.FINETUNE_POLICY``, ``SOLVER.OPTIMIZER``,
-    ``SOLVER.WNLB_LR_FACTOR``, ``SOLVER.WNLB_WEIGHT_LR_FACTOR``, ``TEST.BOOTSTRAP_SAMPLES``.
+    ``SOLVER.WNLB_LR_FACTOR``, ``SOLVER.WNLB_WEIGHT_LR_FACTOR``, ``SOLVER.WNLB_WEIGHT_DECAY``,
+    ``TEST.BOOTSTRAP_SAMPLES``.
 
     Args:
         cfg (CfgNode): a detectron2 config; modified in place.
@@ -113,6 +114,11 @@ def add_training_config(cfg):
     # Extra learning-rate factor of the blocks' fusion weights w alone, on top of
     # WNLB_LR_FACTOR (1.0: like the other block parameters). See docs/blocks.md, "Blocks that learn".
     _C.SOLVER.WNLB_WEIGHT_LR_FACTOR = 1.0
+    # Weight decay of the fusion weights w. None: SOLVER.WEIGHT_DECAY, as detectron2 decays every
+    # weight (the recorded yacs runs trained so); 0.0: none, the default of the LazyConfig
+    # (wnlb_param_groups) and YOLO paths, where decay would pull the gate w towards 0 for no
+    # reason of the data.
+    _C.SOLVER.WNLB_WEIGHT_DECAY = None
     # Image-level bootstrap samples of each COCOEvaluator AP (an interval for the evaluation
     # noise of one run, from the matches COCOeval computed: no re-inference); 0: off.
     _C.TEST.BOOTSTRAP_SAMPLES = 0
@@ -142,6 +148,14 @@ def add_low_light_input_config(cfg):
     _C.INPUT.LOW_LIGHT.SEED = 0
     # Seed of the training draws; -1 takes fresh entropy from the OS in every run.
     _C.INPUT.LOW_LIGHT.TRAIN_SEED = -1
+    # Where the training images' Gaussian noise comes from: "torch" (torch.randn seeded from the
+    # training generator: the same distribution, 2.5x faster) or "numpy" (the generator's own
+    # draws, which evaluation always uses). See docs/data.md "Speed".
+    _C.INPUT.LOW_LIGHT.TRAIN_NOISE = "torch"
+    # Degrade training images on the model's device (GPU): workers ship 8-bit images at native
+    # size with their draws and transforms; a forward pre-hook degrades, resizes and flips them
+    # there (wnlb_d2/data/device_path.py). Evaluation keeps the CPU degradation.
+    _C.INPUT.LOW_LIGHT.ON_DEVICE = False
     # Unreadable images: False stops with an error naming the file; True warns and skips it
     # (training: another image; evaluation: a blank one, its objects count as missed).
     _C.DATALOADER.SKIP_UNREADABLE_IMAGES = False
@@ -204,7 +218,8 @@ def add_enhancer_config(cfg):
     """
     _C = cfg
     _C.INPUT.ENHANCER = CN()
-    # "none", "gamma", "clahe", "histeq", "nlm" or "zero_dce", or several joined by "+" and
+    # "none", "gamma", "clahe", "histeq", "nlm", "zero_dce", "retinexformer", "agllnet" or
+    # "enlightengan", or several joined by "+" and
     # applied left to right, e.g. "nlm+clahe" (denoise, then enhance).
     _C.INPUT.ENHANCER.NAME = "none"
     # Enhance training images (an enhancer in front of a detector that is trained on its output).
@@ -243,6 +258,28 @@ def add_enhancer_config(cfg):
     _C.INPUT.ENHANCER.ZERO_DCE.SCALE_FACTOR = 1
     # Iterations of the light-enhancement curve (8 for the published weights).
     _C.INPUT.ENHANCER.ZERO_DCE.ITERATIONS = 8
+
+    _C.INPUT.ENHANCER.RETINEXFORMER = CN()
+    # RetinexFormer weights: the authors' BasicSR .pth ({"params": ...}, e.g. LOL_v1.pth), or
+    # from tools/train_retinexformer.py.
+    _C.INPUT.ENHANCER.RETINEXFORMER.WEIGHTS = ""
+    # Feature width, stages and IGAB blocks per level (the authors' released configuration).
+    _C.INPUT.ENHANCER.RETINEXFORMER.N_FEAT = 40
+    _C.INPUT.ENHANCER.RETINEXFORMER.STAGE = 1
+    _C.INPUT.ENHANCER.RETINEXFORMER.NUM_BLOCKS = (1, 2, 2)
+
+    _C.INPUT.ENHANCER.ENLIGHTENGAN = CN()
+    # EnlightenGAN generator: the authors' 200_net_G_A.pth, or from tools/train_enlightengan.py.
+    _C.INPUT.ENHANCER.ENLIGHTENGAN.WEIGHTS = ""
+    # Generator width; 0 reads it from the weights (32 released, 16 trained here by default).
+    _C.INPUT.ENHANCER.ENLIGHTENGAN.CHANNELS = 0
+    # Decoder up-sampling as the authors' PyTorch 0.3.1 computed it (False: weights trained on >= 0.4).
+    _C.INPUT.ENHANCER.ENLIGHTENGAN.ALIGN_CORNERS = True
+
+    _C.INPUT.ENHANCER.AGLLNET = CN()
+    # AGLLNet weights: the authors' Keras AgLLNet.h5 (model.save or save_weights layout), a torch
+    # state dict from convert_agllnet_h5, or from tools/train_agllnet.py; the widths come from the file.
+    _C.INPUT.ENHANCER.AGLLNET.WEIGHTS = ""
 
 
 def _read_yaml(path):

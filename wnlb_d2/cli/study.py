@@ -20,10 +20,13 @@ or python tools/run_experiment.py in a checkout)::
         --finetune-data coco_2017_train_lowlight --test-data coco_2017_val_lowlight \\
         --normal-test-data coco_2017_val --finetune-iters 90000 --seeds 0 1 2 --output output/coco_table1
 
-Two-stage baselines (the paper's Table II): ``--enhancers nlm clahe nlm+clahe zero_dce`` adds a
-row "<enhancer>+pretrained" per name: the pre-trained model on enhanced low-light test images
-(``INPUT.ENHANCER``; Zero-DCE++ is trained on the low-light training images unless
-``--zero-dce-weights`` gives weights, e.g. the authors' Epoch99.pth).
+Two-stage baselines (the paper's Table II): ``--enhancers nlm clahe zero_dce retinexformer agllnet
+enlightengan`` adds a row "<enhancer>+pretrained" per name: the pre-trained model on enhanced
+low-light test images (``INPUT.ENHANCER``), with the enhancer's PSNR/SSIM against the clean test
+images beside its AP. Enhancers with weights are trained here on --finetune-data, once per seed
+(so their rows have a spread and pair with the wNLB row by seed), unless ``--enhancer-weights
+retinexformer=LOL_v1.pth agllnet=AgLLNet.h5 enlightengan=200_net_G_A.pth`` (or
+``--zero-dce-weights``) gives the authors' released files.
 """
 
 import argparse
@@ -108,7 +111,7 @@ def build_parser():
     p.add_argument("--seeds", nargs="*", type=int, help="one fine-tuning run per row and seed (default: 0)")
     p.add_argument("--severities", nargs="*", type=float, metavar="T",
                    help="evaluate every row at these fixed severities (0: mildest end of the training range, "
-                        "1: harshest, > 1 beyond); needs --normal-test-data; none: no severity curves")
+                        "1: harshest, > 1 beyond); needs --normal-test-data; the flag with no value: no severity curves")
     p.add_argument("--bootstrap-samples", type=int, help="image-level bootstrap samples per evaluation (0: off)")
     p.add_argument("--feature-images", type=int,
                    help="test images on which the normalised feature error and the blocks' non-local share are "
@@ -121,8 +124,23 @@ def build_parser():
                    help="two-stage rows <NAME>+pretrained: gamma, clahe, histeq, nlm, zero_dce or chains like nlm+clahe")
     p.add_argument("--zero-dce-weights", help="Zero-DCE++ weights for zero_dce rows (default: trained on --finetune-data)")
     p.add_argument("--zero-dce-iters", type=int, help="training steps of Zero-DCE++ when no weights are given (default 300)")
+    p.add_argument("--enhancer-weights", nargs="+", metavar="METHOD=FILE", type=_method_file,
+                   help="weights of retinexformer, agllnet, enlightengan (or zero_dce) rows, e.g. the authors' "
+                        "released files (default: trained here on --finetune-data, once per seed)")
+    p.add_argument("--enhancer-iters", type=int,
+                   help="training steps of retinexformer, agllnet and enlightengan when no weights are given (default 300)")
+    p.add_argument("--quality-images", type=int,
+                   help="test images on which each two-stage row's PSNR/SSIM against the clean image is measured "
+                        "(default 100; 0: off)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every run")
     return p
+
+
+def _method_file(text):
+    method, sep, path = text.partition("=")
+    if not sep or not method or not path:
+        raise argparse.ArgumentTypeError(f"expected METHOD=FILE (e.g. retinexformer=LOL_v1.pth), got {text!r}")
+    return method, path
 
 
 def spec_values(args):
@@ -134,7 +152,7 @@ def spec_values(args):
     values = preset_values(args.preset, detector) if args.preset else {"detector": detector}
     for k, v in vars(args).items():
         if k not in ("preset", "pictures", "opts", "overwrite") and v is not None:  # given on the command line
-            values[k] = v
+            values[k] = dict(v) if k == "enhancer_weights" else v
     values["opts"] = list(values.get("opts", [])) + list(args.opts)  # the preset's, then the command line's
     # Spec field -> the flag that sets it (output_dir is --output).
     flags = {"config_file": "--config-file", "output_dir": "--output", "test_data": "--test-data",

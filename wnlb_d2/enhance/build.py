@@ -7,6 +7,9 @@ from detectron2.utils.registry import Registry
 from ..utils.registry import build_from_section, build_named, constructor_arguments, lookup, registered_names
 from .base import EnhancerChain
 from .classical import Clahe, GammaCorrection, HistogramEqualization, NonLocalMeans
+from .agllnet import AGLLNetEnhancer
+from .enlightengan import EnlightenGANEnhancer
+from .retinexformer import RetinexFormerEnhancer
 from .zero_dce import ZeroDCEEnhancer
 
 __all__ = ["ENHANCER_REGISTRY", "ENHANCERS", "enhancer_names", "build_enhancer", "build_enhancer_from_config",
@@ -21,11 +24,12 @@ their ``name`` in ``INPUT.ENHANCER.NAME`` (alone or chained with "+"); their con
 keyword arguments are the keys of ``INPUT.ENHANCER.<NAME>`` upper-cased (a section that is
 absent keeps the defaults). Register your own with ``@ENHANCER_REGISTRY.register()``.
 """
-for _cls in (GammaCorrection, Clahe, HistogramEqualization, NonLocalMeans, ZeroDCEEnhancer):
+for _cls in (GammaCorrection, Clahe, HistogramEqualization, NonLocalMeans, ZeroDCEEnhancer, RetinexFormerEnhancer,
+             EnlightenGANEnhancer, AGLLNetEnhancer):
     ENHANCER_REGISTRY.register(_cls)
 
 #: The built-in single enhancers; :func:`enhancer_names` also lists those registered by users.
-ENHANCERS = ("gamma", "clahe", "histeq", "nlm", "zero_dce")
+ENHANCERS = ("gamma", "clahe", "histeq", "nlm", "zero_dce", "retinexformer", "enlightengan", "agllnet")
 
 _KIND = "enhancer"
 

@@ -17,16 +17,15 @@ published ``Epoch99.pth`` loads with :func:`load_zero_dce_weights`; files writte
 """
 
 import logging
-import os
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..utils.params import ParameterError
-from .base import Enhancer
+from .base import Enhancer, frozen_network, run_rgb_network
 from .classical import check_int
+from .weights_io import listed, read_torch_file, state_dict_differences, state_dict_of_tensors
 
 __all__ = ["ZeroDCEPP", "DepthwiseSeparableConv", "apply_le_curve", "load_zero_dce_weights",
            "ZeroDCEEnhancer", "ZeroDCEWeightsError", "ZERO_DCE_KEYS"]
@@ -136,22 +135,6 @@ class ZeroDCEPP(nn.Module):
         return apply_le_curve(x, alpha, self.iterations), alpha
 
 
-def _unwrap_state_dict(obj, path):
-    # Accept the bare state dict (the authors' files), a {"model"/"state_dict": ...} wrapper,
-    # and DataParallel's "module." prefix.
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ZeroDCEWeightsError(f"Zero-DCE++ weights {path!r}: expected a state dict of tensors, "
-                                  f"got {type(obj).__name__}")
-    if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj
-
-
 def load_zero_dce_weights(model, path):
     """Load a Zero-DCE++ state dict (the authors' ``Epoch99.pth`` or ours) into ``model``.
 
@@ -166,24 +149,16 @@ def load_zero_dce_weights(model, path):
         ZeroDCEWeightsError: the file is missing, not a state dict, or its keys or shapes are not
             those of Zero-DCE++ (the message lists the differences).
     """
-    if not os.path.isfile(path):
-        raise ZeroDCEWeightsError(f"Zero-DCE++ weights file not found: {path!r} (train one with "
-                                  "tools/train_zero_dce.py, or give the authors' Epoch99.pth)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and torch errors alike
-        raise ZeroDCEWeightsError(f"Cannot read Zero-DCE++ weights {path!r}: {type(e).__name__}: {e}") from e
-    state = _unwrap_state_dict(obj, path)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                   for k in set(own) & set(state) if state[k].shape != own[k].shape)
+    obj = read_torch_file(path, "Zero-DCE++", ZeroDCEWeightsError,
+                          "train one with tools/train_zero_dce.py, or give the authors' Epoch99.pth")
+    # The bare state dict (the authors' files), a {"model"/"state_dict": ...} wrapper, and
+    # DataParallel's "module." prefix; an empty dict goes on to the key check, which names the keys.
+    state = state_dict_of_tensors(obj, path, "Zero-DCE++", ZeroDCEWeightsError, allow_empty=True)
+    missing, unexpected, wrong = state_dict_differences(model.state_dict(), state)
     if missing or unexpected or wrong:
         raise ZeroDCEWeightsError(
             f"Zero-DCE++ weights {path!r} do not fit the Zero-DCE++ layout (e_conv1..7 with depth_conv/"
-            f"point_conv): missing {missing[:6]}{' ...' if len(missing) > 6 else ''}, unexpected "
-            f"{unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}, wrong shapes {wrong[:4]}")
+            f"point_conv): missing {listed(missing, 6)}, unexpected {listed(unexpected, 6)}, wrong shapes {wrong[:4]}")
     model.load_state_dict(state)
     logger.info(f"Loaded Zero-DCE++ weights from {path} ({len(state)} tensors)")
     return model
@@ -208,21 +183,12 @@ class ZeroDCEEnhancer(Enhancer):
             raise ParameterError("weights", "no Zero-DCE++ weights given: train them on low-light images "
                                             "with tools/train_zero_dce.py, or give the authors' Epoch99.pth")
         self.weights = str(weights)
-        self.net = ZeroDCEPP(scale_factor=scale_factor, iterations=iterations)
-        try:
-            load_zero_dce_weights(self.net, self.weights)
-        except ZeroDCEWeightsError as e:
-            raise ParameterError("weights", str(e)) from e
-        self.net.eval()
-        for p in self.net.parameters():
-            p.requires_grad_(False)
+        self.net = frozen_network(lambda: load_zero_dce_weights(
+            ZeroDCEPP(scale_factor=scale_factor, iterations=iterations), self.weights), ZeroDCEWeightsError)
 
     def _enhance(self, bgr):
-        rgb = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1)[None].float() / 255.0
-        with torch.no_grad():
-            out, _ = self.net(rgb)
-        out = (out[0].permute(1, 2, 0).clamp_(0, 1) * 255.0).round_().to(torch.uint8).numpy()
-        return np.ascontiguousarray(out[:, :, ::-1])
+        # RGB in [0, 1]; the enhanced image (not alpha), clipped and rounded to uint8.
+        return run_rgb_network(bgr, lambda rgb: self.net(rgb)[0])
 
     def _params(self):
         return {"weights": self.weights, "scale_factor": self.net.scale_factor, "iterations": self.net.iterations}

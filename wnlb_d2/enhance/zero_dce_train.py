@@ -10,7 +10,8 @@ from tqdm import tqdm
 
 from ..data.image_io import ImageReadError, read_image
 from ..data.synthesis import eval_rng
-from ..utils.io import atomic_write
+from .training_steps import check_finite, random_batch, seeded
+from .weights_io import save_torch_file
 from .zero_dce import ZeroDCEPP
 from .zero_dce_losses import zero_reference_loss
 
@@ -90,27 +91,17 @@ def train_zero_dce(images, *, iters=300, batch_size=8, crop=64, lr=1e-3, weight_
                          f"got {crop}")
     gen = torch.Generator().manual_seed(seed)
     if model is None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             model = ZeroDCEPP()
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     history = []
     bar = tqdm(range(iters), desc="Zero-DCE++", unit="it", disable=not progress)
     for it in bar:
-        idx = torch.randint(len(images), (batch_size,), generator=gen)
-        batch = images[idx]
-        if crop:
-            ys = torch.randint(images.shape[-2] - crop + 1, (batch_size,), generator=gen).tolist()
-            xs = torch.randint(images.shape[-1] - crop + 1, (batch_size,), generator=gen).tolist()
-            batch = torch.stack([b[:, y:y + crop, x:x + crop] for b, y, x in zip(batch, ys, xs)])
-        if flip:
-            flips = torch.rand(batch_size, generator=gen) < 0.5
-            batch = torch.where(flips[:, None, None, None], batch.flip(-1), batch)
+        (batch,) = random_batch([images], batch_size, crop, gen, flip=flip)
         enhanced, alpha = model(batch)
         terms = zero_reference_loss(batch, enhanced, alpha)
-        if not torch.isfinite(terms["total"]):
-            raise FloatingPointError(f"Zero-DCE++ loss became {terms['total'].item()} at step {it}; lower --lr")
+        check_finite("Zero-DCE++ loss", it, terms["total"])
         optimizer.zero_grad()
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -126,9 +117,6 @@ def train_zero_dce(images, *, iters=300, batch_size=8, crop=64, lr=1e-3, weight_
 
 def save_zero_dce_weights(model, path):
     """Save the bare state dict (the authors' layout), atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    with atomic_write(path) as tmp:
-        torch.save(model.state_dict(), tmp)
+    save_torch_file(model.state_dict(), path)
     logger.info(f"Saved Zero-DCE++ weights to {path}")
     return path

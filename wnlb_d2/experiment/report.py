@@ -71,6 +71,15 @@ def results_markdown(results):
         cells = [_cell(results, r, t, m) for t in TASKS for m in METRICS]
         label = "pretrained (normal-light test)" if r == "pretrained_normal_light" else r
         lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    quality = results.get("image_quality")
+    if quality:
+        lines += ["", "Image quality of what the detector sees, against the clean test images ('pretrained': the dark "
+                  "images themselves; mean ± std over seeds for enhancers trained here, else over images):", "",
+                  "| row | PSNR (dB) | SSIM | segm AP |", "|---|---|---|---|"]
+        for row, q in quality.items():
+            ap = _cell(results, row, "segm", "AP") if "segm" in results.get(row, {}) else _cell(results, row, "bbox", "AP")
+            lines.append(f"| {row} | {_fmt(q['psnr']['mean'], 2)} ± {_fmt(q['psnr']['std'], 2)} | "
+                         f"{_fmt(q['ssim']['mean'], 3)} ± {_fmt(q['ssim']['std'], 3)} | {ap} |")
     words = differences_in_words(results)
     if words:
         lines += ["", "Paired differences (first row minus second, same seeds), mean [95 % interval]:", ""] + words

@@ -33,7 +33,8 @@ from .report import results_markdown
 from .severity import severity_levels
 from .spec import FINETUNE_ROWS, METRICS, PAIRS, TASKS, pair_name
 from .stats import paired_difference, summarise
-from .two_stage import enhancer_overrides, enhancer_row_name, needs_zero_dce, zero_dce_weights_for
+from .two_stage import (EnhancerWeights, enhancer_overrides, enhancer_row_name, planned_enhancer_folders,
+                        two_stage_statistics)
 
 __all__ = ["run_experiment", "check_output_folder", "planned_run_folders", "summarise_runs", "paired_differences",
            "RESULTS_VERSION"]
@@ -106,9 +107,7 @@ def _run_folder(spec, row, seed):
 def planned_run_folders(spec):
     """The run folders (names in ``spec.output_dir``) that ``spec`` trains or evaluates in."""
     names = ["pretrained"] + [_run_folder(spec, row, seed) for seed in spec.seeds for row in spec.finetune_rows()]
-    if needs_zero_dce(spec.enhancers) and not spec.zero_dce_weights:
-        names.append("zero_dce")
-    return names
+    return names + planned_enhancer_folders(spec)
 
 
 def check_output_folder(spec, overwrite=False):
@@ -199,6 +198,32 @@ class _Runs:
         record.add_evaluation(name, identity, result)
         return result
 
+    def image_quality(self, trained, name, files, tag, identity, low_light_cfg):
+        """PSNR/SSIM of enhancer ``name`` (None: the dark images) on the test set's clean pairs, or None.
+
+        Kept in ``trained``'s run record (the pre-trained run, which every two-stage row uses), so
+        a rerun of the study does not enhance the images again.
+
+        Args:
+            trained (TrainedRow): the run whose record keeps the result.
+            name (str or None): the enhancer; None measures the dark images themselves.
+            files (dict): method -> weights file of the enhancer's parts.
+            tag (str): the evaluation's name in the record.
+            identity: what makes the enhancer (its weights' identity), compared on a rerun.
+            low_light_cfg (CfgNode): the study's ``INPUT.LOW_LIGHT``.
+        """
+        spec = self.spec
+        if not spec.quality_images or not has_clean_counterpart(spec.test_data, spec.low_light_test):
+            return None
+        record = self.records[trained.output_dir]
+        key = {"dataset": spec.test_data, "low_light": bool(spec.low_light_test), "images": spec.quality_images,
+               "enhancers": identity}
+        result = record.evaluation(f"quality_{tag}", key)
+        if result is None:
+            result = json.loads(json.dumps(_image_quality(spec, low_light_cfg, name, files), default=float))
+            record.add_evaluation(f"quality_{tag}", key, result)
+        return result
+
     def feature_errors(self, trained):
         """Per-image NFE and non-local shares of ``trained`` on the test set (None when not measured)."""
         if self.features_note:
@@ -274,12 +299,30 @@ def _run(spec, family, levels, runs_io, write):
         results["pretrained_normal_light"] = evaluate(pretrained, spec.normal_test_data, False, spec.normal_test_data)
     pretrained_features = runs_io.feature_errors(pretrained)
 
-    # 2. two-stage rows
-    zero_dce, zero_dce_identity = zero_dce_weights_for(spec, family.low_light_config(), write=write)
+    # 2. two-stage rows: once, or once per seed for enhancers trained here
+    low_light_cfg = family.low_light_config()
+    enhancer_weights = EnhancerWeights(spec, low_light_cfg, write=write)
+    two_stage_runs, quality, weights_used = [], {}, {}
     for name in spec.enhancers:
-        results[enhancer_row_name(name)] = evaluate(pretrained, spec.test_data, spec.low_light_test,
-                                                    f"{spec.test_data}_{name}", enhancer_overrides(name, zero_dce),
-                                                    {"zero_dce": zero_dce_identity})
+        row = enhancer_row_name(name)
+        for seed in (spec.seeds if enhancer_weights.seeded(name) else [None]):
+            files, identity = enhancer_weights.for_row(name, spec.seeds[0] if seed is None else seed)
+            tag = f"{spec.test_data}_{name}" + ("" if seed is None else f"_seed{seed}")
+            weights_used[name if seed is None else f"{name} seed {seed}"] = files
+            res = evaluate(pretrained, spec.test_data, spec.low_light_test, tag, enhancer_overrides(name, files),
+                           {"enhancers": identity})
+            if seed is None:
+                results[row] = res
+            else:
+                two_stage_runs.append({"row": row, "seed": seed, **{t: res[t] for t in TASKS if t in res}})
+            if write:
+                quality.setdefault(row, []).append(
+                    runs_io.image_quality(pretrained, name, files, tag, identity, low_light_cfg))
+        if enhancer_weights.seeded(name):
+            results[row] = _row_means(two_stage_runs, row)
+    if write and spec.enhancers:
+        quality["pretrained"] = [runs_io.image_quality(pretrained, None, {}, spec.test_data, None, low_light_cfg)]
+        results["image_quality"] = {row: _mean_quality(q) for row, q in quality.items() if q[0] is not None}
 
     # 3. fine-tuning rows, once per seed
     runs, trained_rows, severity_runs = [], {"pretrained": pretrained}, []
@@ -307,10 +350,12 @@ def _run(spec, family, levels, runs_io, write):
         severity_runs.append(("pretrained", pre_sev))
         for name in spec.enhancers:
             # A two-stage row at each level: that level's images, then the enhancer.
+            # Enhancers trained here: the first seed's weights (one curve per row).
+            files, identity = enhancer_weights.for_row(name, spec.seeds[0])
             sev = {}
             for level, values in levels:
                 res = evaluate(pretrained, spec.normal_test_data, True, f"severity_{level}_{name}",
-                               {**values, **enhancer_overrides(name, zero_dce)}, {"zero_dce": zero_dce_identity})
+                               {**values, **enhancer_overrides(name, files)}, {"enhancers": identity})
                 sev[level] = _ap_only(res)
             severity_runs.append((enhancer_row_name(name), sev))
     for trained in trained_rows.values():  # the pictures draw them
@@ -323,6 +368,11 @@ def _run(spec, family, levels, runs_io, write):
     results["runs"] = runs
     results["summary"] = summarise_runs(runs)
     results["paired"] = paired_differences(runs)
+    if two_stage_runs:
+        results["two_stage_runs"] = two_stage_runs
+        two_summary, two_paired = two_stage_statistics(results, two_stage_runs, runs)
+        results["summary"].update(two_summary)
+        results["paired"].update(two_paired)
     if runs_io.features_note:
         results["features_note"] = runs_io.features_note
     else:
@@ -343,12 +393,31 @@ def _run(spec, family, levels, runs_io, write):
         results["severity"] = severity
     results["meta"] = {"spec": asdict(spec), "identity": spec.identity(), "train_seconds": seconds,
                        "total_seconds": time.perf_counter() - t_start,
-                       "pretrained_weights": pretrained.weights, "zero_dce_weights": zero_dce,
+                       "pretrained_weights": pretrained.weights, "enhancer_weights": weights_used,
                        "wnlb_weights": {f"seed{r['seed']}": r["w"] for r in runs if r["row"] == "wnlb"}}
     if write:
         atomic_write_json(os.path.join(out, "results.json"), results, indent=1, default=float)
         atomic_write_text(os.path.join(out, "results.md"), results_markdown(results))
     return results, trained_rows
+
+
+def _image_quality(spec, low_light_cfg, name, weights):
+    """PSNR/SSIM of enhancer ``name`` (None: the dark images) on ``spec.quality_images`` clean pairs."""
+    from ..enhance import build_enhancer
+    from ..enhance.quality import enhancer_quality, evaluation_pairs
+
+    enhancer = build_enhancer(name, {m: {"weights": w} for m, w in weights.items()}) if name else None
+    pairs = evaluation_pairs(spec.test_data, degraded_on_the_fly=spec.low_light_test, low_light_cfg=low_light_cfg,
+                             num_images=spec.quality_images)
+    return enhancer_quality(enhancer, pairs, progress=False)
+
+
+def _mean_quality(per_seed):
+    """``{"psnr": {"mean", "std", "n"}, "ssim": ...}``: the mean over seeds of the per-image means;
+    ``std`` across seeds when several, else across images."""
+    if len(per_seed) == 1:
+        return per_seed[0]
+    return {k: summarise([q[k]["mean"] for q in per_seed]) for k in ("psnr", "ssim")}
 
 
 def _severity_of(evaluate, trained, spec, levels):

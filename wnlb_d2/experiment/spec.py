@@ -19,7 +19,7 @@ import difflib
 import numbers
 import os
 from dataclasses import asdict, dataclass, field
-from typing import List
+from typing import Dict, List
 
 __all__ = ["ROWS", "FINETUNE_ROWS", "METRICS", "TASKS", "PAIRS", "pair_name", "ExperimentSpec"]
 
@@ -33,6 +33,10 @@ METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 TASKS = ("segm", "bbox")
 #: Row pairs the paper compares; the paired difference is first minus second.
 PAIRS = (("wnlb", "finetuned"), ("nlb", "finetuned"), ("wnlb", "nlb"))
+
+
+#: Fields added to the spec after studies were recorded, with their defaults.
+_LATER_FIELDS = {"enhancer_weights": {}, "enhancer_iters": 300, "quality_images": 100}
 
 
 def pair_name(first, second):
@@ -76,7 +80,13 @@ class ExperimentSpec:
             ``["MODEL.WNLB.WEIGHT_INIT", "[0.0, 0.0, 0.5, 0.0]"]`` (detectron2 families).
         enhancers: two-stage rows to add, enhancer names such as "clahe" or "nlm+clahe".
         zero_dce_weights: Zero-DCE++ weights for "zero_dce" rows; empty: trained here for
-            ``zero_dce_iters`` steps on the images of ``finetune_data``.
+            ``zero_dce_iters`` steps on the images of ``finetune_data``, once per seed.
+        enhancer_weights: method -> weights file for the other enhancers with weights
+            ("retinexformer", "agllnet", "enlightengan"; e.g. the authors' released files);
+            a method not given is trained here for ``enhancer_iters`` steps, once per seed.
+        quality_images: test images (the first ones) on which each two-stage row's PSNR and
+            SSIM against the clean image are measured (0: off; skipped for a test set without
+            clean counterparts).
         preset: the preset this spec came from (recorded, so a folder is never silently
             overwritten by another preset's run).
     """
@@ -109,6 +119,9 @@ class ExperimentSpec:
     enhancers: List[str] = field(default_factory=list)
     zero_dce_weights: str = ""
     zero_dce_iters: int = 300
+    enhancer_weights: Dict[str, str] = field(default_factory=dict)
+    enhancer_iters: int = 300
+    quality_images: int = 100
     preset: str = ""
 
     def validate(self):
@@ -126,7 +139,7 @@ class ExperimentSpec:
             raise ValueError(f"Unknown experiment rows {unknown}; expected a subset of {ROWS}")
         if not self.weights and not self.pretrain_data:
             raise ValueError("Give either weights (normal-light checkpoint) or pretrain_data to pre-train on")
-        for name in ("pretrain_iters", "finetune_iters", "zero_dce_iters"):
+        for name in ("pretrain_iters", "finetune_iters", "zero_dce_iters", "enhancer_iters"):
             if not isinstance(getattr(self, name), numbers.Integral) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         for name in ("finetune_lr", "wnlb_lr_factor", "wnlb_weight_lr_factor"):
@@ -153,6 +166,10 @@ class ExperimentSpec:
             if not parse_enhancer_name(name, "experiment enhancer"):
                 raise ValueError(f"experiment enhancer {name!r}: 'none' is the pretrained row itself; "
                                  "give an enhancer such as 'clahe' or 'nlm+clahe'")
+        self._check_enhancer_weights()
+        if not isinstance(self.quality_images, numbers.Integral) or isinstance(self.quality_images, bool) \
+                or self.quality_images < 0:
+            raise ValueError(f"quality_images must be a non-negative integer (0: off), got {self.quality_images!r}")
         self._check_datasets()
         for name in ("weights", "zero_dce_weights"):
             path = getattr(self, name)
@@ -160,6 +177,35 @@ class ExperimentSpec:
             if path and "://" not in path and not os.path.isfile(path):
                 raise FileNotFoundError(f"{name} (--{name.replace('_', '-')}) {path!r}: no such file; "
                                         "expected a checkpoint file or a URL")
+
+    def enhancer_weights_file(self, method):
+        """The user's weights for enhancer ``method`` ("" when trained here)."""
+        if method == "zero_dce":
+            return self.zero_dce_weights or self.enhancer_weights.get("zero_dce", "")
+        return self.enhancer_weights.get(method, "")
+
+    def _check_enhancer_weights(self):
+        from ..enhance.trainable import TRAINABLE_ENHANCERS
+
+        unknown = sorted(set(self.enhancer_weights) - set(TRAINABLE_ENHANCERS))
+        if unknown:
+            raise ValueError(f"enhancer_weights (--enhancer-weights) names {unknown}; expected methods with weights: "
+                             f"{sorted(TRAINABLE_ENHANCERS)}")
+        for method, path in self.enhancer_weights.items():
+            if not path or not os.path.isfile(path):
+                raise FileNotFoundError(f"enhancer_weights (--enhancer-weights) {method}={path!r}: no such file")
+        from ..analysis.clean_pairs import has_clean_counterpart
+        from ..enhance.trainable import trainable_parts
+
+        for name in self.enhancers:
+            for method in trainable_parts(name):
+                supervision = TRAINABLE_ENHANCERS[method].supervision
+                if not self.enhancer_weights_file(method) and supervision != "zero-reference" \
+                        and not has_clean_counterpart(self.finetune_data, self.low_light_train):
+                    raise ValueError(f"enhancer {method!r} is trained here on {supervision} clean and dark images, "
+                                     f"but finetune_data {self.finetune_data!r} is neither degraded on the fly "
+                                     "(--low-light-train) nor registered with a clean counterpart: give its weights "
+                                     f"(--enhancer-weights {method}=FILE)")
 
     def _check_seeds(self):
         seeds = list(self.seeds)
@@ -206,4 +252,9 @@ class ExperimentSpec:
         """
         out = asdict(self)
         del out["output_dir"]
+        # Fields added after results were recorded are left out at their defaults, so a folder
+        # written before them is still the same experiment.
+        for name, default in _LATER_FIELDS.items():
+            if out[name] == default:
+                del out[name]
         return out

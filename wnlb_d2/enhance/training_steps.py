@@ -1,0 +1,70 @@
+"""Steps the learned enhancers' training loops share: seeded initialisation, random batches, the
+non-finite loss check.
+
+Each loop keeps its own losses, optimisers and augmentations; these helpers make the same
+generator calls in the same order as the loops did, so a seed gives the same batches.
+"""
+
+import contextlib
+
+import torch
+
+__all__ = ["seeded", "random_batch", "check_finite"]
+
+
+@contextlib.contextmanager
+def seeded(seed):
+    """Run the block (a network's construction) with torch's global generator seeded by ``seed``.
+
+    The caller's global random state is restored afterwards (``fork_rng``), so training a network
+    does not change the draws of the code around it.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def random_batch(sets, batch_size, crop, gen, *, flip=False):
+    """Draw a training batch: random images (with replacement), random crops, random flips.
+
+    Aligned sets (a (dark, clean) pair) get the same images, crop windows and flips.
+
+    Args:
+        sets (list[Tensor]): one or more tensors ``(N, C, H, W)`` of one shape.
+        batch_size (int): images per batch.
+        crop (int): side of the random crop from each drawn image (<= H, W), or 0 for the whole images.
+        gen (torch.Generator): the source of every draw, in this order: indices, crop rows, crop
+            columns, flips.
+        flip (bool): flip each image horizontally with probability 1/2.
+
+    Returns:
+        list[Tensor]: one batch per set, ``(batch_size, C, crop, crop)`` (``(batch_size, C, H, W)``
+        with crop 0).
+    """
+    first = sets[0]
+    idx = torch.randint(len(first), (batch_size,), generator=gen)
+    batches = [t[idx] for t in sets]
+    if crop:
+        ys = torch.randint(first.shape[-2] - crop + 1, (batch_size,), generator=gen).tolist()
+        xs = torch.randint(first.shape[-1] - crop + 1, (batch_size,), generator=gen).tolist()
+        batches = [torch.stack([b[:, y:y + crop, x:x + crop] for b, y, x in zip(t, ys, xs)]) for t in batches]
+    if flip:
+        flips = (torch.rand(batch_size, generator=gen) < 0.5)[:, None, None, None]
+        batches = [torch.where(flips, t.flip(-1), t) for t in batches]
+    return batches
+
+
+def check_finite(what, step, *losses):
+    """Raise ``FloatingPointError`` unless every loss is finite.
+
+    Args:
+        what (str): the loss's name in the message, e.g. ``"Zero-DCE++ loss"``.
+        step (int): the training step (0-based).
+        losses (Tensor): scalar losses.
+
+    Raises:
+        FloatingPointError: ``"<what> became <values> at step <step>; lower --lr"``.
+    """
+    if not all(torch.isfinite(loss) for loss in losses):
+        values = ", ".join(str(loss.item()) for loss in losses)
+        raise FloatingPointError(f"{what} became {values} at step {step}; lower --lr")
