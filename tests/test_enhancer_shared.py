@@ -1,5 +1,5 @@
 """What the four learned enhancers share: weights-file reading (one-line errors), the image <->
-tensor round trip, the training batches and loss check, and their training commands' options."""
+tensor round trip, the training batches, loss check and progress log, and their training commands' options."""
 
 import argparse
 import os
@@ -15,7 +15,7 @@ from wnlb_d2.enhance.enlightengan import EnlightenGANWeightsError, UnetResizeCon
 from wnlb_d2.enhance.retinexformer import RetinexFormer, RetinexFormerWeightsError, load_retinexformer_weights
 from wnlb_d2.cli.enhancer_training import (add_common_arguments, check_common_arguments, error_reporter,
                                           image_files)
-from wnlb_d2.enhance.training_steps import check_finite, random_batch
+from wnlb_d2.enhance.training_steps import TrainingProgress, check_finite, random_batch
 from wnlb_d2.enhance.weights_io import save_torch_file, state_dict_of_tensors
 from wnlb_d2.enhance.zero_dce import ZeroDCEPP, ZeroDCEWeightsError, load_zero_dce_weights
 
@@ -110,6 +110,22 @@ def test_a_non_finite_loss_stops_training_with_its_step():
         check_finite("X loss", 3, torch.tensor(float("nan")))
     with pytest.raises(FloatingPointError, match=r"^D loss became 1.0, inf at step 0; lower --lr$"):
         check_finite("D loss", 0, torch.tensor(1.0), torch.tensor(float("inf")))
+
+
+def test_training_progress_records_every_step_and_logs_each_period_and_the_last(caplog):
+    import logging
+
+    log = logging.getLogger("wnlb_d2.test_progress")
+    steps = TrainingProgress("Net", 5, log_period=2, progress=False, logger=log)
+    with caplog.at_level(logging.INFO, logger=log.name):
+        for it in steps:
+            values = steps.record(it, {"total": torch.tensor(float(it), requires_grad=True) * 2, "l1": 0.5},
+                                  log_suffix=", lr 1e-3")
+            assert values == {"total": 2.0 * it, "l1": 0.5}
+    assert [h["total"] for h in steps.history] == [0.0, 2.0, 4.0, 6.0, 8.0]
+    lines = [r.getMessage() for r in caplog.records if r.name == log.name]
+    assert lines == ["Net step 2/5: total 2.0000, l1 0.5000, lr 1e-3", "Net step 4/5: total 6.0000, l1 0.5000, lr 1e-3",
+                     "Net step 5/5: total 8.0000, l1 0.5000, lr 1e-3"]
 
 
 def test_common_training_options_take_each_commands_defaults_and_help(capsys):

@@ -35,10 +35,9 @@ import logging
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from .agllnet import AGLLNet, CONFIG_ATTRIBUTE, keras_layer_map, split_outputs
-from .training_steps import check_finite, random_batch, seeded
+from .training_steps import TrainingProgress, check_finite, random_batch, seeded
 from .weights_io import weights_output
 
 __all__ = ["CPU_CONFIG", "ue_attention_map", "ssim_per_channel", "region_loss", "image_loss", "agllnet_loss",
@@ -195,22 +194,17 @@ def train_agllnet(pairs, *, iters=300, batch_size=8, crop=64, lr=1e-3, seed=0, f
     gen = torch.Generator().manual_seed(seed)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    history = []
-    bar = tqdm(range(iters), desc="AGLLNet", unit="it", disable=not progress)
-    for it in bar:
+    steps = TrainingProgress("AGLLNet", iters, log_period=log_period, progress=progress, logger=logger)
+    for it in steps:
         lo, hi = random_batch([dark, clean], batch_size, crop, gen, flip=flip)
         terms = agllnet_loss(model(lo), lo, hi)
         check_finite("AGLLNet loss", it, terms["total"])
         optimizer.zero_grad()
         terms["total"].backward()
         optimizer.step()
-        values = {k: float(v.detach()) for k, v in terms.items()}
-        history.append(values)
-        bar.set_postfix(loss=f"{values['total']:.4f}")
-        if log_period and ((it + 1) % log_period == 0 or it == iters - 1):
-            logger.info(f"AGLLNet step {it + 1}/{iters}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        steps.record(it, terms)
     model.eval()
-    return model, history
+    return model, steps.history
 
 
 def save_agllnet_weights(model, path):

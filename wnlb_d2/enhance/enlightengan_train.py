@@ -37,10 +37,9 @@ import logging
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from .enlightengan import UnetResizeConv, attention_map, enlightengan_state_dict
-from .training_steps import check_finite, random_batch, seeded
+from .training_steps import TrainingProgress, check_finite, random_batch, seeded
 from .weights_io import save_torch_file
 
 __all__ = ["NoNormDiscriminator", "weights_init", "lsgan_loss", "relativistic_lsgan_loss", "crop_patches",
@@ -274,9 +273,8 @@ def train_enlightengan(dark, normal, *, iters=300, batch_size=8, crop=64, lr=3e-
     opt_g = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(net_d.parameters(), lr=lr, betas=betas)
     opt_p = torch.optim.Adam(net_p.parameters(), lr=lr, betas=betas)
-    history = []
-    bar = tqdm(range(iters), desc="EnlightenGAN", unit="it", disable=not progress)
-    for it in bar:
+    steps = TrainingProgress("EnlightenGAN", iters, log_period=log_period, progress=progress, logger=logger)
+    for it in steps:
         real_a = _draw(dark, batch_size, crop, flip, gen)
         real_b = _draw(normal, batch_size, crop, flip, gen)
         input_img = real_a
@@ -312,16 +310,12 @@ def train_enlightengan(dark, normal, *, iters=300, batch_size=8, crop=64, lr=3e-
         opt_p.step()
 
         fake = fake_b.detach()
-        values = {"total": float(loss_g.detach()), "G_global": float(g_global.detach()),
-                  "G_local": float(g_local.detach()), "D_A": float(loss_d.detach()), "D_P": float(loss_p.detach()),
-                  "fake_mean": float((fake.clamp(-1, 1).mean() + 1) / 2), "normal_mean": float((real_b.mean() + 1) / 2),
-                  "dark_mean": float((input_img.mean() + 1) / 2)}
-        history.append(values)
-        bar.set_postfix(G=f"{values['total']:.3f}", D=f"{values['D_A']:.3f}", P=f"{values['D_P']:.3f}")
-        if log_period and ((it + 1) % log_period == 0 or it == iters - 1):
-            logger.info(f"EnlightenGAN step {it + 1}/{iters}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        steps.record(it, {"total": loss_g, "G_global": g_global, "G_local": g_local, "D_A": loss_d, "D_P": loss_p,
+                          "fake_mean": (fake.clamp(-1, 1).mean() + 1) / 2, "normal_mean": (real_b.mean() + 1) / 2,
+                          "dark_mean": (input_img.mean() + 1) / 2},
+                     postfix=lambda v: {"G": f"{v['total']:.3f}", "D": f"{v['D_A']:.3f}", "P": f"{v['D_P']:.3f}"})
     model.eval()
-    return model, history
+    return model, steps.history
 
 
 def save_enlightengan_weights(model, path):

@@ -13,10 +13,9 @@ import logging
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .retinexformer import PAD_FACTOR, RetinexFormer
-from .training_steps import check_finite, random_batch, seeded
+from .training_steps import TrainingProgress, check_finite, random_batch, seeded
 from .weights_io import save_torch_file
 
 __all__ = ["train_retinexformer", "save_retinexformer_weights", "dihedral"]
@@ -104,9 +103,8 @@ def train_retinexformer(pairs, *, iters=300, batch_size=4, crop=64, lr=1e-3, min
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=iters, eta_min=min_lr)
-    history = []
-    bar = tqdm(range(iters), desc="RetinexFormer", unit="it", disable=not progress)
-    for it in bar:
+    steps = TrainingProgress("RetinexFormer", iters, log_period=log_period, progress=progress, logger=logger)
+    for it in steps:
         lq, gt = random_batch([dark, clean], batch_size, crop, gen)
         if geometric:
             modes = torch.randint(8, (batch_size,), generator=gen).tolist()
@@ -125,13 +123,9 @@ def train_retinexformer(pairs, *, iters=300, batch_size=4, crop=64, lr=1e-3, min
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         scheduler.step()
-        value = float(loss.detach())
-        history.append({"l1": value, "total": value})
-        bar.set_postfix(loss=f"{value:.4f}")
-        if log_period and ((it + 1) % log_period == 0 or it == iters - 1):
-            logger.info(f"RetinexFormer step {it + 1}/{iters}: L1 {value:.4f}, lr {scheduler.get_last_lr()[0]:.2e}")
+        steps.record(it, {"l1": loss, "total": loss}, log_suffix=f", lr {scheduler.get_last_lr()[0]:.2e}")
     model.eval()
-    return model, history
+    return model, steps.history
 
 
 def save_retinexformer_weights(model, path):

@@ -17,13 +17,41 @@ from tqdm import tqdm
 from ..data.image_io import ImageReadError, read_image
 from ..data.synthesis import eval_rng
 
-__all__ = ["load_training_pairs", "load_registered_pairs"]
+__all__ = ["load_training_pairs", "load_registered_pairs", "readable_rgb_images", "square_tensor"]
 
 logger = logging.getLogger(__name__)
 
 
 def _to_tensor(rgb):
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+
+
+def square_tensor(rgb, size):
+    """Resize an ``(H, W, 3)`` uint8 image to ``size x size`` by area interpolation (it averages
+    the noise down as a low-resolution camera would) and return it as a ``(3, size, size)`` uint8 tensor."""
+    return _to_tensor(cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA))
+
+
+def readable_rgb_images(paths, failed, *, desc, progress=True):
+    """Read each file as RGB, with a progress bar; a file that cannot be read is skipped.
+
+    Args:
+        paths (list[str]): image files.
+        failed (list[str]): unreadable files are appended here (each with a warning).
+        desc (str): the progress bar's label.
+        progress (bool): show the progress bar.
+
+    Yields:
+        tuple[str, np.ndarray]: the path and its ``(H, W, 3)`` uint8 RGB image.
+    """
+    for path in tqdm(paths, desc=desc, unit="img", disable=not progress):
+        try:
+            rgb = read_image(path, format="RGB")
+        except ImageReadError as e:
+            logger.warning(str(e))
+            failed.append(path)
+            continue
+        yield path, rgb
 
 
 def load_training_pairs(paths, pipeline, *, size=128, seed=0, progress=True):
@@ -53,16 +81,10 @@ def load_training_pairs(paths, pipeline, *, size=128, seed=0, progress=True):
     if not isinstance(size, int) or size < 8:
         raise ValueError(f"load_training_pairs: size must be an int >= 8, got {size!r}")
     dark, clean, failed = [], [], []
-    for path in tqdm(paths, desc="making pairs", unit="img", disable=not progress):
-        try:
-            rgb = read_image(path, format="RGB")
-        except ImageReadError as e:
-            logger.warning(str(e))
-            failed.append(path)
-            continue
+    for path, rgb in readable_rgb_images(paths, failed, desc="making pairs", progress=progress):
         low, _ = pipeline(rgb, eval_rng(seed, os.path.basename(path)), "RGB")
-        dark.append(_to_tensor(cv2.resize(low, (size, size), interpolation=cv2.INTER_AREA)))
-        clean.append(_to_tensor(cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)))
+        dark.append(square_tensor(low, size))
+        clean.append(square_tensor(rgb, size))
     if not dark:
         raise ValueError(f"None of the {len(paths)} training image(s) could be read")
     return torch.stack(dark).float() / 255.0, torch.stack(clean).float() / 255.0, failed
@@ -99,8 +121,8 @@ def load_registered_pairs(record_pairs, *, size=128, progress=True):
                 break
         if len(images) < 2:
             continue
-        dark.append(_to_tensor(cv2.resize(images[0], (size, size), interpolation=cv2.INTER_AREA)))
-        clean.append(_to_tensor(cv2.resize(images[1], (size, size), interpolation=cv2.INTER_AREA)))
+        dark.append(square_tensor(images[0], size))
+        clean.append(square_tensor(images[1], size))
     if not dark:
         raise ValueError(f"None of the {len(record_pairs)} training pair(s) could be read")
     return torch.stack(dark).float() / 255.0, torch.stack(clean).float() / 255.0, failed

@@ -3,14 +3,11 @@
 import logging
 import os
 
-import cv2
-import numpy as np
 import torch
-from tqdm import tqdm
 
-from ..data.image_io import ImageReadError, read_image
 from ..data.synthesis import eval_rng
-from .training_steps import check_finite, random_batch, seeded
+from .training_pairs import readable_rgb_images, square_tensor
+from .training_steps import TrainingProgress, check_finite, random_batch, seeded
 from .weights_io import save_torch_file
 from .zero_dce import ZeroDCEPP
 from .zero_dce_losses import zero_reference_loss
@@ -40,17 +37,10 @@ def load_training_images(paths, size=128, pipeline=None, seed=0, progress=True):
         ValueError: no image could be read.
     """
     images, failed = [], []
-    for path in tqdm(paths, desc="reading images", unit="img", disable=not progress):
-        try:
-            rgb = read_image(path, format="RGB")
-        except ImageReadError as e:
-            logger.warning(str(e))
-            failed.append(path)
-            continue
+    for path, rgb in readable_rgb_images(paths, failed, desc="reading images", progress=progress):
         if pipeline is not None:
             rgb, _ = pipeline(rgb, eval_rng(seed, os.path.basename(path)), "RGB")
-        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-        images.append(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1))
+        images.append(square_tensor(rgb, size))
     if not images:
         raise ValueError(f"None of the {len(paths)} training image(s) could be read")
     return torch.stack(images).float() / 255.0, failed
@@ -95,9 +85,8 @@ def train_zero_dce(images, *, iters=300, batch_size=8, crop=64, lr=1e-3, weight_
             model = ZeroDCEPP()
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    history = []
-    bar = tqdm(range(iters), desc="Zero-DCE++", unit="it", disable=not progress)
-    for it in bar:
+    steps = TrainingProgress("Zero-DCE++", iters, log_period=log_period, progress=progress, logger=logger)
+    for it in steps:
         (batch,) = random_batch([images], batch_size, crop, gen, flip=flip)
         enhanced, alpha = model(batch)
         terms = zero_reference_loss(batch, enhanced, alpha)
@@ -106,13 +95,9 @@ def train_zero_dce(images, *, iters=300, batch_size=8, crop=64, lr=1e-3, weight_
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
-        values = {k: float(v.detach()) for k, v in terms.items()}
-        history.append(values)
-        bar.set_postfix(loss=f"{values['total']:.4f}")
-        if log_period and ((it + 1) % log_period == 0 or it == iters - 1):
-            logger.info(f"Zero-DCE++ step {it + 1}/{iters}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        steps.record(it, terms)
     model.eval()
-    return model, history
+    return model, steps.history
 
 
 def save_zero_dce_weights(model, path):
