@@ -13,8 +13,8 @@ from wnlb_d2.enhance.agllnet import AGLLNet, AGLLNetWeightsError, load_agllnet_w
 from wnlb_d2.enhance.base import bgr_to_rgb_tensor, run_rgb_network
 from wnlb_d2.enhance.enlightengan import EnlightenGANWeightsError, UnetResizeConv, load_enlightengan_weights
 from wnlb_d2.enhance.retinexformer import RetinexFormer, RetinexFormerWeightsError, load_retinexformer_weights
-from wnlb_d2.cli.enhancer_training import (add_common_arguments, check_common_arguments, error_reporter,
-                                          image_files)
+from wnlb_d2.cli.enhancer_training import (add_common_arguments, check_common_arguments, check_size_and_crop,
+                                          error_reporter, image_files)
 from wnlb_d2.enhance.training_steps import TrainingProgress, check_finite, random_batch
 from wnlb_d2.enhance.weights_io import save_torch_file, state_dict_of_tensors
 from wnlb_d2.enhance.zero_dce import ZeroDCEPP, ZeroDCEWeightsError, load_zero_dce_weights
@@ -126,6 +126,18 @@ def test_training_progress_records_every_step_and_logs_each_period_and_the_last(
     lines = [r.getMessage() for r in caplog.records if r.name == log.name]
     assert lines == ["Net step 2/5: total 2.0000, l1 0.5000, lr 1e-3", "Net step 4/5: total 6.0000, l1 0.5000, lr 1e-3",
                      "Net step 5/5: total 8.0000, l1 0.5000, lr 1e-3"]
+
+
+def test_size_and_crop_are_checked_against_the_networks_multiple_and_minimum():
+    assert check_size_and_crop(128, 64, 4, 8) is None
+    assert check_size_and_crop(128, 0, 4, 8) is None
+    assert check_size_and_crop(6, 0, 4, 8) == "--size must be >= 8 for this network, got 6"
+    assert check_size_and_crop(128, 18, 4, 8) == ("--crop must be 0 or a multiple of 4 (the network's input "
+                                                  "multiple) in [8, --size 128], got 18")
+    assert check_size_and_crop(64, 128, 64, 64).startswith("--crop must be 0 or a multiple of 64 ")  # above --size
+    assert check_size_and_crop(128, 4, 4, 8).startswith("--crop must be 0 ")  # below the minimum
+    assert check_size_and_crop(130, 0, 4, 8) == ("--crop 0 trains on whole images, so --size must be a multiple "
+                                                 "of 4, got 130")
 
 
 def test_common_training_options_take_each_commands_defaults_and_help(capsys):

@@ -55,8 +55,8 @@ def build_parser():
 
 
 def main(argv=None):
-    from wnlb_d2.cli.enhancer_training import (check_common_arguments, error_reporter, parse_training_args,
-                                              training_files)
+    from wnlb_d2.cli.enhancer_training import (check_common_arguments, check_size_and_crop, error_reporter,
+                                              parse_training_args, training_files)
 
     args = parse_training_args(build_parser(), argv)
     from wnlb_d2.data.synthesis import build_pipeline
@@ -74,14 +74,9 @@ def main(argv=None):
         model = build_agllnet_from_weights(args.init) if args.init else AGLLNet(**config)
     except AGLLNetWeightsError as e:
         return fail(str(e))
-    m = model.multiple
-    if args.size < model.min_size:
-        return fail(f"--size must be >= {model.min_size} for this network, got {args.size}")
-    if args.crop and not (args.crop % m == 0 and model.min_size <= args.crop <= args.size):
-        return fail(f"--crop must be 0 or a multiple of {m} (the network's input multiple) in "
-                    f"[{model.min_size}, --size {args.size}], got {args.crop}")
-    if not args.crop and args.size % m:
-        return fail(f"--crop 0 trains on whole images, so --size must be a multiple of {m}, got {args.size}")
+    problem = check_size_and_crop(args.size, args.crop, model.multiple, model.min_size)
+    if problem:
+        return fail(problem)
     try:
         files = training_files(args)
         dark, clean, failed = load_training_pairs(files, build_pipeline(args.low_light), size=args.size,

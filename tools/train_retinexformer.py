@@ -44,23 +44,17 @@ def build_parser():
 
 
 def main(argv=None):
-    from wnlb_d2.cli.enhancer_training import (check_common_arguments, error_reporter, parse_training_args,
-                                              training_files)
+    from wnlb_d2.cli.enhancer_training import (check_common_arguments, check_size_and_crop, error_reporter,
+                                              parse_training_args, training_files)
 
     args = parse_training_args(build_parser(), argv)
     from wnlb_d2.data.synthesis import build_pipeline
-    from wnlb_d2.enhance.retinexformer import RetinexFormer, load_retinexformer_weights
+    from wnlb_d2.enhance.retinexformer import PAD_FACTOR, RetinexFormer, load_retinexformer_weights
     from wnlb_d2.enhance.retinexformer_train import save_retinexformer_weights, train_retinexformer
     from wnlb_d2.enhance.training_pairs import load_training_pairs
 
     fail = error_reporter("train_retinexformer.py")
-    if args.size < 8:
-        return fail(f"--size must be >= 8, got {args.size}")
-    if args.crop and not (8 <= args.crop <= args.size and args.crop % 4 == 0):
-        return fail(f"--crop must be 0 or a multiple of 4 in [8, --size {args.size}], got {args.crop}")
-    if not args.crop and args.size % 4:
-        return fail(f"--crop 0 trains on whole images, so --size must be a multiple of 4, got {args.size}")
-    problem = check_common_arguments(args)
+    problem = check_common_arguments(args) or check_size_and_crop(args.size, args.crop, PAD_FACTOR, 8)
     if problem:
         return fail(problem)
     model = None

@@ -36,7 +36,7 @@ import sys
 from ..data.synthesis import PIPELINES
 
 __all__ = ["add_common_arguments", "parse_training_args", "error_reporter", "check_common_arguments",
-           "image_files", "training_files"]
+           "check_size_and_crop", "image_files", "training_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,27 @@ def check_common_arguments(args):
     """The message for bad ``--iters``, ``--batch-size``, ``--max-images`` or ``--lr``, or None."""
     if args.iters < 1 or args.batch_size < 1 or args.max_images < 0 or not args.lr > 0:
         return "--iters and --batch-size must be >= 1, --max-images >= 0, --lr > 0"
+    return None
+
+
+def check_size_and_crop(size, crop, multiple, min_size):
+    """The message for a ``--size``/``--crop`` the network cannot take, or None.
+
+    Checked before any image is read (the training functions check the same on the tensors).
+
+    Args:
+        size (int): side of the square training images.
+        crop (int): side of the random crops, 0 for whole images.
+        multiple (int): the network's input multiple (crops, or whole images, must be multiples).
+        min_size (int): the smallest input side the network takes.
+    """
+    if size < min_size:
+        return f"--size must be >= {min_size} for this network, got {size}"
+    if crop and not (crop % multiple == 0 and min_size <= crop <= size):
+        return (f"--crop must be 0 or a multiple of {multiple} (the network's input multiple) in "
+                f"[{min_size}, --size {size}], got {crop}")
+    if not crop and size % multiple:
+        return f"--crop 0 trains on whole images, so --size must be a multiple of {multiple}, got {size}"
     return None
 
 
